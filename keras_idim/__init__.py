@@ -1,0 +1,13 @@
+"""keras_idim: the intrinsic dimension of objective landscapes, in Keras 3.
+
+Train any built Keras model only in a random d-dimensional subspace of its
+D weights, theta = theta_0 + P theta_d (Li et al., ICLR 2018), and find the
+smallest d that reaches 90 % of full training.
+"""
+
+from keras_idim import projections
+from keras_idim.subspace import SubspaceModel
+
+__version__ = "0.1.0"
+
+__all__ = ["SubspaceModel", "projections", "__version__"]

@@ -1,0 +1,149 @@
+"""The `Projection` base class: a fixed random linear map from R^d to R^D."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Returns `value` as an int, or raises naming the argument.
+
+    Args:
+        name: str. The argument's name, quoted in the error.
+        value: Any. What the user passed.
+
+    Returns:
+        The value as a Python `int`.
+
+    Raises:
+        ValueError: if `value` is not a positive integer (bools are refused).
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value <= 0
+    ):
+        raise ValueError(
+            f"`{name}` should be a positive integer. Received: `{name}={value!r}`"
+        )
+    return int(value)
+
+
+def check_seed(seed: Any) -> int:
+    """Returns `seed` as an int in [0, 2**63), or raises naming the argument."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(
+            "`seed` should be an integer in [0, 2**63). "
+            f"Received: `seed={seed!r}`"
+        )
+    return seed
+
+
+def derive_seed(seed: int, *stream: int) -> tf.Tensor:
+    """A stateless-op seed (shape (2,), int64) for one named random stream.
+
+    Every random tensor of a projection draws from its own stream, identified
+    by small integers, so that the streams never overlap and the same integer
+    seed regenerates the same map bit for bit in any process.
+
+    Args:
+        seed: int. The projection's seed.
+        *stream: int. Identifies the stream (e.g. which tensor, which block).
+
+    Returns:
+        An int64 tensor of shape (2,) for `tf.random.stateless_*` ops.
+    """
+    key = seed
+    for s in stream:
+        # A fixed 63-bit mixing (splitmix-like) of the stream ids into the key.
+        key = (key * 0x9E3779B97F4A7C15 + s + 1) % (2**63)
+    return tf.constant([seed % (2**63), key], dtype=tf.int64)
+
+
+class Projection:
+    """A fixed random linear map `P` from R^dim to R^full_dim.
+
+    `P` is regenerated from an integer seed through stateless random ops, so
+    the same `(full_dim, dim, seed)` gives the same map bit for bit in any
+    process; it is never trained. Calling the projection on a `(dim,)` tensor
+    returns the `(full_dim,)` tensor `P @ v`. The map is differentiable:
+    gradients come from TensorFlow's autodiff through the forward map.
+
+    Subclasses implement `call(v)` and `memory_bytes`; they build their random
+    tensors in `__init__`.
+
+    Args:
+        full_dim: int. D, the number of rows (the model's parameter count).
+        dim: int. d, the number of columns (the subspace's dimension).
+        seed: int. Seed of every random tensor of the map. Defaults to `0`.
+    """
+
+    name = "projection"
+
+    def __init__(self, full_dim: int, dim: int, seed: int = 0):
+        self.full_dim = check_positive_int("full_dim", full_dim)
+        self.dim = check_positive_int("dim", dim)
+        self.seed = check_seed(seed)
+
+    def call(self, v: tf.Tensor) -> tf.Tensor:
+        """Returns `P @ v` for a float32 tensor `v` of shape (dim,)."""
+        raise NotImplementedError
+
+    def __call__(self, v: Any) -> tf.Tensor:
+        v = tf.convert_to_tensor(v, dtype=tf.float32)
+        if v.shape.rank != 1 or (
+            v.shape[0] is not None and v.shape[0] != self.dim
+        ):
+            raise ValueError(
+                f"The input of a {type(self).__name__} should have shape "
+                f"({self.dim},). Received: shape={tuple(v.shape)}"
+            )
+        return self.call(v)
+
+    def transpose(self, g: Any) -> tf.Tensor:
+        """Returns `P^T @ g` for a tensor `g` of shape (full_dim,).
+
+        This is the vector-Jacobian product of the forward map, taken by
+        autodiff at `v = 0` (the map is linear, so the point does not
+        matter). Inside a `tf.function` the unused forward output is pruned,
+        so this costs one pass of the transposed map, not two.
+        """
+        g = tf.convert_to_tensor(g, dtype=tf.float32)
+        v = tf.zeros([self.dim], tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            out = self.call(v)
+        return tape.gradient(out, v, output_gradients=g)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of the tensors that this projection holds."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"full_dim": self.full_dim, "dim": self.dim, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Projection":
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(full_dim={self.full_dim}, dim={self.dim}, "
+            f"seed={self.seed})"
+        )
+
+
+def tensor_bytes(*tensors: tf.Tensor | tf.SparseTensor) -> int:
+    """Total bytes held by dense or sparse tensors."""
+    total = 0
+    for t in tensors:
+        if isinstance(t, tf.SparseTensor):
+            total += tensor_bytes(t.indices, t.values)
+        else:
+            total += int(t.shape.num_elements()) * t.dtype.size
+    return total
+

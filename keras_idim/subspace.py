@@ -1,0 +1,292 @@
+"""`SubspaceModel`: train a built Keras model only in a random subspace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_idim import projections as projections_module
+from keras_idim.projections.base import Projection, check_positive_int, check_seed
+
+try:  # Keras >= 3.7 unscales the loss it tracks under a distribution.
+    from keras.src.losses.loss import unscale_loss_for_distribution
+except ImportError:  # pragma: no cover - older Keras 3
+
+    def unscale_loss_for_distribution(loss):
+        return loss
+
+
+class _BaseVariables:
+    """The base model's trainable variables at wrap time, in order.
+
+    A plain holder, so that Keras' attribute tracking does not count the
+    base model's variables a second time as variables of the wrapper.
+    """
+
+    def __init__(self, variables: list):
+        self.variables = list(variables)
+        self.shapes = [tuple(v.shape) for v in self.variables]
+        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+
+
+@keras.saving.register_keras_serializable(package="keras_idim")
+class SubspaceModel(keras.Model):
+    """Trains a built Keras model only in a random d-dimensional subspace.
+
+    The base model's D trainable weights become
+    `theta = theta_0 + P @ theta_d`, where `theta_0` holds their values when
+    wrapped (a random init, or pretrained weights to measure the intrinsic
+    dimension of fine-tuning), `P` is a fixed random D x d projection
+    regenerated from `seed`, and `theta_d`, initialised to zeros, is the only
+    trainable vector. Plain `compile`/`fit` then train `theta_d` alone: the
+    optimizer holds slots for d numbers, not D.
+
+    Each training step takes the gradient of the loss with respect to the
+    base weights, maps it to the subspace with the transposed projection
+    (`P^T g`, by autodiff through the forward map), lets the optimizer update
+    `theta_d`, and writes `theta_0 + P theta_d` back into the base model's
+    variables: two passes of the projection per step. So after every step
+    the base model's own variables hold the current weights, and `predict`,
+    `evaluate`, `base_model(x)` and export need nothing special. Layers keep
+    their training behaviour: Dropout drops, BatchNormalization uses batch
+    statistics and updates its moving statistics.
+
+    With `structure_aware=True` (SAID, Aghajanyan et al. 2020), each weight
+    tensor t of the base model gets a trainable scale `lambda_t` (initialised
+    to 1): `theta_i = theta_0,i + lambda_t(i) * (P theta_d)_i`; `theta_d` then
+    has `dim - m` entries (m tensors), so that exactly `dim` numbers train.
+
+    Wrapping marks each of the base model's trainable variables
+    `trainable = False` (the layers themselves stay trainable, so that
+    BatchNormalization still runs in training mode during `fit`).
+
+    Args:
+        base_model: keras.Model. A built model (called on data, or built with
+            an input shape) with at least one trainable weight.
+        dim: int. d, the number of trainable parameters of the subspace.
+        projection: str or `Projection`. `"fastfood"`, `"dense"` or
+            `"sparse"`; a `Projection` subclass; or an instance of shape
+            (D, d) (or (D, d - m) with `structure_aware`), whose own seed
+            is then used. Defaults to `"fastfood"`.
+        seed: int. Seed of the projection. Defaults to `0`.
+        structure_aware: bool. Use SAID's per-tensor scales. Defaults to
+            `False`.
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    >>> base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> model = SubspaceModel(base, dim=5, projection="dense", seed=0)
+    >>> model.full_dim, [v.shape for v in model.trainable_variables]
+    (27, [(5,)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    """
+
+    def __init__(
+        self,
+        base_model: keras.Model,
+        dim: int,
+        projection: str | Projection | type[Projection] = "fastfood",
+        seed: int = 0,
+        structure_aware: bool = False,
+        **kwargs: Any,
+    ):
+        # Validate everything before any work.
+        if not isinstance(base_model, keras.Model):
+            raise ValueError(
+                "`base_model` should be a `keras.Model`. "
+                f"Received: `base_model={base_model!r}` "
+                f"of type {type(base_model).__name__}"
+            )
+        if not base_model.built:
+            raise ValueError(
+                f"`base_model` ({base_model.name!r}) is not built: its "
+                "weights do not exist yet. Build it first, e.g. with "
+                "`base_model.build(input_shape)` or by calling it on a batch "
+                "of data, or give it a `keras.Input`."
+            )
+        dim = check_positive_int("dim", dim)
+        seed = check_seed(seed)
+        if not isinstance(structure_aware, bool):
+            raise ValueError(
+                "`structure_aware` should be a bool. "
+                f"Received: `structure_aware={structure_aware!r}`"
+            )
+        if not isinstance(projection, Projection):
+            projection_cls = projections_module.get(projection)
+        base_vars = _BaseVariables(base_model.trainable_variables)
+        if not base_vars.variables:
+            raise ValueError(
+                f"`base_model` ({base_model.name!r}) has no trainable "
+                "weights, so there is nothing to train in a subspace (was "
+                "it already wrapped by a SubspaceModel, or frozen?)."
+            )
+        num_tensors = len(base_vars.variables)
+        if structure_aware and dim <= num_tensors:
+            raise ValueError(
+                "With `structure_aware=True`, `dim` should exceed the number "
+                f"of trainable weight tensors of the base model ({num_tensors}"
+                f"), one scale each. Received: `dim={dim}`"
+            )
+        full_dim = sum(base_vars.sizes)
+        sub_dim = dim - num_tensors if structure_aware else dim
+        if isinstance(projection, Projection):
+            if (projection.full_dim, projection.dim) != (full_dim, sub_dim):
+                raise ValueError(
+                    "`projection` should map R^{} to R^{} for this base model "
+                    "and `dim`. Received: `projection={!r}`".format(
+                        sub_dim, full_dim, projection
+                    )
+                )
+            seed = projection.seed
+        else:
+            projection = projection_cls(full_dim, sub_dim, seed=seed)
+
+        super().__init__(**kwargs)
+        self.base_model = base_model
+        self.dim = dim
+        self.full_dim = full_dim
+        self.seed = seed
+        self.structure_aware = structure_aware
+        self.projection = projection
+        self._base = base_vars
+        # XLA cannot compile tf.sparse ops: Keras then refuses jit_compile.
+        self.supports_jit = not isinstance(
+            projection, projections_module.SparseProjection
+        )
+
+        theta_0 = tf.concat(
+            [tf.reshape(tf.cast(v, tf.float32), [-1]) for v in base_vars.variables],
+            axis=0,
+        )
+        self.theta_0 = self.add_weight(
+            shape=(full_dim,), initializer="zeros", trainable=False,
+            name="theta_0",
+        )
+        self.theta_0.assign(theta_0)
+        self.theta_d = self.add_weight(
+            shape=(sub_dim,), initializer="zeros", trainable=True,
+            name="theta_d",
+        )
+        if structure_aware:
+            self.lambdas = self.add_weight(
+                shape=(num_tensors,), initializer="ones", trainable=True,
+                name="said_lambdas",
+            )
+            # P theta_d, kept for the gradient of the lambdas.
+            self.offset = self.add_weight(
+                shape=(full_dim,), initializer="zeros", trainable=False,
+                name="offset",
+            )
+        for v in base_vars.variables:
+            v.trainable = False
+        self.built = True
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return self.base_model(inputs, training=training)
+
+    # -- the subspace map ------------------------------------------------
+
+    def _scales(self) -> tf.Tensor:
+        """SAID's per-weight scales, lambda_t(i), as a (full_dim,) tensor."""
+        return tf.repeat(tf.convert_to_tensor(self.lambdas), self._base.sizes)
+
+    def sync_base_weights(self) -> None:
+        """Writes `theta_0 + P theta_d` into the base model's variables.
+
+        Runs after every training step (one pass of the projection); call it
+        yourself only after assigning `theta_d` (or the lambdas) by hand.
+        """
+        offset = self.projection(tf.convert_to_tensor(self.theta_d))
+        if self.structure_aware:
+            self.offset.assign(offset)
+            offset = self._scales() * offset
+        theta = tf.convert_to_tensor(self.theta_0) + offset
+        for v, piece, shape in zip(
+            self._base.variables, tf.split(theta, self._base.sizes),
+            self._base.shapes,
+        ):
+            v.assign(tf.cast(tf.reshape(piece, shape), v.dtype))
+
+    def subspace_gradients(self, grads: list) -> list[tf.Tensor]:
+        """Maps gradients w.r.t. the base weights to the trainable variables.
+
+        Args:
+            grads: list. One gradient (or `None`) per base trainable
+                variable, in the order of `base_model`'s trainable variables
+                at wrap time.
+
+        Returns:
+            Gradients for `self.trainable_variables`: `[P^T g]`, and with
+            SAID `[P^T (lambda * g), sum_t(g * P theta_d)]`.
+        """
+        flat = tf.concat(
+            [
+                tf.zeros([n], tf.float32) if g is None
+                else tf.reshape(tf.cast(tf.convert_to_tensor(g), tf.float32), [-1])
+                for g, n in zip(grads, self._base.sizes)
+            ],
+            axis=0,
+        )
+        if not self.structure_aware:
+            return [self.projection.transpose(flat)]
+        grad_theta_d = self.projection.transpose(self._scales() * flat)
+        products = tf.split(flat * tf.convert_to_tensor(self.offset),
+                            self._base.sizes)
+        grad_lambdas = tf.stack([tf.reduce_sum(p) for p in products])
+        return [grad_theta_d, grad_lambdas]
+
+    # -- training ----------------------------------------------------------
+
+    def train_step(self, data: Any) -> dict:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        # The tf.Variables behind the base model's (non-trainable) weights.
+        base_vars = [v.value for v in self._base.variables]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(base_vars)
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                training=True,
+            )
+            batch_size = tf.shape(
+                next(i for i in tf.nest.flatten(x) if i is not None)
+            )[0]
+            self._loss_tracker.update_state(
+                unscale_loss_for_distribution(loss), sample_weight=batch_size
+            )
+            loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(loss, base_vars)
+        self.optimizer.apply(self.subspace_gradients(grads),
+                             self.trainable_variables)
+        self.sync_base_weights()
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    # -- serialisation -----------------------------------------------------
+
+    def get_config(self) -> dict:
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "base_model": keras.saving.serialize_keras_object(self.base_model),
+            "dim": self.dim,
+            "seed": self.seed,
+            "structure_aware": self.structure_aware,
+            "projection": keras.saving.serialize_keras_object(self.projection),
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> "SubspaceModel":
+        config = dict(config)
+        config["base_model"] = keras.saving.deserialize_keras_object(
+            config["base_model"], custom_objects=custom_objects
+        )
+        if isinstance(config["projection"], dict):
+            config["projection"] = keras.saving.deserialize_keras_object(
+                config["projection"], custom_objects=custom_objects
+            )
+        return cls(**config)

@@ -1,0 +1,203 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.linalg
+import tensorflow as tf
+from conftest import KINDS, materialize
+
+from keras_idim import projections
+from keras_idim.projections import (
+    DenseProjection,
+    FastfoodProjection,
+    SparseProjection,
+)
+from keras_idim.projections.fastfood import fwht
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_exact_unit_column_norms(kind):
+    p = projections.get(kind)(full_dim=3000, dim=40, seed=3)
+    norms = np.linalg.norm(materialize(p), axis=0)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
+def test_fastfood_columns_unit_norm_in_expectation_and_nearly_orthogonal():
+    p = FastfoodProjection(full_dim=4000, dim=64, seed=3)
+    mat = materialize(p)
+    norms = np.linalg.norm(mat, axis=0)
+    assert abs(norms.mean() - 1.0) < 0.05
+    corr = (mat.T @ mat) / np.outer(norms, norms)
+    off_diagonal = np.abs(corr[~np.eye(64, dtype=bool)])
+    # Independent random unit vectors in R^4000 have |cos| about 0.0126.
+    assert off_diagonal.mean() < 0.03
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_transpose_and_autodiff_gradient_equal_p_transpose(kind):
+    p = projections.get(kind)(full_dim=1500, dim=30, seed=1)
+    mat = materialize(p)
+    g = np.random.default_rng(0).standard_normal(1500).astype(np.float32)
+    expected = mat.T.astype(np.float64) @ g
+    np.testing.assert_allclose(p.transpose(g).numpy(), expected, rtol=1e-4,
+                               atol=1e-5)
+    v = tf.Variable(tf.random.normal([30]))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(p(v) * g)
+    np.testing.assert_allclose(tape.gradient(loss, v).numpy(), expected,
+                               rtol=1e-4, atol=1e-5)
+    # And the map is the matrix: P v.
+    np.testing.assert_allclose(p(v).numpy(), mat @ v.numpy(), rtol=1e-4,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_transpose_compiles_in_tf_function(kind):
+    p = projections.get(kind)(full_dim=500, dim=10, seed=0)
+    g = tf.random.normal([500])
+    np.testing.assert_allclose(
+        tf.function(p.transpose)(g).numpy(), p.transpose(g).numpy(),
+        rtol=1e-5, atol=1e-6,
+    )
+
+
+_CHILD = """
+import json, sys
+import numpy as np, tensorflow as tf
+from keras_idim import projections
+out = {}
+for kind in %r:
+    for seed in (0, 1):
+        p = projections.get(kind)(full_dim=700, dim=12, seed=seed)
+        cols = [p(tf.one_hot(j, 12)).numpy() for j in range(12)]
+        out[f"{kind}-{seed}"] = np.stack(cols, 1).astype(np.float32).tobytes().hex()
+json.dump(out, sys.stdout)
+"""
+
+
+def test_same_seed_gives_same_matrix_bit_for_bit_in_another_process():
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD % (KINDS,)], capture_output=True,
+        text=True, check=True, timeout=300,
+    )
+    theirs = json.loads(child.stdout)
+    for kind in KINDS:
+        mine = materialize(projections.get(kind)(full_dim=700, dim=12, seed=0))
+        assert mine.astype(np.float32).tobytes().hex() == theirs[f"{kind}-0"]
+        assert theirs[f"{kind}-0"] != theirs[f"{kind}-1"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_another_seed_gives_another_matrix(kind):
+    cls = projections.get(kind)
+    a = materialize(cls(full_dim=400, dim=8, seed=0))
+    b = materialize(cls(full_dim=400, dim=8, seed=1))
+    assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_first_columns_do_not_depend_on_dim(kind):
+    cls = projections.get(kind)
+    small = materialize(cls(full_dim=600, dim=5, seed=2))
+    large = materialize(cls(full_dim=600, dim=11, seed=2))
+    np.testing.assert_array_equal(small, large[:, :5])
+
+
+def test_dense_over_budget_regenerates_the_same_matrix_on_the_fly():
+    stored = DenseProjection(full_dim=900, dim=25, seed=4)
+    blocks = DenseProjection(full_dim=900, dim=25, seed=4, memory_budget=1000)
+    assert stored.stored and not blocks.stored
+    assert blocks.memory_bytes == 0
+    assert stored.memory_bytes == 900 * 25 * 4
+    np.testing.assert_array_equal(materialize(stored), materialize(blocks))
+    g = tf.random.normal([900])
+    np.testing.assert_allclose(
+        tf.function(blocks.transpose)(g).numpy(),
+        stored.transpose(g).numpy(), rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_dense_over_budget_can_refuse_naming_the_alternatives():
+    with pytest.raises(ValueError, match="sparse.*fastfood"):
+        DenseProjection(full_dim=1000, dim=100, memory_budget=10,
+                        over_budget="raise")
+
+
+def test_dense_entries_are_gaussian_before_normalisation():
+    # Normalised N(0,1) columns in R^D: entries ~ N(0, 1/D), kurtosis 3.
+    mat = materialize(DenseProjection(full_dim=20000, dim=10, seed=0))
+    scaled = mat.ravel() * np.sqrt(20000)
+    assert abs(scaled.std() - 1.0) < 0.01
+    assert abs(np.mean(scaled**4) - 3.0) < 0.1
+
+
+def test_sparse_density_and_values():
+    d_full, dim = 10_000, 200
+    p = SparseProjection(full_dim=d_full, dim=dim, seed=0)
+    assert isinstance(p.matrix, tf.SparseTensor)
+    counts = np.bincount(p.matrix.indices.numpy()[:, 1], minlength=dim)
+    # Binomial(D, 1/sqrt(D)): mean 100, sd about 9.95; mean of 200 columns.
+    assert abs(counts.mean() - 100) < 3 * 9.95 / np.sqrt(dim) + 0.5
+    values = p.matrix.values.numpy()
+    cols = p.matrix.indices.numpy()[:, 1]
+    np.testing.assert_allclose(np.abs(values), 1 / np.sqrt(counts[cols]),
+                               rtol=1e-6)
+    assert 0.45 < (values > 0).mean() < 0.55
+    assert p.memory_bytes < 4 * d_full * dim / 10
+
+
+def test_sparse_tiny_full_dim_has_no_empty_column():
+    p = SparseProjection(full_dim=3, dim=50, seed=0)
+    norms = np.linalg.norm(materialize(p), axis=0)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-6)
+
+
+def test_fwht_equals_the_hadamard_matrix():
+    for length in (1, 2, 8, 128, 4096):
+        x = np.random.default_rng(length).standard_normal(length)
+        expected = scipy.linalg.hadamard(length) @ x
+        got = fwht(tf.constant(x)).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_fastfood_allows_dim_above_full_dim():
+    p = FastfoodProjection(full_dim=100, dim=200, seed=0)
+    assert p.length == 256
+    mat = materialize(p)
+    assert mat.shape == (100, 200)
+    assert np.linalg.matrix_rank(mat) == 100
+    assert abs(np.linalg.norm(mat, axis=0).mean() - 1) < 0.05
+
+
+def test_memory_bytes():
+    assert FastfoodProjection(1000, 10).memory_bytes == 4 * (3 * 1024 + 1000)
+
+
+def test_get():
+    assert projections.get("dense") is DenseProjection
+    assert projections.get("Sparse") is SparseProjection
+    assert projections.get(FastfoodProjection) is FastfoodProjection
+    with pytest.raises(ValueError, match=r"\['dense', 'fastfood', 'sparse'\]"):
+        projections.get("gaussian")
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "10", True])
+def test_bad_dim(bad):
+    with pytest.raises(ValueError, match=r"`dim` should be a positive integer"):
+        FastfoodProjection(full_dim=10, dim=bad)
+
+
+def test_bad_seed_and_budget():
+    with pytest.raises(ValueError, match=r"Received: `seed=-1`"):
+        SparseProjection(full_dim=10, dim=2, seed=-1)
+    with pytest.raises(ValueError, match=r"`over_budget='never'`"):
+        DenseProjection(full_dim=10, dim=2, over_budget="never")
+    with pytest.raises(ValueError, match=r"`memory_budget=-1`"):
+        DenseProjection(full_dim=10, dim=2, memory_budget=-1)
+
+
+def test_wrong_input_shape():
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        DenseProjection(full_dim=10, dim=4)(tf.zeros([5]))
