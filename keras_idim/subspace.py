@@ -74,6 +74,9 @@ class SubspaceModel(keras.Model):
         seed: int. Seed of the projection. Defaults to `0`.
         structure_aware: bool. Use SAID's per-tensor scales. Defaults to
             `False`.
+        projection_kwargs: dict. Extra arguments of the projection class,
+            e.g. `{"memory_budget": 2**30, "over_budget": "raise"}` for
+            `"dense"`. Defaults to `None`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -92,6 +95,7 @@ class SubspaceModel(keras.Model):
         projection: str | Projection | type[Projection] = "fastfood",
         seed: int = 0,
         structure_aware: bool = False,
+        projection_kwargs: dict | None = None,
         **kwargs: Any,
     ):
         # Validate everything before any work.
@@ -117,6 +121,15 @@ class SubspaceModel(keras.Model):
             )
         if not isinstance(projection, Projection):
             projection_cls = projections_module.get(projection)
+        if projection_kwargs is not None and (
+            not isinstance(projection_kwargs, dict)
+            or isinstance(projection, Projection)
+        ):
+            raise ValueError(
+                "`projection_kwargs` should be a dict of arguments of the "
+                "projection class, and only with a projection name or class. "
+                f"Received: `projection_kwargs={projection_kwargs!r}`"
+            )
         base_vars = _BaseVariables(base_model.trainable_variables)
         if not base_vars.variables:
             raise ValueError(
@@ -143,7 +156,15 @@ class SubspaceModel(keras.Model):
                 )
             seed = projection.seed
         else:
-            projection = projection_cls(full_dim, sub_dim, seed=seed)
+            try:
+                projection = projection_cls(
+                    full_dim, sub_dim, seed=seed, **(projection_kwargs or {})
+                )
+            except TypeError as e:
+                raise ValueError(
+                    f"`projection_kwargs` do not fit {projection_cls.__name__}"
+                    f": {e}. Received: `projection_kwargs={projection_kwargs!r}`"
+                ) from None
 
         super().__init__(**kwargs)
         self.base_model = base_model
@@ -184,6 +205,16 @@ class SubspaceModel(keras.Model):
         for v in base_vars.variables:
             v.trainable = False
         self.built = True
+
+    @property
+    def base_variables(self) -> list:
+        """The base model's weights that the subspace drives, in P's order.
+
+        These were the base model's trainable variables when it was wrapped
+        (now marked non-trainable); the rows of P follow this order, each
+        variable flattened row-major.
+        """
+        return list(self._base.variables)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.base_model(inputs, training=training)
