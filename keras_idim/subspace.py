@@ -149,10 +149,8 @@ class SubspaceModel(keras.Model):
         if isinstance(projection, Projection):
             if (projection.full_dim, projection.dim) != (full_dim, sub_dim):
                 raise ValueError(
-                    "`projection` should map R^{} to R^{} for this base model "
-                    "and `dim`. Received: `projection={!r}`".format(
-                        sub_dim, full_dim, projection
-                    )
+                    f"`projection` should map R^{sub_dim} to R^{full_dim} for "
+                    f"this base model and `dim`. Received: `projection={projection!r}`"
                 )
             seed = projection.seed
         else:
@@ -184,22 +182,30 @@ class SubspaceModel(keras.Model):
             axis=0,
         )
         self.theta_0 = self.add_weight(
-            shape=(full_dim,), initializer="zeros", trainable=False,
+            shape=(full_dim,),
+            initializer="zeros",
+            trainable=False,
             name="theta_0",
         )
         self.theta_0.assign(theta_0)
         self.theta_d = self.add_weight(
-            shape=(sub_dim,), initializer="zeros", trainable=True,
+            shape=(sub_dim,),
+            initializer="zeros",
+            trainable=True,
             name="theta_d",
         )
         if structure_aware:
             self.lambdas = self.add_weight(
-                shape=(num_tensors,), initializer="ones", trainable=True,
+                shape=(num_tensors,),
+                initializer="ones",
+                trainable=True,
                 name="said_lambdas",
             )
             # P theta_d, kept for the gradient of the lambdas.
             self.offset = self.add_weight(
-                shape=(full_dim,), initializer="zeros", trainable=False,
+                shape=(full_dim,),
+                initializer="zeros",
+                trainable=False,
                 name="offset",
             )
         for v in base_vars.variables:
@@ -237,7 +243,8 @@ class SubspaceModel(keras.Model):
             offset = self._scales() * offset
         theta = tf.convert_to_tensor(self.theta_0) + offset
         for v, piece, shape in zip(
-            self._base.variables, tf.split(theta, self._base.sizes),
+            self._base.variables,
+            tf.split(theta, self._base.sizes),
             self._base.shapes,
         ):
             v.assign(tf.cast(tf.reshape(piece, shape), v.dtype))
@@ -256,7 +263,8 @@ class SubspaceModel(keras.Model):
         """
         flat = tf.concat(
             [
-                tf.zeros([n], tf.float32) if g is None
+                tf.zeros([n], tf.float32)
+                if g is None
                 else tf.reshape(tf.cast(tf.convert_to_tensor(g), tf.float32), [-1])
                 for g, n in zip(grads, self._base.sizes)
             ],
@@ -265,8 +273,7 @@ class SubspaceModel(keras.Model):
         if not self.structure_aware:
             return [self.projection.transpose(flat)]
         grad_theta_d = self.projection.transpose(self._scales() * flat)
-        products = tf.split(flat * tf.convert_to_tensor(self.offset),
-                            self._base.sizes)
+        products = tf.split(flat * tf.convert_to_tensor(self.offset), self._base.sizes)
         grad_lambdas = tf.stack([tf.reduce_sum(p) for p in products])
         return [grad_theta_d, grad_lambdas]
 
@@ -280,19 +287,21 @@ class SubspaceModel(keras.Model):
             tape.watch(base_vars)
             y_pred = self(x, training=True)
             loss = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                x=x,
+                y=y,
+                y_pred=y_pred,
+                sample_weight=sample_weight,
                 training=True,
             )
-            batch_size = tf.shape(
-                next(i for i in tf.nest.flatten(x) if i is not None)
-            )[0]
+            batch_size = tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[
+                0
+            ]
             self._loss_tracker.update_state(
                 unscale_loss_for_distribution(loss), sample_weight=batch_size
             )
             loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, base_vars)
-        self.optimizer.apply(self.subspace_gradients(grads),
-                             self.trainable_variables)
+        self.optimizer.apply(self.subspace_gradients(grads), self.trainable_variables)
         self.sync_base_weights()
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -311,7 +320,7 @@ class SubspaceModel(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> "SubspaceModel":
+    def from_config(cls, config: dict, custom_objects=None) -> SubspaceModel:
         config = dict(config)
         config["base_model"] = keras.saving.deserialize_keras_object(
             config["base_model"], custom_objects=custom_objects

@@ -18,7 +18,9 @@ def set_seed():
 def materialize(projection) -> np.ndarray:
     """P as a dense (D, d) array, one column at a time: P applied to e_j."""
     return np.stack(
-        [projection(tf.one_hot(j, projection.dim)).numpy()
-         for j in range(projection.dim)],
+        [
+            projection(tf.one_hot(j, projection.dim)).numpy()
+            for j in range(projection.dim)
+        ],
         axis=1,
     )

@@ -41,16 +41,15 @@ def test_transpose_and_autodiff_gradient_equal_p_transpose(kind):
     mat = materialize(p)
     g = np.random.default_rng(0).standard_normal(1500).astype(np.float32)
     expected = mat.T.astype(np.float64) @ g
-    np.testing.assert_allclose(p.transpose(g).numpy(), expected, rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(p.transpose(g).numpy(), expected, rtol=1e-4, atol=1e-5)
     v = tf.Variable(tf.random.normal([30]))
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(p(v) * g)
-    np.testing.assert_allclose(tape.gradient(loss, v).numpy(), expected,
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        tape.gradient(loss, v).numpy(), expected, rtol=1e-4, atol=1e-5
+    )
     # And the map is the matrix: P v.
-    np.testing.assert_allclose(p(v).numpy(), mat @ v.numpy(), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(p(v).numpy(), mat @ v.numpy(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -58,8 +57,10 @@ def test_transpose_compiles_in_tf_function(kind):
     p = projections.get(kind)(full_dim=500, dim=10, seed=0)
     g = tf.random.normal([500])
     np.testing.assert_allclose(
-        tf.function(p.transpose)(g).numpy(), p.transpose(g).numpy(),
-        rtol=1e-5, atol=1e-6,
+        tf.function(p.transpose)(g).numpy(),
+        p.transpose(g).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -79,8 +80,11 @@ json.dump(out, sys.stdout)
 
 def test_same_seed_gives_same_matrix_bit_for_bit_in_another_process():
     child = subprocess.run(
-        [sys.executable, "-c", _CHILD % (KINDS,)], capture_output=True,
-        text=True, check=True, timeout=300,
+        [sys.executable, "-c", _CHILD % (KINDS,)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     theirs = json.loads(child.stdout)
     for kind in KINDS:
@@ -115,14 +119,15 @@ def test_dense_over_budget_regenerates_the_same_matrix_on_the_fly():
     g = tf.random.normal([900])
     np.testing.assert_allclose(
         tf.function(blocks.transpose)(g).numpy(),
-        stored.transpose(g).numpy(), rtol=1e-5, atol=1e-5,
+        stored.transpose(g).numpy(),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
 def test_dense_over_budget_can_refuse_naming_the_alternatives():
     with pytest.raises(ValueError, match="sparse.*fastfood"):
-        DenseProjection(full_dim=1000, dim=100, memory_budget=10,
-                        over_budget="raise")
+        DenseProjection(full_dim=1000, dim=100, memory_budget=10, over_budget="raise")
 
 
 def test_dense_entries_are_gaussian_before_normalisation():
@@ -142,8 +147,7 @@ def test_sparse_density_and_values():
     assert abs(counts.mean() - 100) < 3 * 9.95 / np.sqrt(dim) + 0.5
     values = p.matrix.values.numpy()
     cols = p.matrix.indices.numpy()[:, 1]
-    np.testing.assert_allclose(np.abs(values), 1 / np.sqrt(counts[cols]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(np.abs(values), 1 / np.sqrt(counts[cols]), rtol=1e-6)
     assert 0.45 < (values > 0).mean() < 0.55
     assert p.memory_bytes < 4 * d_full * dim / 10
 

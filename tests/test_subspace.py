@@ -11,11 +11,13 @@ from keras_idim.projections import DenseProjection, FastfoodProjection
 
 
 def mlp(inputs=6, hidden=5, outputs=3):
-    return keras.Sequential([
-        keras.Input((inputs,)),
-        keras.layers.Dense(hidden, activation="tanh"),
-        keras.layers.Dense(outputs),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((inputs,)),
+            keras.layers.Dense(hidden, activation="tanh"),
+            keras.layers.Dense(outputs),
+        ]
+    )
 
 
 def conv_bn_dropout():
@@ -56,8 +58,10 @@ def full_gradient(base, x, y, loss_fn, sample_weight=None) -> np.ndarray:
 
 def data(n=32, inputs=6, outputs=3, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, inputs)).astype(np.float32),
-            rng.standard_normal((n, outputs)).astype(np.float32))
+    return (
+        rng.standard_normal((n, inputs)).astype(np.float32),
+        rng.standard_normal((n, outputs)).astype(np.float32),
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -69,8 +73,10 @@ def test_theta_d_zero_gives_exactly_the_base_model(kind):
     model.sync_base_weights()  # writes theta_0 + P @ 0 into the base
     np.testing.assert_array_equal(model.predict(x, verbose=0), before)
     # A step of zero learning rate still runs the whole update.
-    model.compile(optimizer=keras.optimizers.SGD(0.0),
-                  loss=keras.losses.SparseCategoricalCrossentropy(True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(True),
+    )
     model.fit(x, np.zeros(16), epochs=1, verbose=0)
     base.get_layer(index=2).moving_mean.assign(np.zeros(4))  # undo BN stats
     base.get_layer(index=2).moving_variance.assign(np.ones(4))
@@ -87,15 +93,15 @@ def test_one_sgd_step_moves_theta_d_by_minus_p_transpose_gradient(kind):
     theta_0 = flat_weights(base.trainable_variables)
     model = SubspaceModel(base, dim=7, projection=kind, seed=5)
     p = materialize(model.projection).astype(np.float64)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0),
-                  loss=loss_fn)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss=loss_fn)
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    np.testing.assert_allclose(model.theta_d.numpy(), -p.T @ g, rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(model.theta_d.numpy(), -p.T @ g, rtol=1e-4, atol=1e-6)
     # The base model's weights now equal theta_0 + P theta_d.
     np.testing.assert_allclose(
         flat_weights(model.base_variables),
-        theta_0 + p @ model.theta_d.numpy(), rtol=1e-5, atol=1e-6,
+        theta_0 + p @ model.theta_d.numpy(),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -105,8 +111,7 @@ def test_said_step_matches_the_chain_rule(kind):
     x, y = data(seed=1)
     theta_0 = flat_weights(base.trainable_variables)
     sizes = [int(np.prod(v.shape)) for v in base.trainable_variables]
-    model = SubspaceModel(base, dim=9, projection=kind, seed=2,
-                          structure_aware=True)
+    model = SubspaceModel(base, dim=9, projection=kind, seed=2, structure_aware=True)
     assert [tuple(v.shape) for v in model.trainable_variables] == [(5,), (4,)]
     rng = np.random.default_rng(3)
     theta_d = rng.standard_normal(5).astype(np.float32)
@@ -117,18 +122,20 @@ def test_said_step_matches_the_chain_rule(kind):
     p = materialize(model.projection).astype(np.float64)
     u = p @ theta_d
     scales = np.repeat(lambdas, sizes)
-    np.testing.assert_allclose(flat_weights(model.base_variables),
-                               theta_0 + scales * u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        flat_weights(model.base_variables), theta_0 + scales * u, rtol=1e-5, atol=1e-6
+    )
     loss_fn = keras.losses.MeanSquaredError()
     g = full_gradient(base, x, y, loss_fn)
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss_fn)
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    np.testing.assert_allclose(model.theta_d.numpy(),
-                               theta_d - p.T @ (scales * g), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        model.theta_d.numpy(), theta_d - p.T @ (scales * g), rtol=1e-4, atol=1e-5
+    )
     per_tensor = np.add.reduceat(g * u, np.cumsum([0] + sizes[:-1]))
-    np.testing.assert_allclose(model.lambdas.numpy(), lambdas - per_tensor,
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.lambdas.numpy(), lambdas - per_tensor, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_sample_weights_reach_the_gradient():
@@ -141,8 +148,7 @@ def test_sample_weights_reach_the_gradient():
     p = materialize(model.projection).astype(np.float64)
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss_fn)
     model.fit(x, y, sample_weight=w, batch_size=32, shuffle=False, verbose=0)
-    np.testing.assert_allclose(model.theta_d.numpy(), -p.T @ g, rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(model.theta_d.numpy(), -p.T @ g, rtol=1e-4, atol=1e-6)
 
 
 def test_only_theta_d_trains_and_the_optimizer_holds_d_numbers():
@@ -151,8 +157,9 @@ def test_only_theta_d_trains_and_the_optimizer_holds_d_numbers():
     assert [v.path for v in model.trainable_variables] == [model.theta_d.path]
     assert base.trainable_variables == []
     assert all(layer.trainable for layer in base.layers)
-    model.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(True))
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True)
+    )
     x = np.random.default_rng(0).random((40, 8, 8, 1)).astype(np.float32)
     model.fit(x, np.arange(40) % 10, batch_size=8, epochs=1, verbose=0)
     shapes = [tuple(v.shape) for v in model.optimizer.variables]
@@ -164,17 +171,22 @@ def test_batchnorm_statistics_update_and_weights_follow_the_subspace():
     bn = base.get_layer(index=2)
     theta_0 = flat_weights(base.trainable_variables)
     model = SubspaceModel(base, dim=25, projection="sparse", seed=1)
-    model.compile(optimizer=keras.optimizers.Adam(0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(True),
+    )
     x = np.random.default_rng(0).random((64, 8, 8, 1)).astype(np.float32)
     model.fit(x, np.arange(64) % 10, batch_size=16, epochs=2, verbose=0)
     assert not np.allclose(bn.moving_mean.numpy(), 0)
     assert not np.allclose(bn.moving_variance.numpy(), 1)
     assert np.abs(model.theta_d.numpy()).max() > 0
     p = materialize(model.projection).astype(np.float64)
-    np.testing.assert_allclose(flat_weights(model.base_variables),
-                               theta_0 + p @ model.theta_d.numpy(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        flat_weights(model.base_variables),
+        theta_0 + p @ model.theta_d.numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_subclassed_model_trains():
@@ -192,23 +204,28 @@ def test_subclassed_model_trains():
 def digits():
     features, labels = load_digits(return_X_y=True)
     features = (features / 16.0).astype(np.float32)
-    return train_test_split(features, labels, test_size=0.2,
-                            stratify=labels, random_state=0)
+    return train_test_split(
+        features, labels, test_size=0.2, stratify=labels, random_state=0
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_learns_digits_at_d_200(kind):
     x_train, x_val, y_train, y_val = digits()
-    base = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(200, activation="relu"),
-        keras.layers.Dense(200, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    base = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(200, activation="relu"),
+            keras.layers.Dense(200, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     model = SubspaceModel(base, dim=200, projection=kind, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(True),
+        metrics=["accuracy"],
+    )
     model.fit(x_train, y_train, batch_size=32, epochs=8, verbose=0)
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
     assert accuracy > 0.8  # chance is 0.1
@@ -227,8 +244,10 @@ def test_keras_file_round_trip_keeps_predictions(tmp_path, kwargs):
     base = conv_bn_dropout()
     assert sum(int(np.prod(v.shape)) for v in base.trainable_variables) == 1498
     model = SubspaceModel(base, dim=12, seed=3, **kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(True),
+    )
     x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
     model.fit(x, np.arange(32) % 10, epochs=2, batch_size=8, verbose=0)
     before = model.predict(x, verbose=0)
@@ -239,18 +258,19 @@ def test_keras_file_round_trip_keeps_predictions(tmp_path, kwargs):
     assert loaded.projection.get_config() == model.projection.get_config()
     np.testing.assert_array_equal(loaded.theta_d.numpy(), model.theta_d.numpy())
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)
-    np.testing.assert_array_equal(materialize(loaded.projection),
-                                  materialize(model.projection))
+    np.testing.assert_array_equal(
+        materialize(loaded.projection), materialize(model.projection)
+    )
     # P is regenerated, so syncing again changes nothing.
     loaded.sync_base_weights()
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), before,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), before, rtol=1e-6, atol=1e-6
+    )
     loaded.fit(x, np.arange(32) % 10, epochs=1, batch_size=8, verbose=0)
 
 
 def test_get_config_round_trip():
-    model = SubspaceModel(mlp(), dim=4, projection="sparse", seed=9,
-                          name="sub")
+    model = SubspaceModel(mlp(), dim=4, projection="sparse", seed=9, name="sub")
     clone = SubspaceModel.from_config(model.get_config())
     assert (clone.dim, clone.seed, clone.full_dim, clone.name) == (4, 9, 53, "sub")
     assert type(clone.projection) is type(model.projection)
@@ -261,20 +281,29 @@ def test_get_config_round_trip():
 
 @pytest.mark.parametrize("bad", [0, -1, 3.0, "8", None])
 def test_bad_dim(bad):
-    with pytest.raises(ValueError, match=r"`dim` should be a positive integer. "
-                       r"Received: `dim="):
+    with pytest.raises(
+        ValueError,
+        match=r"`dim` should be a positive integer. "
+        r"Received: `dim=",
+    ):
         SubspaceModel(mlp(), dim=bad)
 
 
 def test_unknown_projection_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"\['dense', 'fastfood', 'sparse'\].*"
-                       r"Received: `projection='orthogonal'`"):
+    with pytest.raises(
+        ValueError,
+        match=r"\['dense', 'fastfood', 'sparse'\].*"
+        r"Received: `projection='orthogonal'`",
+    ):
         SubspaceModel(mlp(), dim=4, projection="orthogonal")
 
 
 def test_base_model_not_a_model():
-    with pytest.raises(ValueError, match=r"`base_model` should be a "
-                       r"`keras.Model`. Received: .*Dense"):
+    with pytest.raises(
+        ValueError,
+        match=r"`base_model` should be a "
+        r"`keras.Model`. Received: .*Dense",
+    ):
         SubspaceModel(keras.layers.Dense(3), dim=4)
 
 
@@ -294,22 +323,30 @@ def test_base_model_without_trainable_weights():
 
 
 def test_dense_over_budget_with_refusal():
-    with pytest.raises(ValueError, match=r"`memory_budget=100`.*'sparse'.*"
-                       r"'fastfood'"):
-        SubspaceModel(mlp(), dim=4, projection="dense",
-                      projection_kwargs={"memory_budget": 100,
-                                         "over_budget": "raise"})
+    with pytest.raises(
+        ValueError,
+        match=r"`memory_budget=100`.*'sparse'.*"
+        r"'fastfood'",
+    ):
+        SubspaceModel(
+            mlp(),
+            dim=4,
+            projection="dense",
+            projection_kwargs={"memory_budget": 100, "over_budget": "raise"},
+        )
 
 
 def test_bad_projection_kwargs():
     with pytest.raises(ValueError, match=r"`projection_kwargs=\{'budget': 1\}`"):
-        SubspaceModel(mlp(), dim=4, projection="dense",
-                      projection_kwargs={"budget": 1})
+        SubspaceModel(mlp(), dim=4, projection="dense", projection_kwargs={"budget": 1})
 
 
 def test_structure_aware_needs_dim_above_tensor_count():
-    with pytest.raises(ValueError, match=r"number of trainable weight tensors "
-                       r"of the base model \(4\).*Received: `dim=4`"):
+    with pytest.raises(
+        ValueError,
+        match=r"number of trainable weight tensors "
+        r"of the base model \(4\).*Received: `dim=4`",
+    ):
         SubspaceModel(mlp(), dim=4, structure_aware=True)
 
 

@@ -36,8 +36,7 @@ def check_seed(seed: Any) -> int:
     """Returns `seed` as an int in [0, 2**63), or raises naming the argument."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(
-            "`seed` should be an integer in [0, 2**63). "
-            f"Received: `seed={seed!r}`"
+            f"`seed` should be an integer in [0, 2**63). Received: `seed={seed!r}`"
         )
     return seed
 
@@ -94,9 +93,7 @@ class Projection:
 
     def __call__(self, v: Any) -> tf.Tensor:
         v = tf.convert_to_tensor(v, dtype=tf.float32)
-        if v.shape.rank != 1 or (
-            v.shape[0] is not None and v.shape[0] != self.dim
-        ):
+        if v.shape.rank != 1 or (v.shape[0] is not None and v.shape[0] != self.dim):
             raise ValueError(
                 f"The input of a {type(self).__name__} should have shape "
                 f"({self.dim},). Received: shape={tuple(v.shape)}"
@@ -127,7 +124,7 @@ class Projection:
         return {"full_dim": self.full_dim, "dim": self.dim, "seed": self.seed}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Projection":
+    def from_config(cls, config: dict) -> Projection:
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -146,4 +143,3 @@ def tensor_bytes(*tensors: tf.Tensor | tf.SparseTensor) -> int:
         else:
             total += int(t.shape.num_elements()) * t.dtype.size
     return total
-

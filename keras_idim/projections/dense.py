@@ -120,11 +120,11 @@ class DenseProjection(Projection):
             def body(b, acc):
                 block = self._block(b)
                 coeffs = vb[b, : tf.shape(block)[0]]
-                return b + 1, acc + tf.linalg.matvec(block, coeffs,
-                                                     transpose_a=True)
+                return b + 1, acc + tf.linalg.matvec(block, coeffs, transpose_a=True)
 
             _, out = tf.while_loop(
-                lambda b, _: b < self.num_blocks, body,
+                lambda b, _: b < self.num_blocks,
+                body,
                 (tf.constant(0), tf.zeros([self.full_dim], tf.float32)),
             )
 
@@ -137,9 +137,9 @@ class DenseProjection(Projection):
                     return b + 1, ta.write(b, part)
 
                 _, ta = tf.while_loop(
-                    lambda b, _: b < self.num_blocks, body_t,
-                    (tf.constant(0),
-                     tf.TensorArray(tf.float32, size=self.num_blocks)),
+                    lambda b, _: b < self.num_blocks,
+                    body_t,
+                    (tf.constant(0), tf.TensorArray(tf.float32, size=self.num_blocks)),
                 )
                 return tf.reshape(ta.stack(), [-1])[:d]
 
@@ -153,6 +153,5 @@ class DenseProjection(Projection):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(memory_budget=self.memory_budget,
-                      over_budget=self.over_budget)
+        config.update(memory_budget=self.memory_budget, over_budget=self.over_budget)
         return config

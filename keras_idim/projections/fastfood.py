@@ -93,9 +93,14 @@ class FastfoodProjection(Projection):
         self.length = length
         self.signs = tf.cast(
             tf.random.stateless_uniform(
-                [length], derive_seed(self.seed, 5), minval=0, maxval=2,
+                [length],
+                derive_seed(self.seed, 5),
+                minval=0,
+                maxval=2,
                 dtype=tf.int32,
-            ) * 2 - 1,
+            )
+            * 2
+            - 1,
             tf.float32,
         )
         self.permutation = tf.random.experimental.stateless_shuffle(
@@ -105,7 +110,9 @@ class FastfoodProjection(Projection):
             [length], derive_seed(self.seed, 7), dtype=tf.float64
         )
         chi2 = 2.0 * tf.random.stateless_gamma(
-            [self.full_dim], derive_seed(self.seed, 8), alpha=length / 2.0,
+            [self.full_dim],
+            derive_seed(self.seed, 8),
+            alpha=length / 2.0,
             dtype=tf.float64,
         )
         row_scale = tf.sqrt(chi2 / length)
@@ -121,5 +128,4 @@ class FastfoodProjection(Projection):
 
     @property
     def memory_bytes(self) -> int:
-        return tensor_bytes(self.signs, self.permutation, self.gauss,
-                            self.row_scale)
+        return tensor_bytes(self.signs, self.permutation, self.gauss, self.row_scale)

@@ -64,9 +64,9 @@ class SparseProjection(Projection):
         if self.density >= 1.0:
             return np.zeros([count, width], np.int64)
         # Inverse CDF of the geometric law; 1 - u lies in (0, 1].
-        return np.floor(
-            np.log1p(-u.numpy()) / math.log1p(-self.density)
-        ).astype(np.int64)
+        return np.floor(np.log1p(-u.numpy()) / math.log1p(-self.density)).astype(
+            np.int64
+        )
 
     def _column_rows(self, columns: int, *stream: int) -> list[np.ndarray]:
         """Rows of the nonzeros of `columns` fresh columns of one stream."""
@@ -96,8 +96,7 @@ class SparseProjection(Projection):
             while any(len(r) == 0 for r in col_rows):
                 redraw += 1
                 fresh = self._column_rows(group, 3, g, redraw)
-                col_rows = [f if len(r) == 0 else r
-                            for r, f in zip(col_rows, fresh)]
+                col_rows = [f if len(r) == 0 else r for r, f in zip(col_rows, fresh)]
             for j, r in enumerate(col_rows):
                 rows.append(r)
                 cols.append(np.full(len(r), first + j, np.int64))
@@ -105,7 +104,10 @@ class SparseProjection(Projection):
         cols = np.concatenate(cols)
         counts = np.bincount(cols, minlength=self.dim)
         signs = tf.random.stateless_uniform(
-            [len(rows)], derive_seed(self.seed, 4), minval=0, maxval=2,
+            [len(rows)],
+            derive_seed(self.seed, 4),
+            minval=0,
+            maxval=2,
             dtype=tf.int32,
         ).numpy()
         values = (2.0 * signs - 1.0) / np.sqrt(counts[cols])
