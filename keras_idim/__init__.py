@@ -5,9 +5,19 @@ D weights, theta = theta_0 + P theta_d (Li et al., ICLR 2018), and find the
 smallest d that reaches 90 % of full training.
 """
 
-from keras_idim import projections
+from keras_idim import callbacks, data, models, projections
+from keras_idim.search import SearchResult, search
 from keras_idim.subspace import SubspaceModel
 
 __version__ = "0.1.0"
 
-__all__ = ["SubspaceModel", "projections", "__version__"]
+__all__ = [
+    "SearchResult",
+    "SubspaceModel",
+    "__version__",
+    "callbacks",
+    "data",
+    "models",
+    "projections",
+    "search",
+]

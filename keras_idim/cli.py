@@ -1,0 +1,330 @@
+"""The `keras-idim` command line: search, train."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+#: Defaults of the command line, tuned on the embedded digits data.
+DEFAULTS = {
+    "model": "fc",
+    "dataset": "digits",
+    "projection": "fastfood",
+    "fraction": 0.9,
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 0.03,
+    "baseline_lr": 1e-3,
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"should be positive: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"should be positive: {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"should be in (0, 1]: {text!r}")
+    return value
+
+
+def _dims(text: str) -> str | list[int]:
+    if text == "auto":
+        return text
+    try:
+        return [_positive_int(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"should be 'auto' or positive integers like 10,50,100: {text!r}"
+        ) from None
+
+
+def _baseline(text: str) -> float | None:
+    if text == "local":
+        return None
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"should be 'local' or a positive number: {text!r}"
+        ) from None
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULTS["model"],
+        help="fc, lenet, convnet, or PATH.keras (a saved model: its weights "
+        "become theta_0, measuring fine-tuning) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=DEFAULTS["dataset"],
+        help="digits (scikit-learn's bundled 8x8 digits, offline) or "
+        "tfds:NAME (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="a prepared TFDS data_dir (for tfds:NAME offline)",
+    )
+    parser.add_argument(
+        "--projection",
+        default=DEFAULTS["projection"],
+        choices=("fastfood", "dense", "sparse"),
+        help="(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--said", action="store_true", help="structure-aware subspace (SAID)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=DEFAULTS["epochs"],
+        help="epochs per run at most (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULTS["batch_size"],
+        help="(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=DEFAULTS["lr"],
+        help="Adam learning rate of subspace runs (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-idim",
+        description="Measure the intrinsic dimension of a model on a dataset.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser(
+        "search",
+        help="find d_int90 (runs digits with fc offline by default)",
+        description="Find the smallest subspace dimension d that reaches "
+        "FRACTION of the baseline's validation accuracy. Writes "
+        "OUT/results.json (rerun the same command to resume), "
+        "OUT/results.csv and OUT/curve.png. Exit status: 0 found, 1 no tried "
+        "d reached the threshold, 2 bad usage.",
+    )
+    _add_common(s)
+    s.add_argument(
+        "--fraction",
+        type=_fraction,
+        default=DEFAULTS["fraction"],
+        help="(default: %(default)s)",
+    )
+    s.add_argument(
+        "--baseline",
+        type=_baseline,
+        default=None,
+        help="'local' (train the full model) or a number (global) (default: local)",
+    )
+    s.add_argument(
+        "--baseline-lr",
+        type=_positive_float,
+        default=DEFAULTS["baseline_lr"],
+        help="Adam learning rate of the local baseline (default: %(default)s)",
+    )
+    s.add_argument(
+        "--dims",
+        type=_dims,
+        default="auto",
+        help="'auto' or a list like 10,50,100 (default: auto)",
+    )
+    s.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="number of seeds per d, 0..N-1 (default: %(default)s)",
+    )
+    s.add_argument(
+        "--tolerance",
+        type=_positive_float,
+        default=0.1,
+        help="relative precision of 'auto' (default: %(default)s)",
+    )
+    s.add_argument(
+        "--start-dim",
+        type=_positive_int,
+        default=10,
+        help="first d of 'auto' (default: %(default)s)",
+    )
+    s.add_argument(
+        "--max-dim",
+        type=_positive_int,
+        default=None,
+        help="largest d of 'auto' (default: D)",
+    )
+    s.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: runs/MODEL-DATASET-PROJECTION)",
+    )
+    s.add_argument("--quiet", action="store_true", help="print the answer only")
+
+    t = sub.add_parser(
+        "train",
+        help="one subspace training run",
+        description="Train MODEL on DATASET in a d-dimensional "
+        "subspace and print the validation accuracy.",
+    )
+    _add_common(t)
+    t.add_argument(
+        "--dim", type=_positive_int, required=True, help="the subspace dimension d"
+    )
+    t.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    t.add_argument(
+        "--save",
+        default=None,
+        help="save the trained SubspaceModel to this .keras file",
+    )
+    return parser
+
+
+def _model_fn(spec: str, info) -> Callable:
+    """A builder of fresh base models for `--model`."""
+    import keras
+
+    from keras_idim import models
+
+    if spec.endswith(".keras"):
+        if not os.path.isfile(spec):
+            raise ValueError(f"`--model` file not found: {spec!r}")
+        return lambda: keras.saving.load_model(spec, compile=False)
+    build = models.get(spec)
+    return lambda: build(info.input_shape, info.num_classes)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from keras_idim import data
+    from keras_idim.search import search
+
+    train, val, info = data.load(
+        args.dataset, batch_size=args.batch_size, data_dir=args.data_dir
+    )
+    model_fn = _model_fn(args.model, info)
+    out = args.out or os.path.join(
+        "runs",
+        _slug(
+            f"{os.path.basename(args.model)}-{args.dataset}-{args.projection}"
+            + ("-said" if args.said else "")
+        ),
+    )
+    os.makedirs(out, exist_ok=True)
+    result = search(
+        model_fn,
+        train,
+        val,
+        projection=args.projection,
+        fraction=args.fraction,
+        baseline=args.baseline,
+        dims=args.dims,
+        seeds=tuple(range(args.seeds)),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer="adam",
+        learning_rate=args.lr,
+        baseline_learning_rate=args.baseline_lr,
+        structure_aware=args.said,
+        results_path=os.path.join(out, "results.json"),
+        tolerance=args.tolerance,
+        start_dim=args.start_dim,
+        max_dim=args.max_dim,
+        name=f"{args.model} on {args.dataset}",
+        verbose=0 if args.quiet else 1,
+    )
+    result.to_csv(os.path.join(out, "results.csv"))
+    result.plot(os.path.join(out, "curve.png"))
+    if not args.quiet:
+        print()
+        print(result.summary())
+        print(f"wrote {out}/results.json, results.csv, curve.png")
+    else:
+        print(result.verdict())
+    return 0 if result.d_int is not None else 1
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import keras
+
+    from keras_idim import data
+    from keras_idim.subspace import SubspaceModel
+
+    train, val, info = data.load(
+        args.dataset, batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir
+    )
+    keras.utils.set_random_seed(args.seed)
+    base = _model_fn(args.model, info)()
+    model = SubspaceModel(
+        base,
+        args.dim,
+        projection=args.projection,
+        seed=args.seed,
+        structure_aware=args.said,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    print(
+        f"{args.model} on {args.dataset}: D = {model.full_dim}, d = {args.dim}, "
+        f"{args.projection} projection{' (SAID)' if args.said else ''}"
+    )
+    history = model.fit(train, validation_data=val, epochs=args.epochs, verbose=2)
+    best = max(history.history["val_accuracy"])
+    print(
+        f"best val_accuracy {best:.4f} (last {history.history['val_accuracy'][-1]:.4f})"
+    )
+    if args.save:
+        model.save(args.save)
+        print(f"saved {args.save}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = {"search": run_search, "train": run_train}[args.command]
+    try:
+        return command(args)
+    except ValueError as e:  # bad input that argparse could not see
+        parser.exit(2, f"keras-idim {args.command}: error: {e}\n")
+    except RuntimeError as e:  # e.g. a dataset that cannot be downloaded
+        parser.exit(1, f"keras-idim {args.command}: {e}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

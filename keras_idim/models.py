@@ -1,0 +1,226 @@
+"""The networks of Li et al. (2018): a fully connected net, LeNet, a convnet.
+
+Each builder returns a built `keras.Model` (it starts from a `keras.Input`)
+whose last layer is a softmax over `num_classes`: the outputs are
+probabilities, to train with `loss="sparse_categorical_crossentropy"`.
+
+Parameter counts D of the paper, 10 classes: `fc` 784-200-200-10 on MNIST
+199,210 and on CIFAR-10 656,810; `lenet` on MNIST 44,426 and on CIFAR-10
+62,006.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+#: Smallest height and width that `lenet` accepts: two 5x5 valid
+#: convolutions, each followed by a 2x2 pooling, leave 1 x 1 at 16 x 16.
+LENET_MIN_SIZE = 16
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_int_tuple(
+    name: str, value: Any, *, length: int | None = None, allow_empty: bool = True
+) -> tuple[int, ...]:
+    """Returns `value` as a tuple of positive ints, or raises naming it."""
+    ok = (
+        isinstance(value, (tuple, list))
+        and all(_is_int(v) and v > 0 for v in value)
+        and (length is None or len(value) == length)
+        and (allow_empty or len(value) > 0)
+    )
+    if not ok:
+        if length is not None:
+            what = f"a tuple of {length} positive integers"
+        elif allow_empty:
+            what = "a tuple of positive integers"
+        else:
+            what = "a non-empty tuple of positive integers"
+        raise ValueError(f"`{name}` should be {what}. Received: `{name}={value!r}`")
+    return tuple(int(v) for v in value)
+
+
+def _check_image_shape(input_shape: Any) -> tuple[int, int, int]:
+    return _check_int_tuple("input_shape", input_shape, length=3)
+
+
+def _check_num_classes(num_classes: Any) -> int:
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(
+            "`num_classes` should be an integer >= 2. "
+            f"Received: `num_classes={num_classes!r}`"
+        )
+    return int(num_classes)
+
+
+def fc(
+    input_shape: Sequence[int],
+    num_classes: int,
+    hidden: Sequence[int] = (200, 200),
+) -> keras.Model:
+    """The fully connected network of Li et al. (2018).
+
+    Flatten, then one `Dense(h, "relu")` per entry of `hidden`, then
+    `Dense(num_classes, "softmax")`. With the defaults on MNIST this is the
+    paper's 784-200-200-10 network, D = 199,210 parameters (656,810 on
+    CIFAR-10).
+
+    Args:
+        input_shape: tuple. Shape of one example, without the batch axis:
+            positive ints, e.g. `(28, 28, 1)`.
+        num_classes: int. Number of classes, at least 2.
+        hidden: tuple. Width of each hidden layer, positive ints; `()` gives
+            a softmax regression. Defaults to `(200, 200)`.
+
+    Returns:
+        A built `keras.Model` mapping a batch of inputs to class
+        probabilities of shape (batch, num_classes).
+
+    Example:
+
+    >>> model = fc(input_shape=(28, 28, 1), num_classes=10)
+    >>> model.count_params()
+    199210
+    """
+    input_shape = _check_int_tuple("input_shape", input_shape, allow_empty=False)
+    num_classes = _check_num_classes(num_classes)
+    hidden = _check_int_tuple("hidden", hidden)
+    layers = [keras.Input(shape=input_shape), keras.layers.Flatten()]
+    layers += [keras.layers.Dense(h, activation="relu") for h in hidden]
+    layers.append(keras.layers.Dense(num_classes, activation="softmax"))
+    return keras.Sequential(layers, name="fc")
+
+
+def lenet(input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    """LeNet as in Li et al. (2018).
+
+    `Conv2D(6, 5, "relu")`, 2x2 max pooling, `Conv2D(16, 5, "relu")`, 2x2 max
+    pooling (valid padding throughout), Flatten, `Dense(120, "relu")`,
+    `Dense(84, "relu")`, `Dense(num_classes, "softmax")`. On MNIST it has
+    D = 44,426 parameters, on CIFAR-10 62,006.
+
+    Args:
+        input_shape: tuple. `(height, width, channels)`, positive ints,
+            height and width at least 16.
+        num_classes: int. Number of classes, at least 2.
+
+    Returns:
+        A built `keras.Model` mapping a batch of images to class
+        probabilities of shape (batch, num_classes).
+
+    Example:
+
+    >>> model = lenet(input_shape=(28, 28, 1), num_classes=10)
+    >>> model.count_params()
+    44426
+    """
+    input_shape = _check_image_shape(input_shape)
+    num_classes = _check_num_classes(num_classes)
+    if min(input_shape[:2]) < LENET_MIN_SIZE:
+        raise ValueError(
+            "`input_shape` should be at least 16 x 16 (height x width) for "
+            "`lenet`: its two 5x5 valid convolutions and 2x2 poolings leave "
+            "nothing of a smaller image. Use `convnet` for small images. "
+            f"Received: `input_shape={input_shape!r}`"
+        )
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            keras.layers.Conv2D(6, 5, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(16, 5, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(120, activation="relu"),
+            keras.layers.Dense(84, activation="relu"),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="lenet",
+    )
+
+
+def convnet(
+    input_shape: Sequence[int],
+    num_classes: int,
+    filters: Sequence[int] = (16, 32),
+) -> keras.Model:
+    """A small convnet that also fits 8 x 8 images (e.g. `digits`).
+
+    Per entry `f` of `filters`, `Conv2D(f, 3, padding="same", "relu")` then
+    2x2 max pooling; then Flatten and `Dense(num_classes, "softmax")`. Each
+    pooling halves the height and width, so they must be at least
+    `2 ** len(filters)`.
+
+    Args:
+        input_shape: tuple. `(height, width, channels)`, positive ints.
+        num_classes: int. Number of classes, at least 2.
+        filters: tuple. Filters of each convolution, positive ints, at least
+            one. Defaults to `(16, 32)`.
+
+    Returns:
+        A built `keras.Model` mapping a batch of images to class
+        probabilities of shape (batch, num_classes).
+
+    Example:
+
+    >>> model = convnet(input_shape=(8, 8, 1), num_classes=10)
+    >>> model.output_shape
+    (None, 10)
+    """
+    input_shape = _check_image_shape(input_shape)
+    num_classes = _check_num_classes(num_classes)
+    filters = _check_int_tuple("filters", filters, allow_empty=False)
+    min_size = 2 ** len(filters)
+    if min(input_shape[:2]) < min_size:
+        raise ValueError(
+            f"`input_shape` should be at least {min_size} x {min_size} "
+            f"(height x width) for a `convnet` with {len(filters)} 2x2 "
+            f"poolings (`filters={filters!r}`). Use fewer filters or larger "
+            f"images. Received: `input_shape={input_shape!r}`"
+        )
+    layers = [keras.Input(shape=input_shape)]
+    for f in filters:
+        layers.append(keras.layers.Conv2D(f, 3, padding="same", activation="relu"))
+        layers.append(keras.layers.MaxPooling2D(2))
+    layers.append(keras.layers.Flatten())
+    layers.append(keras.layers.Dense(num_classes, activation="softmax"))
+    return keras.Sequential(layers, name="convnet")
+
+
+#: The model builders by name.
+ALL: dict[str, Callable[..., keras.Model]] = {
+    "fc": fc,
+    "lenet": lenet,
+    "convnet": convnet,
+}
+
+
+def get(name: str) -> Callable[..., keras.Model]:
+    """Returns the model builder for a name.
+
+    Args:
+        name: str. `"fc"`, `"lenet"` or `"convnet"` (case-insensitive).
+
+    Returns:
+        The builder, called as `builder(input_shape, num_classes, ...)`.
+
+    Example:
+
+    >>> get("lenet")(input_shape=(32, 32, 3), num_classes=10).count_params()
+    62006
+    """
+    if isinstance(name, str) and name.lower() in ALL:
+        return ALL[name.lower()]
+    raise ValueError(
+        f"Unknown `model`. Expected one of {sorted(ALL)}. Received: `model={name!r}`"
+    )
+
+
+__all__ = ["ALL", "convnet", "fc", "get", "lenet"]

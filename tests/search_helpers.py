@@ -1,0 +1,29 @@
+"""Small, importable pieces for the search tests (also used by child processes)."""
+
+import keras
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+CALLS = {"model_fn": 0}
+
+
+def tiny_fc() -> keras.Model:
+    """64-16-10 on flattened digits: D = 64*16 + 16 + 16*10 + 10 = 1,210."""
+    CALLS["model_fn"] += 1
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def digits_arrays():
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=0.2, stratify=y, random_state=0
+    )
+    return (x_train, y_train), (x_val, y_val)
