@@ -6,6 +6,7 @@ smallest d that reaches 90 % of full training.
 """
 
 from keras_idim import callbacks, data, models, projections
+from keras_idim.export import export_saved_model, load_compact, save_compact
 from keras_idim.search import SearchResult, search
 from keras_idim.subspace import SubspaceModel
 
@@ -17,7 +18,10 @@ __all__ = [
     "__version__",
     "callbacks",
     "data",
+    "export_saved_model",
+    "load_compact",
     "models",
     "projections",
+    "save_compact",
     "search",
 ]

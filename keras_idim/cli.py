@@ -1,4 +1,4 @@
-"""The `keras-idim` command line: search, train."""
+"""The `keras-idim` command line: search, train, export."""
 
 from __future__ import annotations
 
@@ -204,7 +204,64 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="save the trained SubspaceModel to this .keras file",
     )
+    t.add_argument(
+        "--export",
+        default=None,
+        metavar="PATH",
+        help="export the trained model, e.g. saved_models/NAME",
+    )
+    _add_export_options(t)
+
+    e = sub.add_parser(
+        "export",
+        help="export a trained model as a SavedModel or compact file",
+        description="Export SOURCE (a SubspaceModel .keras file, or a compact "
+        ".npz file saved with its base) as a TensorFlow SavedModel folder, "
+        "served by TensorFlow alone, or as a compact file: the projection's "
+        "seed plus d numbers.",
+    )
+    e.add_argument(
+        "source", help="a .keras file of a SubspaceModel, or a compact .npz file"
+    )
+    e.add_argument(
+        "--out",
+        default=None,
+        help="the export's path (default: saved_models/NAME, NAME from SOURCE)",
+    )
+    _add_export_options(e)
     return parser
+
+
+def _add_export_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        default="saved_model",
+        choices=("saved_model", "compact"),
+        help="export format (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-base",
+        action="store_true",
+        help="compact only: store a fingerprint of theta_0 instead of the base "
+        "network (about 4 d bytes)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing export"
+    )
+
+
+def _export(model, path: str, args: argparse.Namespace) -> str:
+    from keras_idim.export import export_saved_model, save_compact
+
+    if args.format == "compact":
+        if not path.endswith(".npz"):
+            path += ".npz"
+        return save_compact(
+            model, path, include_base=not args.no_base, overwrite=args.overwrite
+        )
+    if args.no_base:
+        raise ValueError("`--no-base` applies to `--format compact` only.")
+    return export_saved_model(model, path, overwrite=args.overwrite)
 
 
 def _model_fn(spec: str, info) -> Callable:
@@ -301,7 +358,9 @@ def run_train(args: argparse.Namespace) -> int:
         f"{args.model} on {args.dataset}: D = {model.full_dim}, d = {args.dim}, "
         f"{args.projection} projection{' (SAID)' if args.said else ''}"
     )
-    history = model.fit(train, validation_data=val, epochs=args.epochs, verbose=2)
+    history = model.fit(
+        train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=2
+    )
     best = max(history.history["val_accuracy"])
     print(
         f"best val_accuracy {best:.4f} (last {history.history['val_accuracy'][-1]:.4f})"
@@ -309,6 +368,35 @@ def run_train(args: argparse.Namespace) -> int:
     if args.save:
         model.save(args.save)
         print(f"saved {args.save}")
+    if args.export:
+        print(f"exported {_export(model, args.export, args)} ({args.format})")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import keras
+
+    from keras_idim.export import load_compact
+    from keras_idim.subspace import SubspaceModel
+
+    source = args.source
+    if not os.path.isfile(source):
+        raise ValueError(f"SOURCE not found: {source!r}")
+    if source.endswith(".npz"):
+        model = load_compact(source)
+    else:
+        model = keras.saving.load_model(source, compile=False)
+        if not isinstance(model, SubspaceModel):
+            raise ValueError(
+                f"SOURCE {source!r} holds a {type(model).__name__}, not a "
+                "keras_idim SubspaceModel (save one with `keras-idim train "
+                "--save` or `model.save`)."
+            )
+    stem = os.path.basename(source)
+    for suffix in (".keras", ".npz"):
+        stem = stem.removesuffix(suffix)
+    out = args.out or os.path.join("saved_models", stem)
+    print(f"exported {_export(model, out, args)} ({args.format})")
     return 0
 
 
@@ -317,12 +405,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = {"search": run_search, "train": run_train}[args.command]
+    command = {"search": run_search, "train": run_train, "export": run_export}[
+        args.command
+    ]
     try:
         return command(args)
     except ValueError as e:  # bad input that argparse could not see
         parser.exit(2, f"keras-idim {args.command}: error: {e}\n")
-    except RuntimeError as e:  # e.g. a dataset that cannot be downloaded
+    except (RuntimeError, OSError) as e:  # e.g. a download, an existing target
         parser.exit(1, f"keras-idim {args.command}: {e}\n")
 
 

@@ -305,6 +305,51 @@ class SubspaceModel(keras.Model):
         self.sync_base_weights()
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    # -- export --
+
+    def export(
+        self,
+        filepath: str,
+        format: str = "tf_saved_model",
+        verbose: bool | None = None,
+        input_signature: Any = None,
+        overwrite: bool = False,
+        **kwargs: Any,
+    ) -> str:
+        """Exports the trained network as a TensorFlow SavedModel.
+
+        The base network with its materialised weights, served by
+        TensorFlow alone (see `keras_idim.export_saved_model`).
+
+        Args:
+            filepath: str. The SavedModel folder to create.
+            format: str. Only `"tf_saved_model"`. Defaults to it.
+            verbose: bool or None. Let Keras print what it exports.
+            input_signature: Optional input signature, as for
+                `keras.Model.export`.
+            overwrite: bool. Replace an existing folder. Defaults to `False`.
+            **kwargs: Not accepted; named in the error.
+
+        Returns:
+            The path written.
+        """
+        from keras_idim.export import export_saved_model
+
+        if format != "tf_saved_model" or kwargs:
+            raise ValueError(
+                "`SubspaceModel.export` writes TensorFlow SavedModels only "
+                "(`format='tf_saved_model'`); for the compact form use "
+                "`keras_idim.save_compact`. Received: "
+                f"`format={format!r}`{', ' + str(kwargs) if kwargs else ''}"
+            )
+        return export_saved_model(
+            self,
+            filepath,
+            overwrite=overwrite,
+            input_signature=input_signature,
+            verbose=verbose,
+        )
+
     # -- serialisation -----------------------------------------------------
 
     def get_config(self) -> dict:
