@@ -1,4 +1,4 @@
-"""The `keras-idim` command line: search, train, export."""
+"""The `keras-idim` command line: search, train, export, bench."""
 
 from __future__ import annotations
 
@@ -229,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the export's path (default: saved_models/NAME, NAME from SOURCE)",
     )
     _add_export_options(e)
+
+    sub.add_parser(
+        "bench",
+        help="benchmark the subspace step against the plain step",
+        add_help=False,  # keras_idim.bench parses its own options
+    )
     return parser
 
 
@@ -403,6 +409,11 @@ def run_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from keras_idim import bench
+
+        return bench.main(argv[1:])
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = {"search": run_search, "train": run_train, "export": run_export}[

@@ -173,8 +173,9 @@ class SubspaceModel(keras.Model):
         self.projection = projection
         self._base = base_vars
         # XLA cannot compile tf.sparse ops: Keras then refuses jit_compile.
-        self.supports_jit = not isinstance(
-            projection, projections_module.SparseProjection
+        self.supports_jit = not (
+            isinstance(projection, projections_module.SparseProjection)
+            and not projection.jit_compile
         )
 
         theta_0 = tf.concat(

@@ -24,8 +24,10 @@ def test_exact_unit_column_norms(kind):
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
 
-def test_fastfood_columns_unit_norm_in_expectation_and_nearly_orthogonal():
-    p = FastfoodProjection(full_dim=4000, dim=64, seed=3)
+@pytest.mark.parametrize("blocks", ["single", "stacked"])
+def test_fastfood_columns_unit_norm_in_expectation_and_nearly_orthogonal(blocks):
+    p = FastfoodProjection(full_dim=4000, dim=64, seed=3, blocks=blocks)
+    assert p.blocks == blocks
     mat = materialize(p)
     norms = np.linalg.norm(mat, axis=0)
     assert abs(norms.mean() - 1.0) < 0.05
@@ -35,9 +37,19 @@ def test_fastfood_columns_unit_norm_in_expectation_and_nearly_orthogonal():
     assert off_diagonal.mean() < 0.03
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_transpose_and_autodiff_gradient_equal_p_transpose(kind):
-    p = projections.get(kind)(full_dim=1500, dim=30, seed=1)
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("dense", {}),
+        ("sparse", {}),
+        ("sparse", {"jit_compile": False}),
+        ("fastfood", {"blocks": "single"}),
+        ("fastfood", {"blocks": "stacked", "jit_compile": False}),
+        ("fastfood", {"blocks": "stacked"}),
+    ],
+)
+def test_transpose_and_autodiff_gradient_equal_p_transpose(kind, options):
+    p = projections.get(kind)(full_dim=1500, dim=30, seed=1, **options)
     mat = materialize(p)
     g = np.random.default_rng(0).standard_normal(1500).astype(np.float32)
     expected = mat.T.astype(np.float64) @ g
@@ -46,7 +58,10 @@ def test_transpose_and_autodiff_gradient_equal_p_transpose(kind):
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(p(v) * g)
     np.testing.assert_allclose(
-        tape.gradient(loss, v).numpy(), expected, rtol=1e-4, atol=1e-5
+        tf.convert_to_tensor(tape.gradient(loss, v)).numpy(),
+        expected,
+        rtol=1e-4,
+        atol=1e-5,
     )
     # And the map is the matrix: P v.
     np.testing.assert_allclose(p(v).numpy(), mat @ v.numpy(), rtol=1e-4, atol=1e-5)
@@ -74,6 +89,9 @@ for kind in %r:
         p = projections.get(kind)(full_dim=700, dim=12, seed=seed)
         cols = [p(tf.one_hot(j, 12)).numpy() for j in range(12)]
         out[f"{kind}-{seed}"] = np.stack(cols, 1).astype(np.float32).tobytes().hex()
+p = projections.FastfoodProjection(full_dim=700, dim=12, seed=0, blocks="single")
+cols = [p(tf.one_hot(j, 12)).numpy() for j in range(12)]
+out["single-0"] = np.stack(cols, 1).astype(np.float32).tobytes().hex()
 json.dump(out, sys.stdout)
 """
 
@@ -91,6 +109,8 @@ def test_same_seed_gives_same_matrix_bit_for_bit_in_another_process():
         mine = materialize(projections.get(kind)(full_dim=700, dim=12, seed=0))
         assert mine.astype(np.float32).tobytes().hex() == theirs[f"{kind}-0"]
         assert theirs[f"{kind}-0"] != theirs[f"{kind}-1"]
+    single = FastfoodProjection(full_dim=700, dim=12, seed=0, blocks="single")
+    assert materialize(single).astype(np.float32).tobytes().hex() == theirs["single-0"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -104,8 +124,11 @@ def test_another_seed_gives_another_matrix(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_first_columns_do_not_depend_on_dim(kind):
     cls = projections.get(kind)
-    small = materialize(cls(full_dim=600, dim=5, seed=2))
-    large = materialize(cls(full_dim=600, dim=11, seed=2))
+    # Stacked Fastfood blocks are as long as d, so only a single block keeps
+    # its columns when d grows.
+    options = {"blocks": "single"} if kind == "fastfood" else {}
+    small = materialize(cls(full_dim=600, dim=5, seed=2, **options))
+    large = materialize(cls(full_dim=600, dim=11, seed=2, **options))
     np.testing.assert_array_equal(small, large[:, :5])
 
 
@@ -167,16 +190,28 @@ def test_fwht_equals_the_hadamard_matrix():
 
 
 def test_fastfood_allows_dim_above_full_dim():
-    p = FastfoodProjection(full_dim=100, dim=200, seed=0)
-    assert p.length == 256
+    p = FastfoodProjection(full_dim=100, dim=200, seed=0, blocks="stacked")
+    assert (p.blocks, p.block_length, p.num_blocks) == ("single", 256, 1)
     mat = materialize(p)
     assert mat.shape == (100, 200)
     assert np.linalg.matrix_rank(mat) == 100
     assert abs(np.linalg.norm(mat, axis=0).mean() - 1) < 0.05
 
 
-def test_memory_bytes():
-    assert FastfoodProjection(1000, 10).memory_bytes == 4 * (3 * 1024 + 1000)
+def test_fastfood_block_choice_and_memory_bytes():
+    single = FastfoodProjection(1000, 10, blocks="single")
+    assert (single.block_length, single.num_blocks) == (1024, 1)
+    assert single.memory_bytes == 4 * (3 * 1024 + 1000)
+    stacked = FastfoodProjection(1000, 10)  # "auto": 16 <= 1024 / 4
+    assert (stacked.blocks, stacked.block_length, stacked.num_blocks) == (
+        "stacked",
+        16,
+        63,
+    )
+    assert stacked.memory_bytes == 4 * (3 * 63 * 16 + 1000)
+    assert FastfoodProjection(1000, 300).blocks == "single"  # 512 > 1024 / 4
+    with pytest.raises(ValueError, match=r"Received: `blocks='many'`"):
+        FastfoodProjection(1000, 10, blocks="many")
 
 
 def test_get():

@@ -81,11 +81,27 @@ class Projection:
     """
 
     name = "projection"
+    #: Whether `__call__` and `transpose` run as XLA-compiled functions.
+    jit_compile = False
 
     def __init__(self, full_dim: int, dim: int, seed: int = 0):
         self.full_dim = check_positive_int("full_dim", full_dim)
         self.dim = check_positive_int("dim", dim)
         self.seed = check_seed(seed)
+        self._compiled: dict[str, tf.types.experimental.GenericFunction] = {}
+
+    def _maybe_compiled(self, name: str, fn):
+        """`fn`, or its XLA-compiled `tf.function` when `jit_compile`.
+
+        A compiled function called inside the (uncompiled) Keras train step
+        is compiled by XLA on its own, so a projection can use XLA while the
+        rest of the step, and Keras' `jit_compile` setting, stay as they are.
+        """
+        if not self.jit_compile:
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = tf.function(fn, jit_compile=True)
+        return self._compiled[name]
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
         """Returns `P @ v` for a float32 tensor `v` of shape (dim,)."""
@@ -98,7 +114,7 @@ class Projection:
                 f"The input of a {type(self).__name__} should have shape "
                 f"({self.dim},). Received: shape={tuple(v.shape)}"
             )
-        return self.call(v)
+        return self._maybe_compiled("call", self.call)(v)
 
     def transpose(self, g: Any) -> tf.Tensor:
         """Returns `P^T @ g` for a tensor `g` of shape (full_dim,).
@@ -109,11 +125,15 @@ class Projection:
         so this costs one pass of the transposed map, not two.
         """
         g = tf.convert_to_tensor(g, dtype=tf.float32)
+        return self._maybe_compiled("transpose", self._transpose)(g)
+
+    def _transpose(self, g: tf.Tensor) -> tf.Tensor:
         v = tf.zeros([self.dim], tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(v)
             out = self.call(v)
-        return tape.gradient(out, v, output_gradients=g)
+        # A gather's gradient comes as IndexedSlices: make it dense.
+        return tf.convert_to_tensor(tape.gradient(out, v, output_gradients=g))
 
     @property
     def memory_bytes(self) -> int:
