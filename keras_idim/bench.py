@@ -250,6 +250,11 @@ def _skip_reason(spec: dict) -> str | None:
 
     entries = _parameter_count(spec) * spec["dim"]
     if spec["projection"] == "dense" and 4 * entries > DEFAULT_MEMORY_BUDGET:
+        if spec["jit"]:
+            return (
+                "dense on the fly under XLA: a first try ran over 9 minutes "
+                "without finishing its first steps"
+            )
         spec.update(ON_THE_FLY_TIMING)
     if spec["projection"] == "dense" and entries > DENSE_MAX_ENTRIES:
         return (
@@ -434,6 +439,9 @@ def run(
         },
         "batch_size": BATCH,
         "quick": quick,
+        "command": "keras-idim bench"
+        + (" --quick" if quick else "")
+        + {(False,): "", (True,): " --xla on"}.get(tuple(jit_modes), " --xla both"),
         "records": records,
     }
     result["products"] = product_timings(quick, verbose)
@@ -472,8 +480,7 @@ def markdown(result: dict) -> str:
         "ratio = median over rounds of (subspace / plain), with its spread. "
         f"Machine: {m['cpu_count']} CPU cores, {m['platform']}, Python "
         f"{m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
-        f"{m['date']}. Made by `keras-idim bench"
-        f"{' --quick' if result['quick'] else ''}`.",
+        f"{m['date']}. Made by `{result.get('command', 'keras-idim bench')}`.",
         "",
         "| model | D | d | projection | XLA | plain ms | subspace ms | ratio "
         "[spread] | P bytes | peak RSS | dense bound ms (ratio to it) |",

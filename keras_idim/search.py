@@ -752,7 +752,7 @@ def search(
     base_optimizer, base_opt_config = _optimizer_factory(
         optimizer, baseline_learning_rate
     )
-    train_ds = _as_dataset(train_data, batch_size, shuffle=True, arg="train_data")
+    _as_dataset(train_data, batch_size, shuffle=True, arg="train_data")  # checks
     val_ds = _as_dataset(val_data, batch_size, shuffle=False, arg="val_data")
     results_path = None if results_path is None else os.fspath(results_path)
 
@@ -799,10 +799,13 @@ def search(
     if done:
         say(f"resuming from {results_path}: {len(done)} finished runs")
 
-    def fit(model: keras.Model, make_optimizer, callbacks) -> dict:
+    def fit(model: keras.Model, make_optimizer, callbacks, seed: int) -> dict:
         model.compile(optimizer=make_optimizer(), loss=loss, metrics=["accuracy"])
+        # Arrays get a fresh dataset shuffled from the run's seed, so that a
+        # run sees the same batches whatever ran before it (a resumed search
+        # repeats an uninterrupted one); a tf.data dataset is used as it is.
         history = model.fit(
-            train_ds,
+            _as_dataset(train_data, batch_size, shuffle=True, seed=seed),
             validation_data=val_ds,
             epochs=epochs,
             callbacks=callbacks,
@@ -825,7 +828,7 @@ def search(
             keras.utils.set_random_seed(seed)
             model = model_fn()
             if dim is None:
-                history = fit(model, base_optimizer, callbacks)
+                history = fit(model, base_optimizer, callbacks, seed)
             else:
                 model = SubspaceModel(
                     model,
@@ -834,7 +837,7 @@ def search(
                     seed=seed,
                     structure_aware=structure_aware,
                 )
-                history = fit(model, sub_optimizer, callbacks)
+                history = fit(model, sub_optimizer, callbacks, seed)
         except Exception as e:  # a failed run is recorded, the search goes on
             record = RunRecord(
                 dim,
@@ -986,10 +989,12 @@ def _state_dict(config, monitor, fraction, base, baseline_runs, runs, d_int):
     }
 
 
-def _as_dataset(data: Any, batch_size: int, *, shuffle: bool, arg: str):
+def _as_dataset(
+    data: Any, batch_size: int, *, shuffle: bool, arg: str = "data", seed: int = 0
+):
     from keras_idim.data import to_dataset
 
     try:
-        return to_dataset(data, batch_size, shuffle=shuffle, seed=0)
+        return to_dataset(data, batch_size, shuffle=shuffle, seed=seed)
     except ValueError as e:
         raise ValueError(str(e).replace("`data`", f"`{arg}`")) from None
