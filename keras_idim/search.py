@@ -534,12 +534,18 @@ def _optimizer_factory(
     )
 
 
+def _is_positive_number(value: Any) -> bool:
+    """A finite real number > 0 (bools are refused)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def _check_fraction(fraction: Any) -> float:
-    if (
-        isinstance(fraction, bool)
-        or not isinstance(fraction, numbers.Real)
-        or not 0 < fraction <= 1
-    ):
+    if not _is_positive_number(fraction) or fraction > 1:
         raise ValueError(
             "`fraction` should be a number in (0, 1], e.g. 0.9 for d_int90. "
             f"Received: `fraction={fraction!r}`"
@@ -705,12 +711,7 @@ def search(
     if isinstance(projection, Projection) or not isinstance(projection, str):
         projection = projection_name
     fraction = _check_fraction(fraction)
-    if baseline is not None and (
-        isinstance(baseline, bool)
-        or not isinstance(baseline, numbers.Real)
-        or not math.isfinite(baseline)
-        or baseline <= 0
-    ):
+    if baseline is not None and not _is_positive_number(baseline):
         raise ValueError(
             "`baseline` should be None (a local baseline) or a positive "
             f"number (a global one). Received: `baseline={baseline!r}`"
@@ -722,11 +723,7 @@ def search(
     start_dim = check_positive_int("start_dim", start_dim)
     if max_dim is not None:
         max_dim = check_positive_int("max_dim", max_dim)
-    if (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, numbers.Real)
-        or not tolerance > 0
-    ):
+    if not _is_positive_number(tolerance):
         raise ValueError(
             "`tolerance` should be a positive number (e.g. 0.1 for 10 %). "
             f"Received: `tolerance={tolerance!r}`"
@@ -735,11 +732,7 @@ def search(
         ("learning_rate", learning_rate),
         ("baseline_learning_rate", baseline_learning_rate),
     ):
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not value > 0
-        ):
+        if value is not None and not _is_positive_number(value):
             raise ValueError(
                 f"`{arg}` should be a positive number or None. "
                 f"Received: `{arg}={value!r}`"
