@@ -292,11 +292,10 @@ def run_search(args: argparse.Namespace) -> int:
     from keras_idim import data
     from keras_idim.search import search
 
+    # Arrays where the data fit in memory: each run then shuffles from its seed.
     train, val, info = data.load(
-        args.dataset, batch_size=args.batch_size, data_dir=args.data_dir
+        args.dataset, batch_size=args.batch_size, data_dir=args.data_dir, arrays=True
     )
-    if args.dataset == "digits":  # as arrays: each run shuffles from its seed
-        train, val = data.digits()
     model_fn = _model_fn(args.model, info)
     out = args.out or os.path.join(
         "runs",

@@ -386,7 +386,8 @@ def load(
     batch_size: int = 128,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
-) -> tuple[tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    arrays: bool = False,
+) -> tuple[Any, Any, DataInfo]:
     """Training and validation datasets from a dataset spec.
 
     Args:
@@ -399,11 +400,15 @@ def load(
             in [0, 2**32). Defaults to `0`.
         data_dir: str or None. TFDS data directory, for `"tfds:NAME"` (not
             used by `"digits"`). Defaults to `None`.
+        arrays: bool. Return in-memory data (`"digits"`) as `(x, y)` NumPy
+            arrays instead of datasets, e.g. for `keras_idim.search`, which
+            then shuffles each run from its own seed. TFDS data always come
+            as datasets. Defaults to `False`.
 
     Returns:
-        `(train_ds, val_ds, info)`: the training set shuffled each epoch,
-        both batched `tf.data.Dataset`s of float32 inputs in [0, 1] and int64
-        labels, and a `DataInfo`.
+        `(train, val, info)`: the training set shuffled each epoch, both
+        batched `tf.data.Dataset`s (or arrays, see `arrays`) of float32
+        inputs in [0, 1] and int64 labels, and a `DataInfo`.
 
     Example:
 
@@ -415,6 +420,8 @@ def load(
         batch_size = check_positive_int("batch_size", batch_size)
         (x_train, y_train), (x_val, y_val) = digits(seed=seed)
         info = DataInfo("digits", (8, 8, 1), 10, len(x_train), len(x_val))
+        if _check_bool("arrays", arrays):
+            return (x_train, y_train), (x_val, y_val), info
         return (
             to_dataset((x_train, y_train), batch_size, shuffle=True, seed=seed),
             to_dataset((x_val, y_val), batch_size),

@@ -156,15 +156,11 @@ def fingerprint(variables: list) -> str:
     return digest.hexdigest()
 
 
-def _theta_0_pieces(model: SubspaceModel) -> list[np.ndarray]:
-    """theta_0 split back into the shapes of the base model's weights."""
-    flat = keras.ops.convert_to_numpy(model.theta_0)
-    pieces, start = [], 0
-    for v in model.base_variables:
-        size = int(np.prod(v.shape, dtype=np.int64))
-        pieces.append(flat[start : start + size].reshape(v.shape))
-        start += size
-    return pieces
+def _split(flat: np.ndarray, variables: list) -> list[np.ndarray]:
+    """A flat vector cut into the shapes of `variables`, in order (P's order)."""
+    sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in variables]
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    return [p.reshape(v.shape) for p, v in zip(pieces, variables)]
 
 
 def _base_state(model: SubspaceModel) -> list:
@@ -228,7 +224,7 @@ def save_compact(
         )
     path = _check_target(path, overwrite)
     model.sync_base_weights()
-    theta_0 = _theta_0_pieces(model)
+    theta_0 = _split(keras.ops.convert_to_numpy(model.theta_0), model.base_variables)
     state = _base_state(model)
     header = {
         "format": COMPACT_FORMAT,
@@ -333,11 +329,8 @@ def load_compact(
                 f"The compact file {path!r} is corrupt: its theta_0 does not "
                 "fit its base architecture."
             )
-        start = 0
-        for v in variables:
-            size = int(np.prod(v.shape))
-            v.assign(theta_0[start : start + size].reshape(v.shape))
-            start += size
+        for v, piece in zip(variables, _split(theta_0, variables)):
+            v.assign(piece)
     elif not isinstance(base_model, keras.Model):
         raise ValueError(
             "`base_model` should be a keras.Model or None. Received: "

@@ -299,6 +299,16 @@ def test_load_digits():
     assert not np.array_equal(y_train, concat(train)[1])
 
 
+def test_load_digits_as_arrays():
+    (x_train, y_train), (x_val, y_val), info = data.load("digits", arrays=True)
+    assert info == DataInfo("digits", (8, 8, 1), 10, 1437, 360)
+    (xa, ya), (xva, yva) = data.digits(seed=0)
+    np.testing.assert_array_equal(x_train, xa)
+    np.testing.assert_array_equal(y_val, yva)
+    with pytest.raises(ValueError, match=r"Received: `arrays='yes'`"):
+        data.load("digits", arrays="yes")
+
+
 @pytest.mark.parametrize("spec", ["mnist", "tfds:", "tfds: ", "", "digit", None, 3])
 def test_load_bad_spec(spec):
     echo = re.escape(f"Received: `dataset={spec!r}`")
