@@ -186,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="output folder (default: runs/MODEL-DATASET-PROJECTION)",
     )
+    s.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="runs at once; more than 1 runs them on Ray, pip install "
+        "'keras-idim[ray]' (default: %(default)s)",
+    )
+    s.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="join this Ray cluster ('auto' or HEAD_IP:6379) instead of "
+        "starting a Ray on this machine, bound to 127.0.0.1 (default: none)",
+    )
     s.add_argument("--quiet", action="store_true", help="print the answer only")
 
     t = sub.add_parser(
@@ -304,7 +318,6 @@ def run_search(args: argparse.Namespace) -> int:
             + ("-said" if args.said else "")
         ),
     )
-    os.makedirs(out, exist_ok=True)
     result = search(
         model_fn,
         train,
@@ -326,6 +339,8 @@ def run_search(args: argparse.Namespace) -> int:
         max_dim=args.max_dim,
         name=f"{args.model} on {args.dataset}",
         verbose=0 if args.quiet else 1,
+        workers=args.workers,
+        ray_address=args.ray_address,
     )
     result.to_csv(os.path.join(out, "results.csv"))
     result.plot(os.path.join(out, "curve.png"))
@@ -422,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     try:
         return command(args)
-    except ValueError as e:  # bad input that argparse could not see
+    except (ValueError, ImportError) as e:  # bad input argparse could not see
         parser.exit(2, f"keras-idim {args.command}: error: {e}\n")
     except (RuntimeError, OSError) as e:  # e.g. a download, an existing target
         parser.exit(1, f"keras-idim {args.command}: {e}\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import heapq
 import io
 import json
 import math
@@ -159,6 +160,95 @@ def smallest_passing(outcomes: Mapping[int, bool]) -> int | None:
     return min(passing) if passing else None
 
 
+def follow(
+    next_dim: Callable[[Mapping[int, bool]], int | None],
+    finished: Mapping[int, bool],
+    path: Mapping[int, bool] | None = None,
+) -> tuple[dict[int, bool], int | None]:
+    """Follows a sequential strategy through the outcomes already known.
+
+    Starting from `path`, asks `next_dim` for the next d and takes its
+    outcome from `finished` for as long as it is there. This is what the
+    sequential search would have done with the same runs, whatever else
+    ran beside them.
+
+    Args:
+        next_dim: callable. The strategy: outcomes so far -> next d or
+            `None` when it is done (e.g. `auto_next_dim` with its settings).
+        finished: Mapping. d -> passed, for every d whose runs all finished.
+        path: Mapping or None. Outcomes to start from. Defaults to none.
+
+    Returns:
+        `(path, next)`: the outcomes the strategy used, in the order it
+        tried them, and the first d it wants that has not finished (`None`
+        when the search is over).
+    """
+    path = dict(path or {})
+    while (dim := next_dim(path)) is not None and dim in finished:
+        path[dim] = finished[dim]
+    return path, dim
+
+
+def plan_dims(
+    next_dim: Callable[[Mapping[int, bool]], int | None],
+    finished: Mapping[int, bool],
+    count: int,
+    *,
+    lean: float = 0.75,
+) -> list[int]:
+    """Up to `count` values of d worth running now, the most useful first.
+
+    The first is the d the sequential strategy needs next (see `follow`).
+    The others are speculative: the d the strategy would try after each
+    possible outcome of the ones still open, taken best-first by the
+    probability of that future. While the path so far is all fails (or all
+    passes) the same outcome is given probability `lean`, because a
+    bracketing search keeps doubling (or halving) until it turns; inside a
+    bracket both outcomes count as even. The choice only decides what runs
+    early: the answer is always taken along the sequential path, so it is
+    the sequential search's answer for the same runs.
+
+    Args:
+        next_dim: callable. The strategy, as in `follow`.
+        finished: Mapping. d -> passed, for every d whose runs all finished.
+        count: int. How many values of d to return at most.
+        lean: float. Probability given to continuing the trend. Defaults
+            to `0.75`.
+
+    Returns:
+        A list of distinct d not in `finished`, at most `count` long; empty
+        when the search is over.
+
+    Example:
+
+    >>> step = lambda o: auto_next_dim(o, start=10, max_dim=1000)
+    >>> plan_dims(step, {}, 3)  # 10, then 20 if it fails, 5 if it passes
+    [10, 20, 5]
+    >>> plan_dims(step, {10: False, 20: True}, 3)
+    [14, 17, 12]
+    """
+    path, first = follow(next_dim, finished)
+    if first is None or count < 1:
+        return []
+    heap = [(-1.0, 0, path, first)]
+    planned: list[int] = []
+    pushed = 1
+    while heap and len(planned) < count and pushed < 8 * count + 8:
+        negative_p, _, path, dim = heapq.heappop(heap)
+        if dim not in planned:
+            planned.append(dim)
+        seen = set(path.values())
+        for outcome in (False, True):
+            p = -negative_p * (
+                0.5 if len(seen) != 1 else lean if outcome in seen else 1 - lean
+            )
+            branch, following = follow(next_dim, finished, {**path, dim: outcome})
+            if following is not None:
+                heapq.heappush(heap, (-p, pushed, branch, following))
+                pushed += 1
+    return planned
+
+
 # -- the result --
 
 
@@ -173,8 +263,13 @@ class SearchResult:
         fraction: float. The fraction of the baseline to reach.
         threshold: float. `fraction * baseline.value`.
         baseline: Baseline. The value and its kind (`"local"`/`"global"`).
-        runs: list of RunRecord. Every subspace run, in the order run.
+        runs: list of RunRecord. The subspace runs on the search's path, in
+            the order the sequential strategy tries them.
         baseline_runs: list of RunRecord. The local baseline's runs.
+        speculative_runs: list of RunRecord. Runs that a parallel search
+            (`workers > 1`) started ahead and that finished, but that the
+            sequential strategy did not need; kept, but not part of the
+            answer (empty for `workers=1`).
         config: dict. The search's configuration (what the results file
             checks when resuming).
         monitor: str. The metric (higher is better).
@@ -188,6 +283,7 @@ class SearchResult:
     baseline_runs: list[RunRecord] = dataclasses.field(default_factory=list)
     config: dict = dataclasses.field(default_factory=dict)
     monitor: str = "val_accuracy"
+    speculative_runs: list[RunRecord] = dataclasses.field(default_factory=list)
 
     # -- derived views --
 
@@ -258,6 +354,7 @@ class SearchResult:
             self.baseline_runs,
             self.runs,
             self.d_int,
+            self.speculative_runs,
         )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -291,10 +388,13 @@ class SearchResult:
             ],
             config=data.get("config", {}),
             monitor=data.get("monitor", "val_accuracy"),
+            speculative_runs=[
+                RunRecord.from_dict(r) for r in data.get("speculative_runs", [])
+            ],
         )
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
-        """One row per run (baseline runs first); written to `path` if given."""
+        """One row per run: the baseline's, then the path's; written to `path`."""
         fields = [f.name for f in dataclasses.fields(RunRecord) if f.name != "history"]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
@@ -443,7 +543,8 @@ def _parse_results(text: str, source: Any) -> dict:
         for key in ("config", "config_hash", "runs"):
             data[key]  # noqa: B018
         [RunRecord.from_dict(r) for r in data["runs"]]
-        [RunRecord.from_dict(r) for r in data.get("baseline_runs", [])]
+        for key in ("baseline_runs", "speculative_runs"):
+            [RunRecord.from_dict(r) for r in data.get(key, [])]
     except (KeyError, TypeError) as e:
         raise SearchFileError(
             f"The results file {source!s} is corrupt (missing or malformed "
@@ -622,6 +723,8 @@ def search(
     max_dim: int | None = None,
     name: str | None = None,
     verbose: int = 1,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> SearchResult:
     """Finds the intrinsic dimension: the smallest d that reaches the threshold.
 
@@ -690,6 +793,22 @@ def search(
         name: str or None. A name for the experiment, stored in the
             configuration (e.g. model and dataset). Defaults to `None`.
         verbose: int. 0: silent; 1: one line per run. Defaults to `1`.
+        workers: int. How many runs go at once. `1` runs them one after the
+            other in this process. More runs them as Ray tasks (needs
+            `pip install "keras-idim[ray]"`): the seeds of a d, and the d
+            that the strategy may need next (see `plan_dims`), in worker
+            processes that each import TensorFlow once and are reused; a run
+            whose worker dies is run again (Ray's retries). The answer is
+            the sequential search's for the same runs: runs started ahead
+            and not needed are kept in `speculative_runs`. Only this process
+            writes the results file. `workers` is not part of the
+            configuration: a search can be resumed with another count.
+            Defaults to `1`.
+        ray_address: str or None. A Ray cluster to join (e.g. `"auto"`,
+            or `"HEAD_IP:6379"`); `None` starts a Ray on this machine only,
+            bound to 127.0.0.1, when `workers > 1`. If Ray is already
+            initialised in this process, that connection is used. Defaults
+            to `None`.
 
     Returns:
         A `SearchResult`.
@@ -737,6 +856,17 @@ def search(
                 f"`{arg}` should be a positive number or None. "
                 f"Received: `{arg}={value!r}`"
             )
+    workers = check_positive_int("workers", workers)
+    if ray_address is not None and not (isinstance(ray_address, str) and ray_address):
+        raise ValueError(
+            "`ray_address` should be None (a Ray on this machine) or the "
+            "address of a Ray cluster, e.g. 'auto' or 'HEAD_IP:6379'. "
+            f"Received: `ray_address={ray_address!r}`"
+        )
+    if workers > 1 or ray_address is not None:
+        from keras_idim.distributed import check_ray
+
+        check_ray(workers, ray_address, train_data, val_data)
     if not isinstance(monitor, str) or not monitor:
         raise ValueError(
             f"`monitor` should be a metric name. Received: `monitor={monitor!r}`"
@@ -746,7 +876,7 @@ def search(
         optimizer, baseline_learning_rate
     )
     _as_dataset(train_data, batch_size, shuffle=True, arg="train_data")  # checks
-    val_ds = _as_dataset(val_data, batch_size, shuffle=False, arg="val_data")
+    _as_dataset(val_data, batch_size, shuffle=False, arg="val_data")
     results_path = None if results_path is None else os.fspath(results_path)
 
     config = {
@@ -774,179 +904,178 @@ def search(
     previous = _load_previous(results_path, config) if results_path else None
     done: dict[tuple, RunRecord] = {}
     if previous:
-        for r in previous.get("baseline_runs", []) + previous["runs"]:
+        for r in (
+            previous.get("baseline_runs", [])
+            + previous["runs"]
+            + previous.get("speculative_runs", [])
+        ):
             record = RunRecord.from_dict(r)
             done[(record.dim, record.seed)] = record
+    recipe = _Recipe(
+        model_fn=model_fn,
+        train_data=train_data,
+        val_data=val_data,
+        batch_size=batch_size,
+        epochs=epochs,
+        loss=loss,
+        monitor=monitor,
+        projection=projection_name,
+        structure_aware=structure_aware,
+        optimizer=sub_optimizer,
+        baseline_optimizer=base_optimizer,
+    )
 
     def say(message: str) -> None:
         if verbose:
             print(message, flush=True)
 
-    def save(base: Baseline | None, runs: list[RunRecord]) -> None:
-        if results_path:
-            state = _state_dict(
-                config, monitor, fraction, base, baseline_runs, runs, None
-            )
-            atomic_write(results_path, json.dumps(state, indent=1))
-
     if done:
         say(f"resuming from {results_path}: {len(done)} finished runs")
 
-    def fit(model: keras.Model, make_optimizer, callbacks, seed: int) -> dict:
-        model.compile(optimizer=make_optimizer(), loss=loss, metrics=["accuracy"])
-        # Arrays get a fresh dataset shuffled from the run's seed, so that a
-        # run sees the same batches whatever ran before it (a resumed search
-        # repeats an uninterrupted one); a tf.data dataset is used as it is.
-        history = model.fit(
-            _as_dataset(train_data, batch_size, shuffle=True, seed=seed),
-            validation_data=val_ds,
-            epochs=epochs,
-            callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles itself
-            verbose=0,
-        )
-        return history.history
-
-    def run(dim: int | None, seed: int, threshold: float | None) -> RunRecord:
-        if (dim, seed) in done:
-            return done[(dim, seed)]
-        divergence = DivergenceStop()
-        callbacks: list = [divergence]
-        stop = None
-        if threshold is not None:
-            stop = ThresholdStop(monitor=monitor, target=threshold, mode="max")
-            callbacks.append(stop)
-        started = time.perf_counter()
-        try:
-            keras.utils.set_random_seed(seed)
-            model = model_fn()
-            if dim is None:
-                history = fit(model, base_optimizer, callbacks, seed)
-            else:
-                model = SubspaceModel(
-                    model,
-                    dim,
-                    projection=projection_name,
-                    seed=seed,
-                    structure_aware=structure_aware,
-                )
-                history = fit(model, sub_optimizer, callbacks, seed)
-        except Exception as e:  # a failed run is recorded, the search goes on
-            record = RunRecord(
-                dim,
-                seed,
-                projection_name if dim else "none",
-                None,
-                0,
-                False,
-                time.perf_counter() - started,
-                "error",
-                f"{type(e).__name__}: {e}",
-            )
-        else:
-            if monitor not in history:
-                raise ValueError(
-                    f"The metric `monitor={monitor!r}` is not in the training "
-                    f"logs. Available: {sorted(history)}."
-                )
-            values = [float(v) for v in history[monitor]]
-            finite = [v for v in values if math.isfinite(v)]
-            record = RunRecord(
-                dim=dim,
-                seed=seed,
-                projection=projection_name if dim is not None else "none",
-                metric=max(finite) if finite else None,
-                epochs=len(values),
-                stopped_early=bool(stop is not None and stop.reached),
-                seconds=time.perf_counter() - started,
-                status="diverged" if divergence.diverged else "ok",
-                message=(
-                    f"non-finite loss at epoch {divergence.diverged_at[0]}"
-                    f", batch {divergence.diverged_at[1]}"
-                    if divergence.diverged
-                    else None
-                ),
-                history=values,
-            )
-        done[(dim, seed)] = record
-        return record
-
-    # The baseline.
-    baseline_runs: list[RunRecord] = []
-    if baseline is None:
-        for seed in seeds:
-            fresh = (None, seed) not in done
-            record = run(None, seed, None)
-            baseline_runs.append(record)
-            if fresh:
-                say(
-                    f"baseline  seed {seed}  {monitor} {_fmt(record.metric)}  "
-                    f"epochs {record.epochs}  {record.seconds:6.1f}s  "
-                    f"{record.status}"
-                )
-                save(None, [])
-        values = [r.metric for r in baseline_runs]
-        if any(r.status != "ok" or r.metric is None for r in baseline_runs):
-            bad = next(r for r in baseline_runs if r.status != "ok" or r.metric is None)
-            raise RuntimeError(
-                f"The local baseline (full training, seed {bad.seed}) did not "
-                f"finish well: {bad.status}"
-                f"{': ' + bad.message if bad.message else ''}. Fix the recipe "
-                "(e.g. `baseline_learning_rate`) or pass a global `baseline`."
-            )
-        base = Baseline(float(np.mean(values)), "local")
-    else:
-        base = Baseline(float(baseline), "global")
-    threshold = fraction * base.value
-    say(
-        f"{base.kind} baseline {base.value:.4f}; threshold {threshold:.4f} "
-        f"({fraction:g} x baseline)"
-    )
-
-    if max_dim is None and dims == "auto":
-        keras.utils.set_random_seed(seeds[0])
-        probe = model_fn()
-        max_dim = int(sum(int(np.prod(v.shape)) for v in probe.trainable_variables))
-        del probe
-
-    runs: list[RunRecord] = []
-    outcomes: dict[int, bool] = {}
-
-    def try_dim(dim: int) -> bool:
-        records = []
-        for seed in seeds:
-            fresh = (dim, seed) not in done
-            record = run(dim, seed, threshold)
-            records.append(record)
-            runs.append(record)
-            if fresh:
-                say(
-                    f"d {dim:>8}  seed {seed}  {monitor} {_fmt(record.metric)}  "
-                    f"epochs {record.epochs}  {record.seconds:6.1f}s  "
-                    f"{record.status}"
-                    f"{'  (reached threshold)' if record.stopped_early else ''}"
-                    f"{'  ' + record.message if record.message else ''}"
-                )
-                save(base, runs)
-        ok = [r.metric for r in records if r.status == "ok" and r.metric is not None]
-        passed = len(ok) == len(records) and float(np.mean(ok)) >= threshold
-        outcomes[dim] = passed
-        return passed
-
+    # The strategy, as a pure function of the finished outcomes.
     if dims == "auto":
-        while (
-            dim := auto_next_dim(
+
+        def next_dim(outcomes: Mapping[int, bool]) -> int | None:
+            return auto_next_dim(
                 outcomes, start=start_dim, tolerance=tolerance, max_dim=max_dim
             )
-        ) is not None:
-            try_dim(dim)
+
     else:
-        for dim in dims:
-            if try_dim(dim):
-                break
-    d_int = smallest_passing(outcomes)
+
+        def next_dim(outcomes: Mapping[int, bool]) -> int | None:
+            if any(outcomes.values()):
+                return None
+            return next((d for d in dims if d not in outcomes), None)
+
+    threshold: float | None = None
+    base: Baseline | None = None
+
+    def finished_outcomes() -> dict[int, bool]:
+        outcomes = {}
+        for dim in {d for d, _ in done if d is not None}:
+            records = [done.get((dim, s)) for s in seeds]
+            if all(records):
+                ok = [
+                    r.metric
+                    for r in records
+                    if r.status == "ok" and r.metric is not None
+                ]
+                outcomes[dim] = (
+                    len(ok) == len(records) and float(np.mean(ok)) >= threshold
+                )
+        return outcomes
+
+    def ordered_runs() -> tuple[list[RunRecord], list[RunRecord]]:
+        """Runs on the sequential path (in its order), and the others."""
+        if threshold is None:
+            path_dims: list[int] = []
+        else:
+            path, frontier = follow(next_dim, finished_outcomes())
+            path_dims = [*path, *([frontier] if frontier is not None else [])]
+        keys = [(d, s) for d in path_dims for s in seeds if (d, s) in done]
+        extra = [k for k in done if k[0] is not None and k not in set(keys)]
+        return [done[k] for k in keys], [done[k] for k in extra]
+
+    def save() -> None:
+        if results_path:
+            runs, speculative = ordered_runs()
+            state = _state_dict(
+                config,
+                monitor,
+                fraction,
+                base,
+                [done[(None, s)] for s in seeds if (None, s) in done],
+                runs,
+                None,
+                speculative,
+            )
+            atomic_write(results_path, json.dumps(state, indent=1))
+
+    def report(record: RunRecord) -> None:
+        if record.dim is None:
+            head = "baseline "
+        else:
+            head = f"d {record.dim:>8}"
+        say(
+            f"{head}  seed {record.seed}  {monitor} {_fmt(record.metric)}  "
+            f"epochs {record.epochs}  {record.seconds:6.1f}s  {record.status}"
+            f"{'  (reached threshold)' if record.stopped_early else ''}"
+            f"{'  ' + record.message if record.message else ''}"
+        )
+
+    runner: _Runner | None = None
+
+    def drive(wanted: Callable[[int], list[tuple]]) -> None:
+        """Runs tasks until `wanted` asks for none; saves after each run."""
+        nonlocal runner
+        while True:
+            slots = 1 if runner is None else runner.slots
+            tasks = wanted(slots)
+            if runner is None and tasks:
+                runner = _make_runner(recipe, workers, ray_address, say)
+            if runner is None:
+                return
+            for task in runner.running():
+                if task not in tasks:
+                    runner.cancel(task)  # speculative, and no longer useful
+            for task in tasks:
+                if runner.free() <= 0:
+                    break
+                if task not in runner.running():
+                    runner.submit(task, threshold)
+            if not runner.running():
+                return
+            task, record = runner.next_finished()
+            if record is not None:  # None: cancelled before it finished
+                done[task] = record
+                report(record)
+                save()
+
+    try:
+        # The baseline.
+        baseline_runs: list[RunRecord] = []
+        if baseline is None:
+            drive(lambda _: [(None, s) for s in seeds if (None, s) not in done])
+            baseline_runs = [done[(None, s)] for s in seeds]
+            bad = [r for r in baseline_runs if r.status != "ok" or r.metric is None]
+            if bad:
+                raise RuntimeError(
+                    f"The local baseline (full training, seed {bad[0].seed}) did "
+                    f"not finish well: {bad[0].status}"
+                    f"{': ' + bad[0].message if bad[0].message else ''}. Fix the "
+                    "recipe (e.g. `baseline_learning_rate`) or pass a global "
+                    "`baseline`."
+                )
+            base = Baseline(float(np.mean([r.metric for r in baseline_runs])), "local")
+        else:
+            base = Baseline(float(baseline), "global")
+        threshold = fraction * base.value
+        say(
+            f"{base.kind} baseline {base.value:.4f}; threshold {threshold:.4f} "
+            f"({fraction:g} x baseline)"
+        )
+
+        if max_dim is None and dims == "auto":
+            keras.utils.set_random_seed(seeds[0])
+            probe = model_fn()
+            max_dim = int(sum(int(np.prod(v.shape)) for v in probe.trainable_variables))
+            del probe
+
+        def wanted(slots: int) -> list[tuple]:
+            planned = plan_dims(next_dim, finished_outcomes(), slots)
+            return [(d, s) for d in planned for s in seeds if (d, s) not in done]
+
+        drive(wanted)
+    finally:
+        if runner is not None:
+            for task, record in runner.close():
+                done[task] = record  # finished while the search wound down
+            save()
+
+    path, _ = follow(next_dim, finished_outcomes())
+    runs, speculative = ordered_runs()
     result = SearchResult(
-        d_int=d_int,
+        d_int=smallest_passing(path),
         fraction=fraction,
         threshold=threshold,
         baseline=base,
@@ -954,6 +1083,7 @@ def search(
         baseline_runs=baseline_runs,
         config=config,
         monitor=monitor,
+        speculative_runs=speculative,
     )
     if results_path:
         result.to_json(results_path)
@@ -961,11 +1091,157 @@ def search(
     return result
 
 
+# -- running one training run, here or on a Ray worker --
+
+
+@dataclasses.dataclass
+class _Recipe:
+    """Everything a run needs besides its d, seed and threshold."""
+
+    model_fn: Callable[[], keras.Model]
+    train_data: Any
+    val_data: Any
+    batch_size: int
+    epochs: int
+    loss: Any
+    monitor: str
+    projection: str
+    structure_aware: bool
+    optimizer: Callable[[], keras.optimizers.Optimizer]
+    baseline_optimizer: Callable[[], keras.optimizers.Optimizer]
+
+
+def _train_run(
+    recipe: _Recipe, dim: int | None, seed: int, threshold: float | None
+) -> RunRecord:
+    """One run: the baseline (`dim=None`) or a subspace of dimension `dim`.
+
+    A run that raises is recorded with status `"error"`; a missing `monitor`
+    is the search's mistake, not the run's, and raises.
+    """
+    divergence = DivergenceStop()
+    callbacks: list = [divergence]
+    stop = None
+    if threshold is not None and dim is not None:
+        stop = ThresholdStop(monitor=recipe.monitor, target=threshold, mode="max")
+        callbacks.append(stop)
+    started = time.perf_counter()
+    projection = recipe.projection if dim is not None else "none"
+    try:
+        keras.utils.set_random_seed(seed)
+        model = recipe.model_fn()
+        make_optimizer = recipe.baseline_optimizer
+        if dim is not None:
+            model = SubspaceModel(
+                model,
+                dim,
+                projection=recipe.projection,
+                seed=seed,
+                structure_aware=recipe.structure_aware,
+            )
+            make_optimizer = recipe.optimizer
+        model.compile(
+            optimizer=make_optimizer(), loss=recipe.loss, metrics=["accuracy"]
+        )
+        # Arrays get a fresh dataset shuffled from the run's seed, so that a
+        # run sees the same batches whatever ran before it (a resumed search
+        # repeats an uninterrupted one); a tf.data dataset is used as it is.
+        history = model.fit(
+            _as_dataset(recipe.train_data, recipe.batch_size, shuffle=True, seed=seed),
+            validation_data=_as_dataset(
+                recipe.val_data, recipe.batch_size, shuffle=False
+            ),
+            epochs=recipe.epochs,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles itself
+            verbose=0,
+        ).history
+    except Exception as e:  # a failed run is recorded, the search goes on
+        return RunRecord(
+            dim,
+            seed,
+            projection,
+            None,
+            0,
+            False,
+            time.perf_counter() - started,
+            "error",
+            f"{type(e).__name__}: {e}",
+        )
+    if recipe.monitor not in history:
+        raise ValueError(
+            f"The metric `monitor={recipe.monitor!r}` is not in the training "
+            f"logs. Available: {sorted(history)}."
+        )
+    values = [float(v) for v in history[recipe.monitor]]
+    finite = [v for v in values if math.isfinite(v)]
+    return RunRecord(
+        dim=dim,
+        seed=seed,
+        projection=projection,
+        metric=max(finite) if finite else None,
+        epochs=len(values),
+        stopped_early=bool(stop is not None and stop.reached),
+        seconds=time.perf_counter() - started,
+        status="diverged" if divergence.diverged else "ok",
+        message=(
+            f"non-finite loss at epoch {divergence.diverged_at[0]}"
+            f", batch {divergence.diverged_at[1]}"
+            if divergence.diverged
+            else None
+        ),
+        history=values,
+    )
+
+
+class _Runner:
+    """Runs `(dim, seed)` tasks: `slots` at a time, results as they finish."""
+
+    slots = 1
+
+    def __init__(self, recipe: _Recipe):
+        self._recipe = recipe
+        self._queue: list[tuple] = []
+
+    def running(self) -> list[tuple]:
+        """Tasks submitted and not yet returned by `next_finished`."""
+        return [task for task, _ in self._queue]
+
+    def free(self) -> int:
+        return self.slots - len(self._queue)
+
+    def submit(self, task: tuple, threshold: float | None) -> None:
+        self._queue.append((task, threshold))
+
+    def cancel(self, task: tuple) -> None:
+        self._queue = [q for q in self._queue if q[0] != task]
+
+    def next_finished(self) -> tuple[tuple, RunRecord | None]:
+        """Waits for a task; its record, or `None` if it was cancelled."""
+        (dim, seed), threshold = self._queue.pop(0)
+        return (dim, seed), _train_run(self._recipe, dim, seed, threshold)
+
+    def close(self) -> list[tuple[tuple, RunRecord]]:
+        """Stops what still runs; returns the runs that finished meanwhile."""
+        self._queue = []
+        return []
+
+
+def _make_runner(recipe, workers, ray_address, say) -> _Runner:
+    if workers == 1 and ray_address is None:
+        return _Runner(recipe)
+    from keras_idim.distributed import RayRunner
+
+    return RayRunner(recipe, workers=workers, address=ray_address, say=say)
+
+
 def _fmt(value: float | None) -> str:
     return "  --  " if value is None else f"{value:.4f}"
 
 
-def _state_dict(config, monitor, fraction, base, baseline_runs, runs, d_int):
+def _state_dict(
+    config, monitor, fraction, base, baseline_runs, runs, d_int, speculative=()
+):
     """The content of a results file (also of a search still under way)."""
     return {
         "format": RESULTS_FORMAT,
@@ -978,6 +1254,7 @@ def _state_dict(config, monitor, fraction, base, baseline_runs, runs, d_int):
         "baseline": None if base is None else {"value": base.value, "kind": base.kind},
         "baseline_runs": [r.to_dict() for r in baseline_runs],
         "runs": [r.to_dict() for r in runs],
+        "speculative_runs": [r.to_dict() for r in speculative],
         "d_int": d_int,
     }
 

@@ -27,3 +27,17 @@ def digits_arrays():
         x, y, test_size=0.2, stratify=y, random_state=0
     )
     return (x_train, y_train), (x_val, y_val)
+
+
+# A whole automatic search on tiny_fc and digits (10 runs of 3 epochs), for
+# the Ray tests.
+TINY_RAY = dict(
+    baseline=1.0,
+    fraction=0.5,
+    epochs=3,
+    batch_size=64,
+    learning_rate=0.05,
+    dims="auto",
+    start_dim=1,
+    max_dim=1210,
+)

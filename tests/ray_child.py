@@ -1,0 +1,22 @@
+"""A d-search on Ray workers, run as its own process by tests/test_ray.py.
+
+Usage: python ray_child.py RESULTS_PATH WORKERS
+
+Prints the result as JSON on its last line. The tiny settings are
+test_search.TINY's: tiny_fc on digits, global baseline, 3 epochs a run.
+"""
+
+import json
+import sys
+
+from search_helpers import TINY_RAY, digits_arrays, tiny_fc
+
+from keras_idim.search import search
+
+if __name__ == "__main__":
+    path, workers = sys.argv[1], int(sys.argv[2])
+    train, val = digits_arrays()
+    result = search(
+        tiny_fc, train, val, results_path=path, workers=workers, verbose=1, **TINY_RAY
+    )
+    print(json.dumps(result.to_dict()))

@@ -1,0 +1,413 @@
+"""The d-search on Ray workers (`search(..., workers=N)`), and its planner.
+
+Ray runs only in child processes started here: a Ray that keras_idim starts
+on this machine binds 127.0.0.1 only (checked below from /proc), its
+temporary folder and HOME (where Ray keeps its auth token) are this test's,
+every child is time-bounded, and every process that carries this test's
+marker in its environment is killed at the end, also when the test fails.
+The planner and the driver's loop are also tested without Ray, against
+simulated runs that finish in a random order.
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from search_helpers import TINY_RAY, digits_arrays, tiny_fc
+
+from keras_idim import cli
+from keras_idim.search import (
+    RunRecord,
+    SearchResult,
+    auto_next_dim,
+    follow,
+    plan_dims,
+    search,
+    smallest_passing,
+)
+
+# The module (`keras_idim.search` is also the function, on the package).
+search_module = sys.modules["keras_idim.search"]
+TESTS = Path(__file__).resolve().parent
+TASK_TITLE = "ray::keras_idim_run"
+
+
+# -- the planner, without Ray --
+
+
+def sequential(step, outcome):
+    outcomes = {}
+    while (d := step(outcomes)) is not None:
+        outcomes[d] = outcome(d)
+    return smallest_passing(outcomes), list(outcomes)
+
+
+def simulate(step, outcome, slots, rng):
+    """A parallel search: `slots` runs at once, finishing in a random order."""
+    finished, running, started = {}, set(), []
+    while True:
+        planned = plan_dims(step, finished, slots)
+        running &= set(planned)  # the others are cancelled
+        for d in planned:
+            if len(running) < slots and d not in running:
+                running.add(d)
+                started.append(d)
+        if not running:
+            break
+        d = rng.choice(sorted(running))
+        running.discard(d)
+        finished[d] = outcome(d)
+    path, _ = follow(step, finished)
+    return smallest_passing(path), list(path), started
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3, 5, 8])
+def test_parallel_plan_gives_the_sequential_answer(slots):
+    rng = random.Random(slots)
+    for trial in range(60):
+        # Noisy, not monotone: each d passes above a boundary, and a few
+        # flip, so that a different order of runs could change the answer.
+        boundary = int(10 ** rng.uniform(0, 4.5))
+        flips = {d for d in range(1, 40_000) if rng.random() < 0.03}
+
+        def outcome(d, boundary=boundary, flips=flips):
+            return (d >= boundary) != (d in flips)
+
+        start = rng.choice([1, 10, 64])
+        tolerance = rng.choice([0.05, 0.1, 0.3])
+
+        def step(o, start=start, tolerance=tolerance):
+            return auto_next_dim(o, start=start, tolerance=tolerance, max_dim=30_000)
+
+        answer, order = sequential(step, outcome)
+        got, path, started = simulate(step, outcome, slots, rng)
+        assert (got, path) == (answer, order), (trial, boundary, slots)
+        assert set(order) <= set(started)
+        if slots == 1:
+            assert started == order  # nothing speculative
+
+
+def test_plan_dims_worked_by_hand():
+    def step(o):
+        return auto_next_dim(o, start=10, max_dim=1000)
+
+    # Empty path: 20 (if 10 fails) and 5 (if it passes) are even; then 40,
+    # the next doubling, at 0.5 x 0.75.
+    assert plan_dims(step, {}, 4) == [10, 20, 5, 40]
+    # Bracketed by 10 and 20: 14, then 17 (14 fails) before 12 (14 passes).
+    assert plan_dims(step, {10: False, 20: True}, 3) == [14, 17, 12]
+    # Finished speculative runs are followed, not replanned.
+    assert plan_dims(step, {10: False, 20: False, 40: True}, 1) == [28]
+    assert plan_dims(step, {10: True, 5: True, 2: True, 1: True}, 3) == []
+    assert plan_dims(step, {}, 0) == []
+
+
+class ShuffledRunner(search_module._Runner):
+    """Three runs at once, finishing in a random order, with fake training."""
+
+    slots = 3
+
+    def __init__(self, recipe):
+        super().__init__(recipe)
+        self.rng = random.Random(0)
+        self.cancelled = 0
+
+    def cancel(self, task):
+        self.cancelled += 1
+        super().cancel(task)
+
+    def next_finished(self):
+        task, threshold = self._queue.pop(self.rng.randrange(len(self._queue)))
+        dim, seed = task
+        return task, search_module._train_run(self._recipe, dim, seed, threshold)
+
+
+def fake_run(recipe, dim, seed, threshold):
+    # Accuracy rises with log d, minus a bit for odd seeds; d = 45 dips.
+    metric = 0.3 if dim == 45 else min(1.0, 0.12 * (dim or 1e9) ** 0.4)
+    metric -= 0.01 * (seed % 2)
+    return RunRecord(dim, seed, "fastfood", metric, 1, False, 0.0, "ok")
+
+
+def test_driver_with_runs_out_of_order_matches_sequential(monkeypatch, tmp_path):
+    train, val = digits_arrays()
+    monkeypatch.setattr(search_module, "_train_run", fake_run)
+    kwargs = dict(TINY_RAY, seeds=(0, 1), verbose=0)
+    expected = search(tiny_fc, train, val, **kwargs)
+    runners = []
+
+    def make_runner(recipe, workers, address, say):
+        runners.append(ShuffledRunner(recipe))
+        return runners[-1]
+
+    monkeypatch.setattr(search_module, "_make_runner", make_runner)
+    path = tmp_path / "results.json"
+    got = search(tiny_fc, train, val, results_path=path, **kwargs)
+    assert got.d_int == expected.d_int is not None
+    assert [r.to_dict() for r in got.runs] == [r.to_dict() for r in expected.runs]
+    assert got.speculative_runs and runners[0].cancelled > 0
+    keys = [(r.dim, r.seed) for r in got.runs + got.speculative_runs]
+    assert len(keys) == len(set(keys))
+    stored = SearchResult.from_json(path)
+    assert stored.d_int == got.d_int
+    assert len(stored.speculative_runs) == len(got.speculative_runs)
+    # A resume, here with one worker, reruns nothing and keeps the extras.
+    monkeypatch.setattr(search_module, "_train_run", None)  # would fail if called
+    monkeypatch.setattr(search_module, "_make_runner", search_module._make_runner)
+    again = search(tiny_fc, train, val, results_path=path, **kwargs)
+    assert again.d_int == got.d_int
+    assert len(again.speculative_runs) == len(got.speculative_runs)
+
+
+# -- without Ray --
+
+
+def test_workers_without_ray_name_the_extra(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
+    train, val = digits_arrays()
+    with pytest.raises(ImportError, match=r'pip install "keras-idim\[ray\]"'):
+        search(tiny_fc, train, val, workers=2, **TINY_RAY)
+    with pytest.raises(ImportError, match=r"`ray_address='auto'`"):
+        search(tiny_fc, train, val, ray_address="auto", **TINY_RAY)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["search", "--workers", "2", "--out", str(out)])
+    assert exit_.value.code == 2
+    assert 'pip install "keras-idim[ray]"' in capsys.readouterr().err
+    assert not out.exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(workers=0), "`workers=0`"),
+        (dict(workers=1.5), "`workers=1.5`"),
+        (dict(ray_address=""), "`ray_address=''`"),
+        (dict(ray_address=6379), "`ray_address=6379`"),
+    ],
+)
+def test_bad_worker_arguments(kwargs, match):
+    train, val = digits_arrays()
+    with pytest.raises(ValueError, match=match):
+        search(tiny_fc, train, val, **TINY_RAY, **kwargs)
+
+
+def test_datasets_cannot_go_to_workers():
+    pytest.importorskip("ray")
+    import tensorflow as tf
+
+    (x, y), val = digits_arrays()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    with pytest.raises(ValueError, match="`train_data` should be arrays"):
+        search(tiny_fc, ds, val, workers=2, **TINY_RAY)
+
+
+# -- on Ray, in child processes --
+
+
+def listening_addresses(pids):
+    """The local addresses that the processes `pids` listen on (TCP)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with open(f"/proc/net/{name}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                    continue
+                raw = bytes.fromhex(fields[1].split(":")[0])
+                # /proc/net lists addresses as 32-bit words in host order.
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(family, raw))
+    return found
+
+
+class RayChildren:
+    """Starts `ray_child.py` processes with this test's marker; kills all."""
+
+    def __init__(self, tmp_path):
+        self.marker = uuid.uuid4().hex
+        # Ray's socket paths must stay under 108 bytes: a short folder.
+        self.ray_tmp = tempfile.mkdtemp(prefix="kir-", dir="/tmp")
+        home = tmp_path / "home"
+        home.mkdir()
+        self.env = dict(
+            os.environ,
+            HOME=str(home),
+            RAY_TMPDIR=self.ray_tmp,
+            PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            TF_CPP_MIN_LOG_LEVEL="3",
+            KERAS_IDIM_TEST_MARK=self.marker,
+        )
+        self.env.pop("RAY_ADDRESS", None)
+        self.children = []
+
+    def start(self, path, workers=2):
+        child = subprocess.Popen(
+            [sys.executable, str(TESTS / "ray_child.py"), str(path), str(workers)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.children.append(child)
+        return child
+
+    def processes(self, title=None):
+        """PIDs of live processes with this test's marker (and `title`)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if f"KERAS_IDIM_TEST_MARK={self.marker}".encode() not in f.read():
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue  # a zombie: already dead
+            except OSError:
+                continue
+            if title is None or cmdline.startswith(title):
+                pids.append(int(entry))
+        return pids
+
+    def finish(self, child, timeout=300):
+        out, _ = child.communicate(timeout=timeout)
+        assert child.returncode == 0, out[-3000:]
+        return json.loads(out.strip().splitlines()[-1]), out
+
+    def close(self):
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+        for _ in range(3):
+            for pid in self.processes():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.5)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_children(tmp_path):
+    pytest.importorskip("ray")
+    children = RayChildren(tmp_path)
+    try:
+        yield children
+    finally:
+        children.close()
+    assert not children.processes(), "a Ray process outlived the test"
+
+
+@pytest.fixture(scope="module")
+def sequential_result():
+    train, val = digits_arrays()
+    return search(tiny_fc, train, val, verbose=0, **TINY_RAY)
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stored_runs(path):
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+    return data["runs"] + data.get("speculative_runs", [])
+
+
+def key_runs(runs):
+    return [(r["dim"], r["seed"], r["metric"], r["status"]) for r in runs]
+
+
+def test_two_workers_give_the_sequential_d_int(
+    ray_children, sequential_result, tmp_path
+):
+    path = tmp_path / "results.json"
+    child = ray_children.start(path)
+    # While it runs, everything it started listens on 127.0.0.1 only.
+    wait_for(lambda: ray_children.processes(TASK_TITLE), 180, "a running task")
+    addresses = listening_addresses(ray_children.processes())
+    assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+    data, out = ray_children.finish(child)
+    assert "2 workers of 1 CPU(s) on a Ray on this machine (127.0.0.1 only)" in out
+    assert data["d_int"] == sequential_result.d_int is not None
+    expected = [r.to_dict() for r in sequential_result.runs]
+    assert key_runs(data["runs"]) == key_runs(expected)
+    # Ray's token (auth is on by default) went to this test's HOME.
+    assert (Path(ray_children.env["HOME"]) / ".ray" / "auth_token").is_file()
+
+
+def test_killed_worker_has_its_run_redone(ray_children, sequential_result, tmp_path):
+    path = tmp_path / "results.json"
+    child = ray_children.start(path)
+    wait_for(lambda: stored_runs(path), 180, "a first finished run")  # warm
+    # Every worker that runs a task (its title says so) is killed, so the
+    # run the search needs next is among them, whatever else runs ahead.
+    victims = wait_for(lambda: ray_children.processes(TASK_TITLE), 60, "a run")
+    assert child.poll() is None
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    data, out = ray_children.finish(child)
+    assert not set(victims) & set(ray_children.processes())
+    runs = data["runs"] + data["speculative_runs"]
+    keys = [(r["dim"], r["seed"]) for r in runs]
+    assert len(keys) == len(set(keys)), "a run recorded twice"
+    assert all(r["status"] == "ok" for r in runs), out[-3000:]
+    assert data["d_int"] == sequential_result.d_int
+    assert key_runs(data["runs"]) == key_runs(
+        [r.to_dict() for r in sequential_result.runs]
+    )
+
+
+def test_killed_driver_resumes_without_recomputing(
+    ray_children, sequential_result, tmp_path
+):
+    path = tmp_path / "results.json"
+    child = ray_children.start(path)
+    wait_for(lambda: len(stored_runs(path)) >= 3, 240, "three finished runs")
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    before = stored_runs(path)
+    assert len(before) >= 3
+    # The driver's own Ray goes with it; whatever did not is killed here.
+    for pid in ray_children.processes():
+        os.kill(pid, signal.SIGKILL)
+    resumed = ray_children.start(path)
+    data, out = ray_children.finish(resumed)
+    assert f"resuming from {path}: {len(before)} finished runs" in out
+    after = {(r["dim"], r["seed"]): r for r in data["runs"] + data["speculative_runs"]}
+    for old in before:
+        assert after[(old["dim"], old["seed"])] == old  # same seconds: not rerun
+    assert data["d_int"] == sequential_result.d_int
