@@ -12,6 +12,7 @@ simulated runs that finish in a random order.
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -260,9 +261,11 @@ class RayChildren:
         self.env.pop("RAY_ADDRESS", None)
         self.children = []
 
-    def start(self, path, workers=2):
+    def start(self, path, workers=2, script=None, *args):
+        """Runs `ray_child.py PATH WORKERS`, or `script` with `args`."""
+        argv = [script, *args] if script else [TESTS / "ray_child.py", path, workers]
         child = subprocess.Popen(
-            [sys.executable, str(TESTS / "ray_child.py"), str(path), str(workers)],
+            [sys.executable, *map(str, argv)],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -295,7 +298,10 @@ class RayChildren:
     def finish(self, child, timeout=300):
         out, _ = child.communicate(timeout=timeout)
         assert child.returncode == 0, out[-3000:]
-        return json.loads(out.strip().splitlines()[-1]), out
+        try:
+            return json.loads(out.strip().splitlines()[-1]), out
+        except ValueError:
+            return None, out
 
     def close(self):
         for child in self.children:
@@ -411,3 +417,18 @@ def test_killed_driver_resumes_without_recomputing(
     for old in before:
         assert after[(old["dim"], old["seed"])] == old  # same seconds: not rerun
     assert data["d_int"] == sequential_result.d_int
+
+
+def test_scaling_example_runs(ray_children):
+    script = TESTS.parent / "examples" / "scaling_search.py"
+    child = ray_children.start(None, None, script, "--workers", "2", "--epochs", "2")
+    _, out = ray_children.finish(child)
+    rows = dict(re.findall(r"^\| ([^|]+) \| ([0-9.]+) \|$", out, re.M))
+    assert set(rows) == {
+        "1 worker (this process)",
+        "Ray start-up: ray.init",
+        "Ray start-up: 2 workers import TensorFlow",
+        "2 workers (search alone)",
+    }
+    verdicts = dict(re.findall(r"^(sequential|parallel): +(.*) \(\d+ runs", out, re.M))
+    assert verdicts["parallel"] == verdicts["sequential"], out[-2000:]
