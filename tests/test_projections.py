@@ -146,6 +146,11 @@ def test_dense_over_budget_regenerates_the_same_matrix_on_the_fly():
         rtol=1e-5,
         atol=1e-5,
     )
+    # The traced gradient keeps its static shape (d,), as the stored one.
+    traced = tf.function(blocks.transpose).get_concrete_function(
+        tf.TensorSpec([900], tf.float32)
+    )
+    assert traced.output_shapes.as_list() == [25]
 
 
 def test_dense_over_budget_can_refuse_naming_the_alternatives():

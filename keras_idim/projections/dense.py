@@ -139,9 +139,16 @@ class DenseProjection(Projection):
                 _, ta = tf.while_loop(
                     lambda b, _: b < self.num_blocks,
                     body_t,
-                    (tf.constant(0), tf.TensorArray(tf.float32, size=self.num_blocks)),
+                    (
+                        tf.constant(0),
+                        tf.TensorArray(
+                            tf.float32, size=self.num_blocks, element_shape=[c]
+                        ),
+                    ),
                 )
-                return tf.reshape(ta.stack(), [-1])[:d]
+                # A static (d,) shape, as the stored product gives: the
+                # all-reduce under tf.distribute and XLA see a known size.
+                return tf.reshape(ta.stack(), [self.num_blocks * c])[:d]
 
             return out, grad
 
