@@ -23,8 +23,9 @@ import os
 import tempfile
 import time
 
-from keras_idim import cli, data, distributed
+from keras_idim import cli, data
 from keras_idim.search import search
+from keras_idim.workers import import_ray
 
 
 def warm_up(_: int) -> int:
@@ -70,7 +71,7 @@ def main(
         )
         rows.append(("1 worker (this process)", time.perf_counter() - started))
 
-        ray = distributed.import_ray(local=True)
+        ray = import_ray(local=True)
         started = time.perf_counter()
         ray.init(
             num_cpus=max(os.cpu_count() or 1, workers),

@@ -864,7 +864,7 @@ def search(
             f"Received: `ray_address={ray_address!r}`"
         )
     if workers > 1 or ray_address is not None:
-        from keras_idim.distributed import check_ray
+        from keras_idim.workers import check_ray
 
         check_ray(workers, ray_address, train_data, val_data)
     if not isinstance(monitor, str) or not monitor:
@@ -1230,7 +1230,7 @@ class _Runner:
 def _make_runner(recipe, workers, ray_address, say) -> _Runner:
     if workers == 1 and ray_address is None:
         return _Runner(recipe)
-    from keras_idim.distributed import RayRunner
+    from keras_idim.workers import RayRunner
 
     return RayRunner(recipe, workers=workers, address=ray_address, say=say)
 
