@@ -973,7 +973,8 @@ def search(
             path, frontier = follow(next_dim, finished_outcomes())
             path_dims = [*path, *([frontier] if frontier is not None else [])]
         keys = [(d, s) for d in path_dims for s in seeds if (d, s) in done]
-        extra = [k for k in done if k[0] is not None and k not in set(keys)]
+        on_path = set(keys)
+        extra = [k for k in done if k[0] is not None and k not in on_path]
         return [done[k] for k in keys], [done[k] for k in extra]
 
     def save() -> None:
@@ -1002,6 +1003,12 @@ def search(
             f"{'  (reached threshold)' if record.stopped_early else ''}"
             f"{'  ' + record.message if record.message else ''}"
         )
+
+    if max_dim is None and dims == "auto":  # D, the model's parameter count
+        keras.utils.set_random_seed(seeds[0])
+        probe = model_fn()
+        max_dim = int(sum(int(np.prod(v.shape)) for v in probe.trainable_variables))
+        del probe
 
     runner: _Runner | None = None
 
@@ -1054,12 +1061,6 @@ def search(
             f"{base.kind} baseline {base.value:.4f}; threshold {threshold:.4f} "
             f"({fraction:g} x baseline)"
         )
-
-        if max_dim is None and dims == "auto":
-            keras.utils.set_random_seed(seeds[0])
-            probe = model_fn()
-            max_dim = int(sum(int(np.prod(v.shape)) for v in probe.trainable_variables))
-            del probe
 
         def wanted(slots: int) -> list[tuple]:
             planned = plan_dims(next_dim, finished_outcomes(), slots)

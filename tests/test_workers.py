@@ -250,6 +250,7 @@ class RayChildren:
         self.ray_tmp = tempfile.mkdtemp(prefix="kir-", dir="/tmp")
         home = tmp_path / "home"
         home.mkdir()
+        self.logs = tmp_path
         self.env = dict(
             os.environ,
             HOME=str(home),
@@ -264,13 +265,17 @@ class RayChildren:
     def start(self, path, workers=2, script=None, *args):
         """Runs `ray_child.py PATH WORKERS`, or `script` with `args`."""
         argv = [script, *args] if script else [TESTS / "ray_child.py", path, workers]
+        # Output to a file: a pipe nobody reads while the test polls could
+        # fill up and stall the child.
+        log = open(self.logs / f"child-{len(self.children)}.log", "w+")
         child = subprocess.Popen(
             [sys.executable, *map(str, argv)],
             env=self.env,
-            stdout=subprocess.PIPE,
+            stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        child.log = log
         self.children.append(child)
         return child
 
@@ -296,7 +301,9 @@ class RayChildren:
         return pids
 
     def finish(self, child, timeout=300):
-        out, _ = child.communicate(timeout=timeout)
+        child.wait(timeout=timeout)
+        child.log.seek(0)
+        out = child.log.read()
         assert child.returncode == 0, out[-3000:]
         try:
             return json.loads(out.strip().splitlines()[-1]), out
@@ -307,7 +314,8 @@ class RayChildren:
         for child in self.children:
             if child.poll() is None:
                 child.kill()
-                child.communicate()
+                child.wait()
+            child.log.close()
         for _ in range(3):
             for pid in self.processes():
                 try:
@@ -366,7 +374,14 @@ def test_two_workers_give_the_sequential_d_int(
     wait_for(lambda: ray_children.processes(TASK_TITLE), 180, "a running task")
     addresses = listening_addresses(ray_children.processes())
     assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+    # The runs go to two worker processes, reused from run to run.
+    trainers = set()
+    deadline = time.monotonic() + 300
+    while child.poll() is None and time.monotonic() < deadline:
+        trainers.update(ray_children.processes(TASK_TITLE))
+        time.sleep(0.05)
     data, out = ray_children.finish(child)
+    assert 1 <= len(trainers) <= 2 < len(data["runs"]), trainers
     assert "2 workers of 1 CPU(s) on a Ray on this machine (127.0.0.1 only)" in out
     assert data["d_int"] == sequential_result.d_int is not None
     expected = [r.to_dict() for r in sequential_result.runs]
@@ -404,7 +419,7 @@ def test_killed_driver_resumes_without_recomputing(
     child = ray_children.start(path)
     wait_for(lambda: len(stored_runs(path)) >= 3, 240, "three finished runs")
     child.send_signal(signal.SIGKILL)
-    child.communicate(timeout=60)
+    child.wait(timeout=60)
     before = stored_runs(path)
     assert len(before) >= 3
     # The driver's own Ray goes with it; whatever did not is killed here.
