@@ -4,13 +4,13 @@ Runs the main job's search (`keras-idim search`'s defaults: the FC network on
 digits, Fastfood, d_int90, local baseline) three ways and prints a table:
 
 1. `workers=1`: the runs one after the other in this process;
-2. Ray's start-up alone: `ray.init` (on 127.0.0.1 only, as keras_idim
-   starts it), then one warm-up task per worker, which imports TensorFlow
-   and keras_idim in each worker process;
+2. Ray's start-up alone: `import ray` and `ray.init` (127.0.0.1 only, as
+   keras_idim starts it), then one warm-up task per worker, which imports
+   TensorFlow and keras_idim in each worker process;
 3. `workers=N` on that Ray, workers warm: the search alone.
 
-Each search writes a fresh results file, so nothing is resumed, and all
-three answers are printed: the parallel answer must be the sequential one.
+Each search writes a fresh results file, so nothing is resumed, and both
+answers are printed: the parallel answer must be the sequential one.
 Needs `pip install "keras-idim[ray]"`.
 
     python examples/scaling_search.py --workers 2 [--seeds 3]
@@ -25,7 +25,7 @@ import time
 
 from keras_idim import cli, data
 from keras_idim.search import search
-from keras_idim.workers import import_ray
+from keras_idim.workers import start_local_ray
 
 
 def warm_up(_: int) -> int:
@@ -71,16 +71,12 @@ def main(
         )
         rows.append(("1 worker (this process)", time.perf_counter() - started))
 
-        ray = import_ray(local=True)
         started = time.perf_counter()
-        ray.init(
-            num_cpus=max(os.cpu_count() or 1, workers),
-            include_dashboard=False,
-            log_to_driver=False,
-            _node_ip_address="127.0.0.1",
-        )
+        ray = start_local_ray(workers)
         try:
-            rows.append(("Ray start-up: ray.init", time.perf_counter() - started))
+            rows.append(
+                ("Ray start-up: import ray, ray.init", time.perf_counter() - started)
+            )
             threads = max(1, (os.cpu_count() or 1) // workers)
             started = time.perf_counter()
             task = ray.remote(num_cpus=threads)(warm_up)

@@ -41,6 +41,22 @@ def import_ray(local: bool):
     return ray
 
 
+def start_local_ray(workers: int):
+    """Starts a Ray on this machine only (127.0.0.1), for `workers` runs.
+
+    It has `max(CPUs, workers)` CPUs, no dashboard, and keeps the workers'
+    output in its log folder. Returns the `ray` module.
+    """
+    ray = import_ray(local=True)
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, workers),
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
+    return ray
+
+
 def check_ray(workers: int, address: str | None, train_data: Any, val_data: Any):
     """Fails early, before any work, if a Ray search cannot run."""
     import tensorflow as tf
@@ -104,12 +120,7 @@ class RayRunner:
         if not ray.is_initialized():
             started = time.perf_counter()
             if address is None:
-                ray.init(
-                    num_cpus=max(os.cpu_count() or 1, workers),
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    _node_ip_address="127.0.0.1",
-                )
+                start_local_ray(workers)
             else:
                 ray.init(address=address, log_to_driver=False)
             self._started = True

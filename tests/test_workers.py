@@ -180,6 +180,9 @@ def test_workers_without_ray_name_the_extra(monkeypatch, capsys, tmp_path):
         search(tiny_fc, train, val, workers=2, **TINY_RAY)
     with pytest.raises(ImportError, match=r"`ray_address='auto'`"):
         search(tiny_fc, train, val, ray_address="auto", **TINY_RAY)
+    # One worker needs no Ray: the runs go on in this process.
+    one = search(tiny_fc, train, val, **dict(TINY_RAY, dims=[300], verbose=0))
+    assert one.d_int == 300
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_:
         cli.main(["search", "--workers", "2", "--out", str(out)])
@@ -441,7 +444,7 @@ def test_scaling_example_runs(ray_children):
     rows = dict(re.findall(r"^\| ([^|]+) \| ([0-9.]+) \|$", out, re.M))
     assert set(rows) == {
         "1 worker (this process)",
-        "Ray start-up: ray.init",
+        "Ray start-up: import ray, ray.init",
         "Ray start-up: 2 workers import TensorFlow",
         "2 workers (search alone)",
     }
