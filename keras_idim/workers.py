@@ -97,6 +97,11 @@ def keras_idim_run(recipe, dim: int | None, seed: int, threshold, threads: int):
     return _train_run(recipe, dim, seed, threshold)
 
 
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
 class RayRunner:
     """Runs `(dim, seed)` tasks on Ray, `slots` at a time.
 
@@ -144,7 +149,14 @@ class RayRunner:
         self._refs: dict = {}  # ObjectRef -> (dim, seed), in submission order
         self._cancelled: set = set()
         if address is None and self._started:
-            where = "a Ray on this machine (127.0.0.1 only)"
+            node = ray.util.get_node_ip_address()
+            where = f"a Ray on this machine ({node} only)"
+            if node != "127.0.0.1":  # Ray was imported before keras_idim set it
+                where = (
+                    f"a Ray on this machine, at {node} and listening on all "
+                    f"interfaces (set {LOCAL_ONLY_ENV}=0 before Ray is imported "
+                    "to keep it on 127.0.0.1)"
+                )
         else:
             where = f"the Ray at {address or ray.get_runtime_context().gcs_address}"
         say(
@@ -183,7 +195,17 @@ class RayRunner:
             return task, ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             return task, None
-        except ray.exceptions.RayTaskError:
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, ray.exceptions.RaySystemError):
+                raise RuntimeError(
+                    "A Ray worker could not load the search's `model_fn`, data, "
+                    f"loss or optimizer ({_last_line(e.cause)}). A function from "
+                    "a module is "
+                    "sent by name, so that module must be importable in every "
+                    "worker (installed, or on the PYTHONPATH that Ray and the "
+                    "workers see); a function defined in the script that runs "
+                    "the search is sent whole."
+                ) from None
             raise  # the run's own code raised what it does not record
         except ray.exceptions.RayError as e:  # the worker died on every try
             from keras_idim.search import RunRecord

@@ -450,3 +450,35 @@ def test_scaling_example_runs(ray_children):
     }
     verdicts = dict(re.findall(r"^(sequential|parallel): +(.*) \(\d+ runs", out, re.M))
     assert verdicts["parallel"] == verdicts["sequential"], out[-2000:]
+
+
+_UNIMPORTABLE = """
+import sys
+sys.path.insert(0, {folder!r})  # the driver alone sees this folder
+import my_models
+from search_helpers import TINY_RAY, digits_arrays
+from keras_idim.search import search
+
+train, val = digits_arrays()
+try:
+    search(my_models.build, train, val, workers=2, results_path={path!r},
+           **dict(TINY_RAY, dims=[300]))
+except RuntimeError as e:
+    print("ERROR", e)
+"""
+
+
+def test_model_fn_the_workers_cannot_import_is_a_clear_error(ray_children, tmp_path):
+    folder = tmp_path / "driver_only"
+    folder.mkdir()
+    (folder / "my_models.py").write_text(
+        "from search_helpers import tiny_fc\n\ndef build():\n    return tiny_fc()\n"
+    )
+    script = tmp_path / "unimportable.py"
+    path = tmp_path / "results.json"
+    script.write_text(_UNIMPORTABLE.format(folder=str(folder), path=str(path)))
+    _, out = ray_children.finish(ray_children.start(None, None, script))
+    assert (
+        "ERROR A Ray worker could not load the search's `model_fn`, data, loss or "
+        "optimizer (ModuleNotFoundError: No module named 'my_models')" in out
+    ), out[-2000:]
