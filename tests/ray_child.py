@@ -1,9 +1,9 @@
-"""A d-search on Ray workers, run as its own process by tests/test_ray.py.
+"""A d-search on Ray workers, run as its own process by tests/test_workers.py.
 
 Usage: python ray_child.py RESULTS_PATH WORKERS
 
-Prints the result as JSON on its last line. The tiny settings are
-test_search.TINY's: tiny_fc on digits, global baseline, 3 epochs a run.
+Prints the result as JSON on its last line. The settings are
+search_helpers.TINY_RAY: tiny_fc on digits, global baseline, 3 epochs a run.
 """
 
 import json
