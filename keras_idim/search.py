@@ -92,6 +92,27 @@ class RunRecord:
             **{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
         )
 
+    @classmethod
+    def error(
+        cls, dim: int | None, seed: int, projection: str, seconds: float, message: str
+    ) -> RunRecord:
+        """A run that ended in an error: no metric, no epoch."""
+        return cls(dim, seed, projection, None, 0, False, seconds, "error", message)
+
+
+def _ok_metrics(records: Sequence[RunRecord]) -> list[float]:
+    return [r.metric for r in records if r.status == "ok" and r.metric is not None]
+
+
+def _passes(records: Sequence[RunRecord], threshold: float) -> bool:
+    """A d passes when every run of it is ok and their mean metric reaches it."""
+    values = _ok_metrics(records)
+    return (
+        bool(values)
+        and len(values) == len(records)
+        and float(np.mean(values)) >= threshold
+    )
+
 
 # -- the strategy --
 
@@ -292,19 +313,13 @@ class SearchResult:
         scores: dict[int, dict] = {}
         for dim in sorted({r.dim for r in self.runs}):
             runs = [r for r in self.runs if r.dim == dim]
-            values = [
-                r.metric for r in runs if r.status == "ok" and r.metric is not None
-            ]
-            complete = len(values) == len(runs)
-            mean = float(np.mean(values)) if values else None
+            values = _ok_metrics(runs)
             scores[dim] = {
-                "mean": mean,
+                "mean": float(np.mean(values)) if values else None,
                 "min": min(values) if values else None,
                 "max": max(values) if values else None,
                 "runs": len(runs),
-                "passed": bool(
-                    complete and mean is not None and mean >= self.threshold
-                ),
+                "passed": _passes(runs, self.threshold),
             }
         return scores
 
@@ -955,14 +970,7 @@ def search(
         for dim in {d for d, _ in done if d is not None}:
             records = [done.get((dim, s)) for s in seeds]
             if all(records):
-                ok = [
-                    r.metric
-                    for r in records
-                    if r.status == "ok" and r.metric is not None
-                ]
-                outcomes[dim] = (
-                    len(ok) == len(records) and float(np.mean(ok)) >= threshold
-                )
+                outcomes[dim] = _passes(records, threshold)
         return outcomes
 
     def ordered_runs() -> tuple[list[RunRecord], list[RunRecord]]:
@@ -1158,15 +1166,11 @@ def _train_run(
             verbose=0,
         ).history
     except Exception as e:  # a failed run is recorded, the search goes on
-        return RunRecord(
+        return RunRecord.error(
             dim,
             seed,
             projection,
-            None,
-            0,
-            False,
             time.perf_counter() - started,
-            "error",
             f"{type(e).__name__}: {e}",
         )
     if recipe.monitor not in history:

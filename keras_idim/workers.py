@@ -211,15 +211,11 @@ class RayRunner:
             from keras_idim.search import RunRecord
 
             dim, seed = task
-            return task, RunRecord(
+            return task, RunRecord.error(
                 dim,
                 seed,
                 "none" if dim is None else self._projection,
-                None,
-                0,
-                False,
                 0.0,
-                "error",
                 f"{type(e).__name__} after {MAX_RETRIES} retries: {e}",
             )
 
