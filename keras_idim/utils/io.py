@@ -1,0 +1,102 @@
+"""Writing files so that a reader, or a crash, never sees half of one.
+
+`staged` is the one mechanism: write to a temporary path in the target's
+folder, then move it onto the target in one step. A file or a folder written
+this way gets the permissions the process's umask gives any new file, like
+every other file keras_idim writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from keras_idim.utils.validation import check_bool, received
+
+
+def check_target(path: Any, overwrite: bool, arg: str = "path") -> str:
+    """Checks that `path` can be written, before any work is done.
+
+    Creates its folder if needed.
+
+    Args:
+        path: str or PathLike. The file or folder to write.
+        overwrite: bool. Whether an existing `path` may be replaced.
+        arg: str. The argument's name, for the errors. Defaults to `"path"`.
+
+    Returns:
+        The path as a string.
+
+    Raises:
+        ValueError: `path` is not a path, or `overwrite` not a bool.
+        FileExistsError: `path` exists and `overwrite` is `False`.
+        OSError: its folder cannot be created or written into.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"`{arg}` should be a file path. {received(arg, path)}")
+    check_bool("overwrite", overwrite)
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"`{arg}` already exists: {path!r}. Pass `overwrite=True` to "
+            "replace it, or choose another path."
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OSError(
+            f"Cannot create the folder of `{arg}={path!r}`: {e.strerror or e}"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"Cannot write into the folder of `{arg}={path!r}`.")
+    return path
+
+
+@contextlib.contextmanager
+def staged(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary path beside `path`, moved onto `path` on success.
+
+    The caller writes a file or a folder at the yielded path. On success it
+    replaces `path` (an existing folder is moved aside first: a folder
+    cannot be replaced in one step); on any failure the temporary file or
+    folder is removed, so nothing half written ever appears at `path` and
+    an existing `path` is kept. The folder of `path` is created if needed.
+
+    Example:
+
+    >>> with staged("out/report.txt") as tmp:
+    ...     with open(tmp, "w") as f:
+    ...         f.write("done")
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".keras_idim-", dir=folder)
+    tmp = os.path.join(staging, "out")
+    try:
+        yield tmp
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.replace(path, os.path.join(staging, "old"))
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def atomic_write(path: str | os.PathLike, content: str | bytes) -> None:
+    """Writes `content` to `path` atomically (see `staged`), synced to disk.
+
+    Args:
+        path: str or PathLike. The file to write.
+        content: str (written as UTF-8) or bytes.
+    """
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    with staged(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
