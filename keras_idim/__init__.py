@@ -3,25 +3,46 @@
 Train any built Keras model only in a random d-dimensional subspace of its
 D weights, theta = theta_0 + P theta_d (Li et al., ICLR 2018), and find the
 smallest d that reaches 90 % of full training.
+
+The public names load on first use: `import keras_idim` imports neither
+TensorFlow nor tensorflow_datasets, Ray or matplotlib until a name that
+needs them is touched.
 """
 
-from keras_idim import callbacks, data, models, projections
-from keras_idim.export import export_saved_model, load_compact, save_compact
-from keras_idim.search import SearchResult, search
-from keras_idim.subspace import SubspaceModel
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "SearchResult",
-    "SubspaceModel",
-    "__version__",
-    "callbacks",
-    "data",
-    "export_saved_model",
-    "load_compact",
-    "models",
-    "projections",
-    "save_compact",
-    "search",
-]
+from keras_idim.version import __version__
+
+#: Public name -> (module, attribute or None for the module itself).
+_EXPORTS = {
+    "SubspaceModel": ("keras_idim.subspace", "SubspaceModel"),
+    "search": ("keras_idim.dimsearch.api", "search"),
+    "SearchResult": ("keras_idim.dimsearch.result", "SearchResult"),
+    "export_saved_model": ("keras_idim.export", "export_saved_model"),
+    "save_compact": ("keras_idim.export", "save_compact"),
+    "load_compact": ("keras_idim.export", "load_compact"),
+    "callbacks": ("keras_idim.callbacks", None),
+    "data": ("keras_idim.data", None),
+    "dimsearch": ("keras_idim.dimsearch", None),
+    "models": ("keras_idim.models", None),
+    "projections": ("keras_idim.projections", None),
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_idim' has no attribute {name!r}")
+    module_name, attribute = _EXPORTS[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -304,7 +304,7 @@ def _slug(text: str) -> str:
 
 def run_search(args: argparse.Namespace) -> int:
     from keras_idim import data
-    from keras_idim.search import search
+    from keras_idim.dimsearch.api import search
 
     # Arrays where the data fit in memory: each run then shuffles from its seed.
     train, val, info = data.load(

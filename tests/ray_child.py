@@ -11,7 +11,7 @@ import sys
 
 from search_helpers import TINY_RAY, digits_arrays, tiny_fc
 
-from keras_idim.search import search
+from keras_idim import search
 
 if __name__ == "__main__":
     path, workers = sys.argv[1], int(sys.argv[2])

@@ -1,5 +1,6 @@
+"""`keras_idim.search` end to end, on tiny_fc and digits."""
+
 import json
-import math
 import os
 import signal
 import subprocess
@@ -10,63 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import search_helpers
-from search_helpers import digits_arrays, tiny_fc
+from search_helpers import TINY, digits_arrays, tiny_fc
 
-from keras_idim import cli
-from keras_idim.search import (
-    SearchFileError,
-    SearchResult,
-    auto_next_dim,
-    search,
-    smallest_passing,
-)
+from keras_idim import search
+from keras_idim.dimsearch import SearchResult
 
-TESTS = Path(__file__).resolve().parent
-
-# Settings under which tiny_fc on digits fails at d <= 3 and passes at d = 300.
-TINY = dict(
-    baseline=1.0, fraction=0.5, epochs=3, batch_size=64, learning_rate=0.05, verbose=0
-)
-
-
-def drive_auto(boundary, **kwargs):
-    """Runs the automatic strategy against a known pass/fail boundary."""
-    outcomes, order = {}, []
-    while (d := auto_next_dim(outcomes, **kwargs)) is not None:
-        assert d not in outcomes, "a d must never be tried twice"
-        outcomes[d] = d >= boundary
-        order.append(d)
-    return smallest_passing(outcomes), order
-
-
-def test_auto_sequence_worked_by_hand():
-    # 10..640 fail, 1280 passes; then sqrt(640*1280) = 905.1 -> 905 passes,
-    # sqrt(640*905) = 761.05 -> 761 passes, sqrt(640*761) = 697.9 -> 698
-    # fails, and 761/698 = 1.09 <= 1.1 ends it.
-    d, order = drive_auto(750, start=10, tolerance=0.1, max_dim=100_000)
-    assert order == [10, 20, 40, 80, 160, 320, 640, 1280, 905, 761, 698]
-    assert d == 761
-
-
-def test_auto_halves_when_the_start_passes():
-    # 10, 5 pass, 2 fails; sqrt(2*5) = 3.16 -> 3 passes; 2 and 3 are adjacent.
-    assert drive_auto(3, start=10, tolerance=0.1, max_dim=100) == (3, [10, 5, 2, 3])
-
-
-def test_auto_gives_up_at_max_dim():
-    assert drive_auto(10**9, start=10, max_dim=100) == (None, [10, 20, 40, 80, 100])
-
-
-@pytest.mark.parametrize("boundary", [1, 2, 7, 64, 99, 750, 1234, 9000, 190_000])
-def test_auto_finds_the_boundary_within_tolerance(boundary):
-    d, order = drive_auto(boundary, start=10, tolerance=0.1, max_dim=10**6)
-    assert d >= boundary
-    fails = [x for x in order if x < boundary]
-    if fails:
-        lo = max(fails)
-        assert d / lo <= 1.1 or d - lo == 1
-    # Far fewer runs than a 25-point grid: log2(d/10) to bracket, 3 to bisect.
-    assert len(order) <= abs(math.log2(boundary / 10)) + 6
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def test_list_sweep_stops_at_the_first_passing_d(tmp_path):
@@ -164,7 +114,7 @@ _CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
 from search_helpers import digits_arrays, tiny_fc
-from keras_idim.search import search
+from keras_idim import search
 train, val = digits_arrays()
 search(tiny_fc, train, val, dims="auto", start_dim=1, max_dim=1210,
        results_path={path!r}, **{tiny!r})
@@ -222,36 +172,6 @@ def test_resume_after_sigkill_recomputes_no_finished_run(tmp_path):
     assert [r.dim for r in resumed.runs] == [r.dim for r in fresh.runs]
 
 
-def test_another_config_is_refused_and_the_file_kept(tmp_path):
-    train, val = digits_arrays()
-    path = tmp_path / "r.json"
-    search(tiny_fc, train, val, dims=[5], results_path=path, **TINY)
-    before = path.read_text()
-    with pytest.raises(
-        SearchFileError,
-        match=r"r\.json.*another configuration"
-        r" \(differing in: epochs\)",
-    ):
-        search(
-            tiny_fc, train, val, dims=[5], results_path=path, **{**TINY, "epochs": 4}
-        )
-    assert path.read_text() == before
-
-
-def test_corrupt_file_is_refused(tmp_path):
-    train, val = digits_arrays()
-    path = tmp_path / "r.json"
-    path.write_text('{"format": "keras_idim.search", "runs": [')
-    with pytest.raises(SearchFileError, match=r"r\.json is corrupt"):
-        search(tiny_fc, train, val, dims=[5], results_path=path, **TINY)
-    path.write_text(json.dumps({"format": "keras_idim.search", "version": 1}))
-    with pytest.raises(SearchFileError, match=r"r\.json is corrupt"):
-        search(tiny_fc, train, val, dims=[5], results_path=path, **TINY)
-    path.write_text("[1, 2]")
-    with pytest.raises(SearchFileError, match="not a keras_idim search results"):
-        SearchResult.from_json(path)
-
-
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -279,75 +199,3 @@ def test_bad_model_fn_and_data():
         search(3, train, val)
     with pytest.raises(ValueError, match=r"`train_data`"):
         search(tiny_fc, "train.csv", val)
-
-
-def test_cli_search_end_to_end(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_idim.cli",
-            "search",
-            "--dims",
-            "2,2000",
-            "--epochs",
-            "2",
-            "--fraction",
-            "0.5",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "d_int50 = 2000" in proc.stdout
-    assert "local baseline" in proc.stdout
-    for name in ("results.json", "results.csv", "curve.png"):
-        assert (out / name).stat().st_size > 0
-    assert SearchResult.from_json(out / "results.json").d_int == 2000
-
-
-def test_cli_exit_1_when_no_d_reaches(tmp_path, capsys):
-    code = cli.main(
-        [
-            "search",
-            "--dims",
-            "1",
-            "--epochs",
-            "1",
-            "--baseline",
-            "1.0",
-            "--fraction",
-            "1",
-            "--out",
-            str(tmp_path),
-            "--quiet",
-        ]
-    )
-    assert code == 1
-    assert "not found" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["search", "--dims", "ten"],
-        ["search", "--fraction", "2"],
-        ["search", "--seeds", "0"],
-        ["search", "--baseline", "high"],
-        ["search", "--model", "resnet"],
-        ["search", "--dataset", "mnist"],
-        ["search", "--projection", "svd"],
-        ["train"],
-        ["frobnicate"],
-    ],
-)
-def test_cli_bad_usage_exits_2(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(argv)
-    assert info.value.code == 2
-    assert "error" in capsys.readouterr().err

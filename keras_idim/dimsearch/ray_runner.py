@@ -1,8 +1,8 @@
 """A d-search's training runs as Ray tasks: `search(..., workers=N)`.
 
 The driver (the process that calls `keras_idim.search`) decides which runs
-to start (`keras_idim.search.plan_dims`, a pure function of the finished
-runs), writes the results file, and is the only one that does; the runs
+to start (`keras_idim.dimsearch.strategy.plan_dims`, a pure function of the
+finished runs), writes the results file, and is the only one that does; the runs
 themselves go to Ray workers. Each worker is a process that imports
 TensorFlow once and runs task after task; while it trains, its process
 title is `ray::keras_idim_run`. A run whose worker dies (killed, out of
@@ -18,6 +18,9 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from keras_idim.dimsearch.records import RunRecord
+from keras_idim.dimsearch.runner import Recipe, Task, train_run
 
 #: How often Ray runs a task again whose worker process died.
 MAX_RETRIES = 3
@@ -71,8 +74,9 @@ def check_ray(workers: int, address: str | None, train_data: Any, val_data: Any)
     for arg, data in (("train_data", train_data), ("val_data", val_data)):
         if isinstance(data, tf.data.Dataset):
             raise ValueError(
-                f"`{arg}` should be arrays `(x, y)` for a search on Ray "
-                "workers: a tf.data.Dataset cannot be sent to another process. "
+                f"`{arg}` should be arrays `(x, y)`, or a function that builds "
+                "the tf.data.Dataset, for a search on Ray workers: a "
+                "tf.data.Dataset cannot be sent to another process. "
                 f"Received: `{arg}={data!r}`"
             )
 
@@ -92,9 +96,7 @@ def keras_idim_run(recipe, dim: int | None, seed: int, threshold, threads: int):
         except RuntimeError:
             pass
         _THREADS = threads
-    from keras_idim.search import _train_run
-
-    return _train_run(recipe, dim, seed, threshold)
+    return train_run(recipe, dim, seed, threshold)
 
 
 def _last_line(error: BaseException) -> str:
@@ -110,18 +112,20 @@ class RayRunner:
     shuts it down in `close`).
     """
 
-    def __init__(
-        self,
-        recipe,
-        *,
-        workers: int,
-        address: str | None,
-        say: Callable[[str], None] = print,
-    ):
+    def __init__(self, *, workers: int, address: str | None = None):
+        self.slots = workers
+        self._address = address
+        self._started = False
+        self._ray = None
+        self.startup_seconds = 0.0
+        self._refs: dict = {}  # ObjectRef -> (dim, seed), in submission order
+        self._cancelled: set = set()
+
+    def start(self, recipe: Recipe, say: Callable[[str], None] = print) -> None:
+        """Connects to (or starts) Ray and sends it the recipe, once."""
+        address, workers = self._address, self.slots
         ray = import_ray(local=address is None)
         self._ray = ray
-        self._started = False
-        self.startup_seconds = 0.0
         if not ray.is_initialized():
             started = time.perf_counter()
             if address is None:
@@ -131,7 +135,6 @@ class RayRunner:
             self._started = True
             self.startup_seconds = time.perf_counter() - started
         cpus = ray.cluster_resources().get("CPU", 1)
-        self.slots = workers
         self.threads = max(1, int(cpus // workers))
         self._remote = ray.remote(
             num_cpus=self.threads, max_retries=MAX_RETRIES, retry_exceptions=False
@@ -141,13 +144,12 @@ class RayRunner:
         except Exception as e:
             self.close()
             raise ValueError(
-                "The search's `model_fn`, data, loss and optimizer must be "
+                "The search's `model_fn`, data, loss, metrics, callbacks and "
+                "optimizer must be "
                 "picklable to go to Ray workers (define `model_fn` at module "
                 f"level, for instance); pickling failed: {type(e).__name__}: {e}"
             ) from None
         self._projection = recipe.projection
-        self._refs: dict = {}  # ObjectRef -> (dim, seed), in submission order
-        self._cancelled: set = set()
         if address is None and self._started:
             node = ray.util.get_node_ip_address()
             where = f"a Ray on this machine ({node} only)"
@@ -164,18 +166,18 @@ class RayRunner:
             + (f", started in {self.startup_seconds:.1f}s" if self._started else "")
         )
 
-    def running(self) -> list[tuple]:
+    def running(self) -> list[Task]:
         return list(self._refs.values())
 
     def free(self) -> int:
         return self.slots - len(self._refs)
 
-    def submit(self, task: tuple, threshold: float | None) -> None:
+    def submit(self, task: Task, threshold: float | None) -> None:
         dim, seed = task
         ref = self._remote.remote(self._recipe, dim, seed, threshold, self.threads)
         self._refs[ref] = task
 
-    def cancel(self, task: tuple) -> None:
+    def cancel(self, task: Task) -> None:
         for ref, t in self._refs.items():
             if t == task and ref not in self._cancelled:
                 self._ray.cancel(ref)
@@ -208,8 +210,6 @@ class RayRunner:
                 ) from None
             raise  # the run's own code raised what it does not record
         except ray.exceptions.RayError as e:  # the worker died on every try
-            from keras_idim.search import RunRecord
-
             dim, seed = task
             return task, RunRecord.error(
                 dim,
@@ -219,9 +219,11 @@ class RayRunner:
                 f"{type(e).__name__} after {MAX_RETRIES} retries: {e}",
             )
 
-    def close(self, timeout: float = 15.0) -> list[tuple]:
+    def close(self, timeout: float = 15.0) -> list[tuple[Task, RunRecord]]:
         """Cancels what still runs; returns the runs that finished meanwhile."""
         ray = self._ray
+        if ray is None:  # never started
+            return []
         finished = []
         try:
             for ref in list(self._refs):

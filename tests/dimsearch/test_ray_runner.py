@@ -1,17 +1,16 @@
-"""The d-search on Ray workers (`search(..., workers=N)`), and its planner.
+"""The d-search on Ray workers (`search(..., workers=N)`).
 
 Ray runs only in child processes started here: a Ray that keras_idim starts
 on this machine binds 127.0.0.1 only (checked below from /proc), its
 temporary folder and HOME (where Ray keeps its auth token) are this test's,
 every child is time-bounded, and every process that carries this test's
 marker in its environment is killed at the end, also when the test fails.
-The planner and the driver's loop are also tested without Ray, against
-simulated runs that finish in a random order.
+The planner is tested in test_strategy.py, and the driver's loop against
+runs that finish in a random order in test_driver.py.
 """
 
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -26,151 +25,11 @@ from pathlib import Path
 import pytest
 from search_helpers import TINY_RAY, digits_arrays, tiny_fc
 
-from keras_idim import cli
-from keras_idim.search import (
-    RunRecord,
-    SearchResult,
-    auto_next_dim,
-    follow,
-    plan_dims,
-    search,
-    smallest_passing,
-)
+from keras_idim import cli, search
 
-# The module (`keras_idim.search` is also the function, on the package).
-search_module = sys.modules["keras_idim.search"]
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
+
 TASK_TITLE = "ray::keras_idim_run"
-
-
-# -- the planner, without Ray --
-
-
-def sequential(step, outcome):
-    outcomes = {}
-    while (d := step(outcomes)) is not None:
-        outcomes[d] = outcome(d)
-    return smallest_passing(outcomes), list(outcomes)
-
-
-def simulate(step, outcome, slots, rng):
-    """A parallel search: `slots` runs at once, finishing in a random order."""
-    finished, running, started = {}, set(), []
-    while True:
-        planned = plan_dims(step, finished, slots)
-        running &= set(planned)  # the others are cancelled
-        for d in planned:
-            if len(running) < slots and d not in running:
-                running.add(d)
-                started.append(d)
-        if not running:
-            break
-        d = rng.choice(sorted(running))
-        running.discard(d)
-        finished[d] = outcome(d)
-    path, _ = follow(step, finished)
-    return smallest_passing(path), list(path), started
-
-
-@pytest.mark.parametrize("slots", [1, 2, 3, 5, 8])
-def test_parallel_plan_gives_the_sequential_answer(slots):
-    rng = random.Random(slots)
-    for trial in range(60):
-        # Noisy, not monotone: each d passes above a boundary, and a few
-        # flip, so that a different order of runs could change the answer.
-        boundary = int(10 ** rng.uniform(0, 4.5))
-        flips = {d for d in range(1, 40_000) if rng.random() < 0.03}
-
-        def outcome(d, boundary=boundary, flips=flips):
-            return (d >= boundary) != (d in flips)
-
-        start = rng.choice([1, 10, 64])
-        tolerance = rng.choice([0.05, 0.1, 0.3])
-
-        def step(o, start=start, tolerance=tolerance):
-            return auto_next_dim(o, start=start, tolerance=tolerance, max_dim=30_000)
-
-        answer, order = sequential(step, outcome)
-        got, path, started = simulate(step, outcome, slots, rng)
-        assert (got, path) == (answer, order), (trial, boundary, slots)
-        assert set(order) <= set(started)
-        if slots == 1:
-            assert started == order  # nothing speculative
-
-
-def test_plan_dims_worked_by_hand():
-    def step(o):
-        return auto_next_dim(o, start=10, max_dim=1000)
-
-    # Empty path: 20 (if 10 fails) and 5 (if it passes) are even; then 40,
-    # the next doubling, at 0.5 x 0.75.
-    assert plan_dims(step, {}, 4) == [10, 20, 5, 40]
-    # Bracketed by 10 and 20: 14, then 17 (14 fails) before 12 (14 passes).
-    assert plan_dims(step, {10: False, 20: True}, 3) == [14, 17, 12]
-    # Finished speculative runs are followed, not replanned.
-    assert plan_dims(step, {10: False, 20: False, 40: True}, 1) == [28]
-    assert plan_dims(step, {10: True, 5: True, 2: True, 1: True}, 3) == []
-    assert plan_dims(step, {}, 0) == []
-
-
-class ShuffledRunner(search_module._Runner):
-    """Three runs at once, finishing in a random order, with fake training."""
-
-    slots = 3
-
-    def __init__(self, recipe):
-        super().__init__(recipe)
-        self.rng = random.Random(0)
-        self.cancelled = 0
-
-    def cancel(self, task):
-        self.cancelled += 1
-        super().cancel(task)
-
-    def next_finished(self):
-        task, threshold = self._queue.pop(self.rng.randrange(len(self._queue)))
-        dim, seed = task
-        return task, search_module._train_run(self._recipe, dim, seed, threshold)
-
-
-def fake_run(recipe, dim, seed, threshold):
-    # Accuracy rises with log d, minus a bit for odd seeds; d = 45 dips.
-    metric = 0.3 if dim == 45 else min(1.0, 0.12 * (dim or 1e9) ** 0.4)
-    metric -= 0.01 * (seed % 2)
-    return RunRecord(dim, seed, "fastfood", metric, 1, False, 0.0, "ok")
-
-
-def test_driver_with_runs_out_of_order_matches_sequential(monkeypatch, tmp_path):
-    train, val = digits_arrays()
-    monkeypatch.setattr(search_module, "_train_run", fake_run)
-    kwargs = dict(TINY_RAY, seeds=(0, 1), verbose=0)
-    expected = search(tiny_fc, train, val, **kwargs)
-    runners = []
-
-    def make_runner(recipe, workers, address, say):
-        runners.append(ShuffledRunner(recipe))
-        return runners[-1]
-
-    monkeypatch.setattr(search_module, "_make_runner", make_runner)
-    path = tmp_path / "results.json"
-    got = search(tiny_fc, train, val, results_path=path, **kwargs)
-    assert got.d_int == expected.d_int is not None
-    assert [r.to_dict() for r in got.runs] == [r.to_dict() for r in expected.runs]
-    assert got.speculative_runs and runners[0].cancelled > 0
-    keys = [(r.dim, r.seed) for r in got.runs + got.speculative_runs]
-    assert len(keys) == len(set(keys))
-    stored = SearchResult.from_json(path)
-    assert stored.d_int == got.d_int
-    assert len(stored.speculative_runs) == len(got.speculative_runs)
-    # A resume, here with one worker, reruns nothing and keeps the extras.
-    monkeypatch.setattr(search_module, "_train_run", None)  # would fail if called
-    monkeypatch.setattr(search_module, "_make_runner", search_module._make_runner)
-    again = search(tiny_fc, train, val, results_path=path, **kwargs)
-    assert again.d_int == got.d_int
-    assert len(again.speculative_runs) == len(got.speculative_runs)
-
-
-# -- without Ray --
 
 
 def test_workers_without_ray_name_the_extra(monkeypatch, capsys, tmp_path):
@@ -214,9 +73,6 @@ def test_datasets_cannot_go_to_workers():
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
     with pytest.raises(ValueError, match="`train_data` should be arrays"):
         search(tiny_fc, ds, val, workers=2, **TINY_RAY)
-
-
-# -- on Ray, in child processes --
 
 
 def listening_addresses(pids):
@@ -457,7 +313,7 @@ import sys
 sys.path.insert(0, {folder!r})  # the driver alone sees this folder
 import my_models
 from search_helpers import TINY_RAY, digits_arrays
-from keras_idim.search import search
+from keras_idim import search
 
 train, val = digits_arrays()
 try:

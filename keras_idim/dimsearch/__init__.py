@@ -1,0 +1,56 @@
+"""The d-search: find the intrinsic dimension d_int automatically, resumably.
+
+One idea a module:
+
+- `records`: `RunRecord`, `Baseline`, the run statuses, when a d passes.
+- `strategy`: which d comes next (pure functions, no TensorFlow).
+- `store`: the results file (load, verify, atomic save).
+- `runner`: the `Recipe`, one training run, the `Runner` protocol and the
+  in-process runner.
+- `ray_runner`: the runs as Ray tasks.
+- `config`: the checks and descriptions of a search's arguments.
+- `driver`: the search loop, its state as attributes.
+- `result`: `SearchResult`, CSV, JSON and plot.
+- `api`: `search`, the entry point (also `keras_idim.search`).
+
+Names load on first use, so that `keras_idim.dimsearch.strategy` can be
+imported without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "search": "api",
+    "SearchResult": "result",
+    "Driver": "driver",
+    "Recipe": "runner",
+    "Runner": "runner",
+    "InProcessRunner": "runner",
+    "train_run": "runner",
+    "RayRunner": "ray_runner",
+    "SearchFileError": "store",
+    "RunRecord": "records",
+    "Baseline": "records",
+    "STATUSES": "records",
+    "auto_next_dim": "strategy",
+    "sweep_next_dim": "strategy",
+    "follow": "strategy",
+    "plan_dims": "strategy",
+    "smallest_passing": "strategy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

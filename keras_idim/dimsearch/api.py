@@ -1,0 +1,340 @@
+"""`keras_idim.search`: the d-search's entry point.
+
+It checks every argument before any work, describes the search for the
+results file, and hands a `Driver` the recipe, the strategy and a runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_idim import projections as projections_module
+from keras_idim.dimsearch import config as cfg
+from keras_idim.dimsearch.driver import Driver
+from keras_idim.dimsearch.result import SearchResult
+from keras_idim.dimsearch.runner import InProcessRunner, Recipe, Runner, as_dataset
+from keras_idim.dimsearch.strategy import make_strategy
+from keras_idim.utils.validation import (
+    check_fraction,
+    check_name,
+    check_positive_int,
+    check_positive_number,
+    is_number,
+    received,
+)
+
+
+def search(
+    model_fn: Callable[[], keras.Model],
+    train_data: Any,
+    val_data: Any,
+    *,
+    projection: str = "fastfood",
+    fraction: float = 0.9,
+    baseline: float | None = None,
+    dims: str | Sequence[int] = "auto",
+    seeds: Iterable[int] = (0,),
+    epochs: int = 10,
+    batch_size: int = 128,
+    optimizer: Any = "adam",
+    learning_rate: float | None = None,
+    baseline_learning_rate: float | None = None,
+    loss: Any = "sparse_categorical_crossentropy",
+    metrics: Sequence | None = None,
+    monitor: str = "val_accuracy",
+    mode: str = "auto",
+    threshold: float | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] | Callable | None = None,
+    tensorboard: str | os.PathLike | None = None,
+    structure_aware: bool = False,
+    results_path: str | os.PathLike | None = None,
+    tolerance: float = 0.1,
+    start_dim: int = 10,
+    max_dim: int | None = None,
+    name: str | None = None,
+    verbose: int = 1,
+    workers: int = 1,
+    ray_address: str | None = None,
+    runner: Runner | None = None,
+) -> SearchResult:
+    """Finds the intrinsic dimension: the smallest d that reaches the threshold.
+
+    The threshold comes from a baseline. The baseline is *local* by default:
+    `model_fn()` trained in all its D dimensions with the same recipe (for
+    each seed; their mean of the best `monitor` value); a float makes it
+    *global* (e.g. `1.0`). For a metric to maximise (`mode="max"`, e.g.
+    accuracy) the threshold is `fraction * baseline`; for one to minimise
+    (`mode="min"`, e.g. a loss or `val_mae`) it is `baseline / fraction`.
+    `threshold=` gives it directly instead. Then each tried d trains
+    `SubspaceModel(model_fn(), d, projection, seed=s)` for every seed `s`
+    (which seeds both the initialisation and P); a run stops as soon as it
+    reaches the threshold (`ThresholdStop`). A d passes when the mean over
+    seeds of the runs' best metric reaches the threshold (>= it with
+    `mode="max"`, <= it with `mode="min"`); a run that diverges (NaN or
+    infinite loss) or raises is recorded with that status, counts as not
+    reaching it, and the search goes on.
+
+    - `dims="auto"`: brackets by doubling from `start_dim` until a d passes,
+      then bisects on a log scale until `hi / lo <= 1 + tolerance` (see
+      `keras_idim.dimsearch.strategy.auto_next_dim`): about
+      `log2(d_int / start_dim) + 4` values of d, e.g. 11 for d_int = 750
+      against 25 for a 25-point grid.
+    - `dims=[...]`: runs them in increasing order and stops at the first d
+      that passes.
+
+    With `results_path`, the state is written atomically after every run
+    (the configuration and its hash, the baseline, every run). Calling
+    `search` again with the same path and configuration skips every finished
+    run and continues; a file from another configuration, or a corrupt one,
+    is an error naming the file, and is never overwritten.
+
+    Args:
+        model_fn: callable. Returns a fresh, built `keras.Model` (called after
+            `keras.utils.set_random_seed(seed)` for each run).
+        train_data: tuple, tf.data.Dataset or callable. `(x, y)` arrays
+            (batched with `batch_size`, shuffled each epoch from the run's
+            seed), a batched dataset, or a function that returns one, called
+            inside each run (so that a TFDS or tokenising pipeline is built
+            where the run trains, also on a Ray worker).
+        val_data: tuple, tf.data.Dataset or callable. Validation data,
+            likewise.
+        projection: str. `"fastfood"`, `"dense"` or `"sparse"`. Defaults to
+            `"fastfood"`.
+        fraction: float. Fraction of the baseline to reach. Defaults to `0.9`.
+        baseline: float or None. A global baseline; `None` trains the local
+            one. Defaults to `None`.
+        dims: str or list of int. `"auto"` or the values of d to try.
+            Defaults to `"auto"`.
+        seeds: iterable of int. Seeds of each d (and of the baseline), in
+            [0, 2**32). Defaults to `(0,)`.
+        epochs: int. Epochs per run at most. Defaults to `10`.
+        batch_size: int. Batch size for array inputs. Defaults to `128`.
+        optimizer: str, keras optimizer or callable. A fresh optimizer is
+            made for each run. Defaults to `"adam"`.
+        learning_rate: float or None. Learning rate of the subspace runs;
+            `None` keeps the optimizer's. Subspace training usually wants a
+            larger one than full training. Defaults to `None`.
+        baseline_learning_rate: float or None. Learning rate of the local
+            baseline's runs; `None` keeps the optimizer's. Defaults to `None`.
+        loss: str or keras loss. Defaults to
+            `"sparse_categorical_crossentropy"` (models that output
+            probabilities, like `keras_idim.models`).
+        metrics: list or None. Keras metrics compiled into every run (names,
+            `keras.metrics.Metric` objects, copied for each run, or
+            functions). `None` means `["accuracy"]`. Defaults to `None`.
+        monitor: str. The logged value the search judges by, e.g.
+            `"val_accuracy"`, `"val_mae"`, `"val_loss"`. Defaults to
+            `"val_accuracy"`.
+        mode: str. `"max"` (higher is better), `"min"` (lower is better) or
+            `"auto"`: decided as Keras' own callbacks decide it (a loss is
+            minimised, a metric takes its registered direction). Defaults
+            to `"auto"`.
+        threshold: float or None. An absolute threshold for `monitor`,
+            instead of one derived from a baseline: no baseline is trained,
+            and `fraction` and `baseline` are not used. Defaults to `None`.
+        callbacks: list, callable or None. Keras callbacks for every run,
+            the baseline's included, or a function `(dim, seed) -> list`
+            called for each run (`dim` is `None` for a baseline run). They
+            are not part of the results file's configuration beyond their
+            class names. Defaults to `None`.
+        tensorboard: str or None. A folder: each run logs there for
+            TensorBoard, in its own sub-folder (`d000750-seed0`,
+            `baseline-seed0`). Needs `pip install "keras-idim[tensorboard]"`.
+            Defaults to `None`.
+        structure_aware: bool. SAID subspaces. Defaults to `False`.
+        results_path: str or None. The resumable results file. Defaults to
+            `None` (nothing written).
+        tolerance: float. Relative precision of the automatic search.
+            Defaults to `0.1`.
+        start_dim: int. The first d of the automatic search. Defaults to `10`.
+        max_dim: int or None. The largest d the automatic search tries;
+            `None` means D, the model's parameter count. Defaults to `None`.
+        name: str or None. A name for the experiment, stored in the
+            configuration (e.g. model and dataset). Defaults to `None`.
+        verbose: int. 0: silent; 1: one line per run. Defaults to `1`.
+        workers: int. How many runs go at once. `1` runs them one after the
+            other in this process. More runs them as Ray tasks (needs
+            `pip install "keras-idim[ray]"`): the seeds of a d, and the d
+            that the strategy may need next (see `plan_dims`), in worker
+            processes that each import TensorFlow once and are reused; a run
+            whose worker dies is run again (Ray's retries). The answer is
+            the sequential search's for the same runs: runs started ahead
+            and not needed are kept in `speculative_runs`. Only this process
+            writes the results file. `workers` is not part of the
+            configuration: a search can be resumed with another count.
+            Defaults to `1`.
+        ray_address: str or None. A Ray cluster to join (e.g. `"auto"`,
+            or `"HEAD_IP:6379"`); `None` starts a Ray on this machine only,
+            bound to 127.0.0.1, when `workers > 1`. If Ray is already
+            initialised in this process, that connection is used. Defaults
+            to `None`.
+        runner: Runner or None. What carries out the runs (see
+            `keras_idim.dimsearch.runner.Runner`); `None` picks one from
+            `workers`. Defaults to `None`.
+
+    Returns:
+        A `SearchResult`.
+
+    Example:
+
+    >>> result = keras_idim.search(
+    ...     lambda: keras_idim.models.fc((8, 8, 1), 10), train, val,
+    ...     dims="auto", learning_rate=0.03, results_path="runs/results.json")
+    >>> result.d_int, result.threshold
+    """
+    # Check everything before any work.
+    if not callable(model_fn) or isinstance(model_fn, keras.Model):
+        raise ValueError(
+            "`model_fn` should be a function that builds and returns a fresh, "
+            f"built keras.Model on each call. {received('model_fn', model_fn)}"
+        )
+    projection_name = projections_module.get(projection).name
+    fraction = check_fraction("fraction", fraction, " (e.g. 0.9 for d_int90)")
+    baseline = check_positive_number(
+        "baseline", baseline, allow_none=True, hint=" (a global baseline)"
+    )
+    if threshold is not None:
+        if not is_number(threshold):
+            raise ValueError(
+                "`threshold` should be a finite number (an absolute target for "
+                f"`monitor`) or None. {received('threshold', threshold)}"
+            )
+        if baseline is not None:
+            raise ValueError(
+                "Pass `threshold` or `baseline`, not both: an absolute "
+                "threshold needs no baseline. "
+                f"Received: `threshold={threshold!r}`, `baseline={baseline!r}`"
+            )
+        threshold = float(threshold)
+    dims = cfg.check_dims(dims)
+    seeds = cfg.check_seeds(seeds)
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    start_dim = check_positive_int("start_dim", start_dim)
+    if max_dim is not None:
+        max_dim = check_positive_int("max_dim", max_dim)
+    tolerance = check_positive_number("tolerance", tolerance, hint=" (e.g. 0.1)")
+    for arg, value in (
+        ("learning_rate", learning_rate),
+        ("baseline_learning_rate", baseline_learning_rate),
+    ):
+        check_positive_number(arg, value, allow_none=True)
+    monitor = check_name("monitor", monitor)
+    metrics = cfg.check_metrics(metrics)
+    mode = cfg.resolve_mode(mode, monitor, metrics)
+    callbacks = cfg.check_callbacks(callbacks)
+    tensorboard = cfg.check_tensorboard(tensorboard)
+    workers = check_positive_int("workers", workers)
+    if ray_address is not None and not (isinstance(ray_address, str) and ray_address):
+        raise ValueError(
+            "`ray_address` should be None (a Ray on this machine) or the "
+            "address of a Ray cluster, e.g. 'auto' or 'HEAD_IP:6379'. "
+            f"{received('ray_address', ray_address)}"
+        )
+    if runner is not None:
+        if not isinstance(runner, Runner):
+            raise ValueError(
+                "`runner` should be a keras_idim Runner (e.g. "
+                "`keras_idim.dimsearch.runner.InProcessRunner()`) or None. "
+                f"{received('runner', runner)}"
+            )
+        if workers > 1 or ray_address is not None:
+            raise ValueError(
+                "Pass `runner` or `workers`/`ray_address`, not both. Received: "
+                f"`runner={runner!r}`, `workers={workers}`, "
+                f"`ray_address={ray_address!r}`"
+            )
+    elif workers > 1 or ray_address is not None:
+        from keras_idim.dimsearch.ray_runner import RayRunner, check_ray
+
+        check_ray(workers, ray_address, train_data, val_data)
+        runner = RayRunner(workers=workers, address=ray_address)
+    else:
+        runner = InProcessRunner()
+    sub_optimizer, sub_opt_config = cfg.optimizer_factory(optimizer, learning_rate)
+    base_optimizer, base_opt_config = cfg.optimizer_factory(
+        optimizer, baseline_learning_rate
+    )
+    for arg, data, shuffle in (
+        ("train_data", train_data, True),
+        ("val_data", val_data, False),
+    ):
+        if not callable(data):  # a callable is built inside each run
+            as_dataset(data, batch_size, shuffle=shuffle, arg=arg)
+    results_path = None if results_path is None else os.fspath(results_path)
+
+    config = {
+        "name": name,
+        "model_fn": cfg.describe_object(model_fn),
+        "train_data": cfg.describe_data(train_data),
+        "val_data": cfg.describe_data(val_data),
+        "projection": projection_name,
+        "structure_aware": structure_aware,
+        "fraction": fraction,
+        "baseline": baseline,
+        "dims": dims,
+        "seeds": seeds,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": sub_opt_config,
+        "baseline_optimizer": base_opt_config,
+        "loss": cfg.describe_object(loss),
+        "metrics": [cfg.describe_object(m) for m in metrics],
+        "monitor": monitor,
+        "mode": mode,
+        "threshold": threshold,
+        "callbacks": cfg.describe_callbacks(callbacks),
+        "tolerance": tolerance,
+        "start_dim": start_dim,
+        "max_dim": max_dim,
+    }
+    config = json.loads(json.dumps(config, default=str))  # as stored in JSON
+    recipe = Recipe(
+        model_fn=model_fn,
+        train_data=train_data,
+        val_data=val_data,
+        batch_size=batch_size,
+        epochs=epochs,
+        loss=loss,
+        metrics=metrics,
+        monitor=monitor,
+        mode=mode,
+        projection=projection_name,
+        structure_aware=structure_aware,
+        optimizer=sub_optimizer,
+        baseline_optimizer=base_optimizer,
+        callbacks=callbacks,
+        tensorboard=tensorboard,
+    )
+
+    def say(message: str) -> None:
+        if verbose:
+            print(message, flush=True)
+
+    driver = Driver(
+        recipe,
+        None,  # the strategy, once D is known
+        runner,
+        config=config,
+        seeds=seeds,
+        fraction=fraction,
+        baseline=baseline,
+        threshold=threshold,
+        results_path=results_path,
+        say=say,
+    )
+    if max_dim is None and dims == "auto":  # D, the model's parameter count
+        keras.utils.set_random_seed(seeds[0])
+        probe = model_fn()
+        max_dim = int(sum(int(np.prod(v.shape)) for v in probe.trainable_variables))
+        del probe
+    driver.strategy = make_strategy(
+        dims, start=start_dim, tolerance=tolerance, max_dim=max_dim
+    )
+    return driver.run()

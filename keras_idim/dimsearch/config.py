@@ -1,0 +1,236 @@
+"""A search's recipe from the user's arguments: checks, and the description
+of each part that the results file stores (to refuse a changed search on
+resume)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_idim.utils.validation import check_positive_int, is_int, received
+
+#: What `mode` accepts.
+MODE_CHOICES = ("auto", "max", "min")
+
+
+def describe_data(data: Any) -> Any:
+    """A JSON description of a dataset, to detect a changed one on resume."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        return {
+            "tf.data": str(data.element_spec),
+            "cardinality": int(data.cardinality()),
+        }
+    if isinstance(data, (tuple, list)):
+        return [describe_data(a) for a in data]
+    if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
+        array = np.ascontiguousarray(np.asarray(data))
+        return {
+            "shape": list(array.shape),
+            "dtype": str(array.dtype),
+            "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
+        }
+    if callable(data):
+        return {"built_by": describe_object(data)}
+    return repr(data)
+
+
+def describe_object(obj: Any) -> Any:
+    """A description of a loss, metric or function, stable across processes."""
+    if isinstance(obj, str):
+        return obj
+    if hasattr(obj, "get_config"):
+        return keras.saving.serialize_keras_object(obj)
+    return (
+        getattr(obj, "__module__", "")
+        + "."
+        + getattr(obj, "__qualname__", type(obj).__qualname__)
+    )
+
+
+def optimizer_factory(
+    optimizer: Any, learning_rate: float | None
+) -> tuple[Callable[[], keras.optimizers.Optimizer], Any]:
+    """A factory of fresh optimizers, and a JSON description of it."""
+    if isinstance(optimizer, str):
+
+        def make() -> keras.optimizers.Optimizer:
+            opt = keras.optimizers.get(optimizer)
+            if learning_rate is not None:
+                opt.learning_rate = learning_rate
+            return opt
+
+        make()  # fail early on an unknown name
+        return make, {"name": optimizer, "learning_rate": learning_rate}
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        config = keras.optimizers.serialize(optimizer)
+        if learning_rate is not None:
+            config["config"]["learning_rate"] = learning_rate
+        return (lambda: keras.optimizers.deserialize(config)), config
+    if callable(optimizer):
+        return optimizer, describe_object(optimizer)
+    raise ValueError(
+        "`optimizer` should be an optimizer name, a keras optimizer (its "
+        "config is copied for each run) or a function returning a fresh "
+        f"optimizer. {received('optimizer', optimizer)}"
+    )
+
+
+def check_dims(dims: Any) -> list[int] | str:
+    """`"auto"`, or the distinct values of d in increasing order."""
+    message = "`dims` should be 'auto' or a list of positive integers. "
+    if isinstance(dims, str):
+        if dims != "auto":
+            raise ValueError(message + received("dims", dims))
+        return dims
+    try:
+        values = sorted({check_positive_int("dims", d) for d in dims})
+    except (TypeError, ValueError):
+        raise ValueError(message + received("dims", dims)) from None
+    if not values:
+        raise ValueError(f"`dims` should not be empty. {received('dims', dims)}")
+    return values
+
+
+def check_seeds(seeds: Any) -> list[int]:
+    """The seeds as a list of distinct integers in the seed range."""
+    from keras_idim.utils.validation import SEED_RANGE
+
+    if is_int(seeds):
+        seeds = [seeds]
+    try:
+        values = list(seeds)
+        if (
+            not values
+            or len(set(values)) != len(values)
+            or any(
+                not is_int(s) or not SEED_RANGE[0] <= s < SEED_RANGE[1] for s in values
+            )
+        ):
+            raise TypeError
+    except TypeError:
+        raise ValueError(
+            "`seeds` should be a non-empty sequence of distinct integers in "
+            f"[0, 2**32). {received('seeds', seeds)}"
+        ) from None
+    return [int(s) for s in values]
+
+
+def check_metrics(metrics: Any) -> list:
+    """The metrics to compile: names, Metric objects or functions."""
+    if metrics is None:
+        return ["accuracy"]
+    if isinstance(metrics, (str, keras.metrics.Metric)) or (
+        callable(metrics) and not isinstance(metrics, (list, tuple))
+    ):
+        metrics = [metrics]
+    ok = isinstance(metrics, (list, tuple)) and all(
+        isinstance(m, (str, keras.metrics.Metric)) or callable(m) for m in metrics
+    )
+    if not ok:
+        raise ValueError(
+            "`metrics` should be a list of Keras metrics: names such as "
+            "'accuracy' or 'mae', keras.metrics.Metric objects, or functions "
+            f"`(y_true, y_pred) -> values`. {received('metrics', metrics)}"
+        )
+    return list(metrics)
+
+
+def _metric_name_and_direction(spec: Any) -> tuple[str, str | None]:
+    """The logged name of a compiled metric and its direction ("up"/"down"),
+    found as Keras' own compile and monitor callbacks find them."""
+    if isinstance(spec, str) and spec.lower() in ("accuracy", "acc"):
+        return spec, "up"  # Keras picks a binary/categorical accuracy
+    try:
+        metric = keras.metrics.get(spec)
+    except ValueError:
+        return (spec if isinstance(spec, str) else str(spec)), None
+    if isinstance(spec, str):
+        name = spec
+    elif isinstance(metric, keras.metrics.Metric):
+        name = metric.name
+    else:
+        name = getattr(metric, "__name__", str(metric))
+    if not isinstance(metric, keras.metrics.Metric):
+        metric = keras.metrics.MeanMetricWrapper(metric)
+    return name, getattr(metric, "_direction", None)
+
+
+def resolve_mode(mode: Any, monitor: str, metrics: Sequence) -> str:
+    """`"max"` or `"min"`: `mode` itself, or for `"auto"` the direction that
+    Keras' own callbacks (e.g. EarlyStopping) would give `monitor`.
+
+    A loss is minimised; a metric takes the direction Keras registers for
+    it (accuracy, AUC, F1 up; MAE, MSE, cross-entropy down).
+
+    Raises:
+        ValueError: `mode` is not one of `MODE_CHOICES`, or `"auto"` cannot
+            tell for this `monitor`.
+    """
+    if mode not in MODE_CHOICES:
+        raise ValueError(
+            f"`mode` should be one of 'auto', 'max', 'min'. {received('mode', mode)}"
+        )
+    if mode != "auto":
+        return mode
+    name = monitor.removeprefix("val_")
+    if name == "loss":
+        return "min"
+    for spec in metrics:
+        metric_name, direction = _metric_name_and_direction(spec)
+        if metric_name == name and direction is not None:
+            return "max" if direction == "up" else "min"
+    raise ValueError(
+        f"`mode='auto'` cannot tell whether `monitor={monitor!r}` should be "
+        "maximised or minimised (it is not the loss, nor a compiled metric with "
+        "a known direction). Pass `mode='max'` or `mode='min'`."
+    )
+
+
+def check_callbacks(callbacks: Any) -> Any:
+    """`None`, a list of Keras callbacks, or a callable `(dim, seed) -> list`."""
+    if callbacks is None or callable(callbacks):
+        return callbacks
+    if isinstance(callbacks, (list, tuple)) and all(
+        isinstance(c, keras.callbacks.Callback) for c in callbacks
+    ):
+        return list(callbacks)
+    raise ValueError(
+        "`callbacks` should be a list of keras.callbacks.Callback, or a "
+        "function `(dim, seed) -> list` called for each run (`dim` is None for "
+        f"a baseline run). {received('callbacks', callbacks)}"
+    )
+
+
+def describe_callbacks(callbacks: Any) -> Any:
+    """The callbacks as stored in the configuration (None when there are none)."""
+    if not callbacks:
+        return None
+    if callable(callbacks) and not isinstance(callbacks, list):
+        return describe_object(callbacks)
+    return [type(c).__module__ + "." + type(c).__qualname__ for c in callbacks]
+
+
+def check_tensorboard(tensorboard: Any) -> str | None:
+    """The TensorBoard folder; needs the `tensorboard` package."""
+    import importlib.util
+    import os
+
+    if tensorboard is None:
+        return None
+    if not isinstance(tensorboard, (str, os.PathLike)) or not os.fspath(tensorboard):
+        raise ValueError(
+            "`tensorboard` should be a folder for the runs' logs, or None. "
+            f"{received('tensorboard', tensorboard)}"
+        )
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError(
+            "`tensorboard=...` writes logs for TensorBoard, which is not "
+            'installed. Install the extra: pip install "keras-idim[tensorboard]".'
+        )
+    return os.fspath(tensorboard)

@@ -1,0 +1,236 @@
+"""The search loop: asks the strategy, feeds the runner, saves the file.
+
+`Driver` holds the state of one search as attributes (the finished runs,
+the baseline and threshold, the runner) so that every step of the loop is a
+method that can be read, and tested with a fake `Runner`, on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from keras_idim.dimsearch import store
+from keras_idim.dimsearch.records import (
+    OK,
+    Baseline,
+    RunRecord,
+    mean,
+    passes,
+    threshold_of,
+)
+from keras_idim.dimsearch.result import SearchResult
+from keras_idim.dimsearch.runner import Recipe, Runner, Task
+from keras_idim.dimsearch.strategy import Strategy, follow, plan_dims, smallest_passing
+
+
+def _fmt(value: float | None) -> str:
+    return "  --  " if value is None else f"{value:.4f}"
+
+
+class Driver:
+    """One d-search under way.
+
+    Args:
+        recipe: Recipe. How each run trains.
+        strategy: callable. Which d comes next (see `strategy`).
+        runner: Runner. Carries out the runs; started on the first run.
+        config: dict. The search's configuration, as stored.
+        seeds: list of int. The seeds of each d (and of the baseline).
+        fraction: float. The fraction of the baseline to reach.
+        baseline: float or None. A global baseline; `None` trains a local
+            one.
+        threshold: float or None. An absolute threshold instead of one
+            derived from a baseline.
+        results_path: str or None. The resumable results file.
+        say: callable. Prints a line of progress.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        strategy: Strategy,
+        runner: Runner,
+        *,
+        config: dict,
+        seeds: Sequence[int],
+        fraction: float,
+        baseline: float | None = None,
+        threshold: float | None = None,
+        results_path: str | os.PathLike | None = None,
+        say: Callable[[str], None] = print,
+    ):
+        self.recipe = recipe
+        self.strategy = strategy
+        self.runner = runner
+        self.config = config
+        self.seeds = list(seeds)
+        self.fraction = fraction
+        self.mode = recipe.mode
+        self.monitor = recipe.monitor
+        self.results_path = results_path
+        self.say = say
+        self.started = False
+        #: (dim, seed) -> RunRecord, for every finished run (dim None: baseline).
+        self.done: dict[Task, RunRecord] = {}
+        self.base: Baseline | None = None
+        if threshold is not None:
+            self.base = Baseline(float(threshold), "absolute")
+        elif baseline is not None:
+            self.base = Baseline(float(baseline), "global")
+        previous = store.load_previous(results_path, config) if results_path else None
+        if previous:
+            for key in ("baseline_runs", "runs", "speculative_runs"):
+                for record in previous[key]:
+                    self.done[(record.dim, record.seed)] = record
+            if self.done:
+                say(f"resuming from {results_path}: {len(self.done)} finished runs")
+
+    # -- derived state --
+
+    @property
+    def threshold(self) -> float | None:
+        if self.base is None:
+            return None
+        return threshold_of(self.base, self.fraction, self.mode)
+
+    def finished_outcomes(self) -> dict[int, bool]:
+        """d -> passed, for every d whose runs (one per seed) all finished."""
+        outcomes = {}
+        for dim in {d for d, _ in self.done if d is not None}:
+            records = [self.done.get((dim, s)) for s in self.seeds]
+            if all(records):
+                outcomes[dim] = passes(records, self.threshold, self.mode)
+        return outcomes
+
+    def ordered_runs(self) -> tuple[list[RunRecord], list[RunRecord]]:
+        """Runs on the sequential path (in its order), and the others."""
+        if self.threshold is None:
+            path_dims: list[int] = []
+        else:
+            path, frontier = follow(self.strategy, self.finished_outcomes())
+            path_dims = [*path, *([frontier] if frontier is not None else [])]
+        keys = [(d, s) for d in path_dims for s in self.seeds if (d, s) in self.done]
+        on_path = set(keys)
+        extra = [k for k in self.done if k[0] is not None and k not in on_path]
+        return [self.done[k] for k in keys], [self.done[k] for k in extra]
+
+    def baseline_runs(self) -> list[RunRecord]:
+        return [self.done[(None, s)] for s in self.seeds if (None, s) in self.done]
+
+    # -- the loop --
+
+    def save(self, d_int: int | None = None) -> None:
+        """Writes the state to the results file, if there is one."""
+        if not self.results_path:
+            return
+        runs, speculative = self.ordered_runs()
+        store.save(
+            self.results_path,
+            store.state_dict(
+                self.config,
+                monitor=self.monitor,
+                mode=self.mode,
+                fraction=self.fraction,
+                baseline=self.base,
+                baseline_runs=self.baseline_runs(),
+                runs=runs,
+                speculative_runs=speculative,
+                d_int=d_int,
+            ),
+        )
+
+    def report(self, record: RunRecord) -> None:
+        head = "baseline " if record.dim is None else f"d {record.dim:>8}"
+        self.say(
+            f"{head}  seed {record.seed}  {self.monitor} {_fmt(record.metric)}  "
+            f"epochs {record.epochs}  {record.seconds:6.1f}s  {record.status}"
+            f"{'  (reached threshold)' if record.stopped_early else ''}"
+            f"{'  ' + record.message if record.message else ''}"
+        )
+
+    def drive(self, wanted: Callable[[int], list[Task]]) -> None:
+        """Runs tasks until `wanted(slots)` asks for none; saves after each."""
+        runner = self.runner
+        while True:
+            tasks = wanted(runner.slots)
+            if not self.started:
+                if not tasks:
+                    return
+                runner.start(self.recipe, self.say)
+                self.started = True
+            for task in runner.running():
+                if task not in tasks:
+                    runner.cancel(task)  # speculative, and no longer useful
+            for task in tasks:
+                if runner.free() <= 0:
+                    break
+                if task not in runner.running():
+                    runner.submit(task, self.threshold)
+            if not runner.running():
+                return
+            task, record = runner.next_finished()
+            if record is not None:  # None: cancelled before it finished
+                self.done[task] = record
+                self.report(record)
+                self.save()
+
+    def train_baseline(self) -> None:
+        """Trains the local baseline (unless it is given) and sets `base`."""
+        if self.base is None:
+            self.drive(
+                lambda _: [(None, s) for s in self.seeds if (None, s) not in self.done]
+            )
+            runs = self.baseline_runs()
+            bad = [r for r in runs if r.status != OK or r.metric is None]
+            if bad:
+                raise RuntimeError(
+                    f"The local baseline (full training, seed {bad[0].seed}) did "
+                    f"not finish well: {bad[0].status}"
+                    f"{': ' + bad[0].message if bad[0].message else ''}. Fix the "
+                    "recipe (e.g. `baseline_learning_rate`) or pass a global "
+                    "`baseline`."
+                )
+            self.base = Baseline(mean([r.metric for r in runs]), "local")
+        sign = "<=" if self.mode == "min" else ">="
+        self.say(
+            f"{self.base.kind} baseline {self.base.value:.4f}; threshold "
+            f"{self.monitor} {sign} {self.threshold:.4f}"
+        )
+
+    def wanted(self, slots: int) -> list[Task]:
+        planned = plan_dims(self.strategy, self.finished_outcomes(), slots)
+        return [(d, s) for d in planned for s in self.seeds if (d, s) not in self.done]
+
+    def run(self) -> SearchResult:
+        """Runs the search to its end (or resumes it) and returns the result."""
+        try:
+            self.train_baseline()
+            self.drive(self.wanted)
+        finally:
+            if self.started:
+                for task, record in self.runner.close():
+                    self.done[task] = record  # finished while the search wound down
+                self.save()
+        return self.result()
+
+    def result(self) -> SearchResult:
+        """The answer from the runs so far, saved to the results file."""
+        path, _ = follow(self.strategy, self.finished_outcomes())
+        runs, speculative = self.ordered_runs()
+        result = SearchResult(
+            d_int=smallest_passing(path),
+            fraction=self.fraction,
+            threshold=self.threshold,
+            baseline=self.base,
+            runs=runs,
+            baseline_runs=self.baseline_runs(),
+            config=self.config,
+            monitor=self.monitor,
+            speculative_runs=speculative,
+            mode=self.mode,
+        )
+        if self.results_path:
+            result.to_json(self.results_path)
+        self.say(result.verdict())
+        return result

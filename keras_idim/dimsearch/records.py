@@ -1,0 +1,143 @@
+"""What a d-search records: one `RunRecord` per training run, the `Baseline`,
+the run statuses, and the rule by which a d passes.
+
+Pure Python: no TensorFlow import, so the strategy and the results file can
+be used (and tested) without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+#: A run that trained to its end or to the threshold.
+OK = "ok"
+#: A run whose loss became NaN or infinite: a result (the d is too hard at
+#: this learning rate), kept on resume.
+DIVERGED = "diverged"
+#: A run that raised: no result, run again on resume.
+ERROR = "error"
+STATUSES = (OK, DIVERGED, ERROR)
+
+#: The directions a monitored metric can have.
+MODES = ("max", "min")
+
+
+class Baseline(NamedTuple):
+    """The metric that the threshold is derived from.
+
+    `kind` is `"local"` (the same network trained in all D dimensions with
+    the same recipe; `value` is the mean over seeds of its best metric),
+    `"global"` (a number the user gave, e.g. 1.0), or `"absolute"` (no
+    baseline: the user gave the threshold itself, which is then `value`).
+    """
+
+    value: float
+    kind: str
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """One training run of the search (a subspace run, or a baseline run).
+
+    Attributes:
+        dim: int or None. d, or `None` for a baseline run (all D weights).
+        seed: int. Seed of the initialisation and of the projection.
+        projection: str. The projection kind, or `"none"` for a baseline.
+        metric: float or None. Best monitored value over the run's epochs
+            (the largest, or the smallest with `mode="min"`; finite values
+            only), `None` if there was none.
+        epochs: int. Epochs run.
+        stopped_early: bool. Whether the threshold stopped the run.
+        seconds: float. Wall time of the run.
+        status: str. `"ok"`, `"diverged"` (NaN or infinite loss) or
+            `"error"` (an exception; see `message`).
+        message: str or None. What went wrong, if anything.
+        history: list of float. The monitored value at each epoch.
+    """
+
+    dim: int | None
+    seed: int
+    projection: str
+    metric: float | None
+    epochs: int
+    stopped_early: bool
+    seconds: float
+    status: str
+    message: str | None = None
+    history: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> RunRecord:
+        return cls(
+            **{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        )
+
+    @classmethod
+    def error(
+        cls, dim: int | None, seed: int, projection: str, seconds: float, message: str
+    ) -> RunRecord:
+        """A run that ended in an error: no metric, no epoch."""
+        return cls(dim, seed, projection, None, 0, False, seconds, ERROR, message)
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean, as NumPy computes it (as results files store it)."""
+    return float(np.mean(values))
+
+
+def best(values: Sequence[float], mode: str = "max") -> float | None:
+    """The best finite value (largest, or smallest with `mode="min"`)."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    if not finite:
+        return None
+    return min(finite) if mode == "min" else max(finite)
+
+
+def reaches(value: float, threshold: float, mode: str = "max") -> bool:
+    """Whether `value` reaches `threshold` in the direction `mode`."""
+    return value <= threshold if mode == "min" else value >= threshold
+
+
+def ok_metrics(records: Sequence[RunRecord]) -> list[float]:
+    """The metrics of the runs that finished well."""
+    return [r.metric for r in records if r.status == OK and r.metric is not None]
+
+
+def passes(records: Sequence[RunRecord], threshold: float, mode: str = "max") -> bool:
+    """A d passes when every run of it is ok and their mean metric reaches it."""
+    values = ok_metrics(records)
+    return (
+        bool(values)
+        and len(values) == len(records)
+        and reaches(mean(values), threshold, mode)
+    )
+
+
+def threshold_of(baseline: Baseline, fraction: float, mode: str = "max") -> float:
+    """The threshold from a baseline: `fraction * value` for a metric to
+    maximise, `value / fraction` for one to minimise (a loss or an error may
+    be at most 1/fraction times the baseline's); an absolute baseline is
+    the threshold itself."""
+    if baseline.kind == "absolute":
+        return float(baseline.value)
+    if mode == "min":
+        return baseline.value / fraction
+    return fraction * baseline.value
+
+
+def rule(mode: str) -> str:
+    """How a d passes, in words: the direction and the comparison."""
+    if mode == "min":
+        return "lower is better: a d passes when its mean is <= the threshold"
+    return "higher is better: a d passes when its mean is >= the threshold"

@@ -1,0 +1,279 @@
+"""What a d-search found: `SearchResult`, its summary, CSV, JSON and plot."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+
+from keras_idim.dimsearch import store
+from keras_idim.dimsearch.records import (
+    Baseline,
+    RunRecord,
+    mean,
+    ok_metrics,
+    passes,
+    rule,
+)
+from keras_idim.utils.io import atomic_write
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What a d-search found.
+
+    Attributes:
+        d_int: int or None. The smallest d whose mean metric over seeds
+            reached the threshold (`d_int90` for `fraction=0.9`), or `None`
+            if no tried d reached it.
+        fraction: float. The fraction of the baseline to reach.
+        threshold: float. `fraction * baseline.value` for a metric to
+            maximise, `baseline.value / fraction` for one to minimise, or
+            the absolute threshold the search was given.
+        baseline: Baseline. The value and its kind (`"local"`, `"global"`,
+            or `"absolute"` when the threshold was given).
+        runs: list of RunRecord. The subspace runs on the search's path, in
+            the order the sequential strategy tries them.
+        baseline_runs: list of RunRecord. The local baseline's runs.
+        speculative_runs: list of RunRecord. Runs that a parallel search
+            (`workers > 1`) started ahead and that finished, but that the
+            sequential strategy did not need; kept, but not part of the
+            answer (empty for `workers=1`).
+        config: dict. The search's configuration (what the results file
+            checks when resuming).
+        monitor: str. The metric.
+        mode: str. `"max"` (higher is better: a d passes when its mean is
+            >= threshold) or `"min"` (lower is better: <= threshold).
+    """
+
+    d_int: int | None
+    fraction: float
+    threshold: float
+    baseline: Baseline
+    runs: list[RunRecord]
+    baseline_runs: list[RunRecord] = dataclasses.field(default_factory=list)
+    config: dict = dataclasses.field(default_factory=dict)
+    monitor: str = "val_accuracy"
+    speculative_runs: list[RunRecord] = dataclasses.field(default_factory=list)
+    mode: str = "max"
+
+    # -- derived views --
+
+    def dim_scores(self) -> dict[int, dict]:
+        """Per d: mean and spread of the metric over seeds, and pass/fail."""
+        scores: dict[int, dict] = {}
+        for dim in sorted({r.dim for r in self.runs}):
+            runs = [r for r in self.runs if r.dim == dim]
+            values = ok_metrics(runs)
+            scores[dim] = {
+                "mean": mean(values) if values else None,
+                "min": min(values) if values else None,
+                "max": max(values) if values else None,
+                "runs": len(runs),
+                "passed": passes(runs, self.threshold, self.mode),
+            }
+        return scores
+
+    @property
+    def name(self) -> str:
+        return f"d_int{round(100 * self.fraction)}"
+
+    def summary(self) -> str:
+        """A printable table of d against the metric, and the answer."""
+        lines = [
+            f"{'d':>9}  {'runs':>4}  {'mean ' + self.monitor:>18}  "
+            f"{'min':>7}  {'max':>7}  pass",
+        ]
+        for dim, s in self.dim_scores().items():
+            fmt = lambda v: "     --" if v is None else f"{v:7.4f}"  # noqa: E731
+            lines.append(
+                f"{dim:>9}  {s['runs']:>4}  {fmt(s['mean']):>18}  "
+                f"{fmt(s['min'])}  {fmt(s['max'])}  {'yes' if s['passed'] else 'no'}"
+            )
+        lines.append(f"{self.monitor}: {rule(self.mode)}")
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def threshold_text(self) -> str:
+        """The threshold, where it comes from, and the direction."""
+        if self.baseline.kind == "absolute":
+            origin = "absolute"
+        elif self.mode == "min":
+            origin = (
+                f"{self.baseline.kind} baseline {self.baseline.value:.4f} / "
+                f"{self.fraction:g}"
+            )
+        else:
+            origin = (
+                f"{self.fraction:g} x {self.baseline.kind} baseline "
+                f"{self.baseline.value:.4f}"
+            )
+        sign = "<=" if self.mode == "min" else ">="
+        return f"threshold {self.monitor} {sign} {self.threshold:.4f} = {origin}"
+
+    def verdict(self) -> str:
+        """One line: the answer with its threshold, baseline and direction."""
+        base = self.threshold_text()
+        if self.d_int is None:
+            tried = max((r.dim for r in self.runs), default=None)
+            return (
+                f"{self.name} not found: no tried d (up to {tried}) reached the {base}"
+            )
+        return f"{self.name} = {self.d_int} ({base})"
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    # -- files --
+
+    def to_dict(self) -> dict:
+        return store.state_dict(
+            self.config,
+            monitor=self.monitor,
+            mode=self.mode,
+            fraction=self.fraction,
+            baseline=self.baseline,
+            baseline_runs=self.baseline_runs,
+            runs=self.runs,
+            speculative_runs=self.speculative_runs,
+            d_int=self.d_int,
+        )
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The result as JSON; written atomically to `path` when given."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        if path is not None:
+            atomic_write(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike) -> SearchResult:
+        """Reads a result from a JSON file path or a JSON string."""
+        text = source
+        if not (isinstance(source, str) and source.lstrip().startswith("{")):
+            text = store.read_text(source)
+        data = store.parse(text, source)
+        baseline = data.get("baseline") or {}
+        if baseline.get("value") is None:
+            raise store.SearchFileError(
+                f"The results file {source!s} holds no baseline yet: the "
+                "search that wrote it did not get past its baseline."
+            )
+        return cls(
+            d_int=data.get("d_int"),
+            fraction=data["fraction"],
+            threshold=data["threshold"],
+            baseline=Baseline(baseline["value"], baseline["kind"]),
+            runs=data["runs"],
+            baseline_runs=data["baseline_runs"],
+            config=data["config"],
+            monitor=data.get("monitor", "val_accuracy"),
+            speculative_runs=data["speculative_runs"],
+            mode=data.get("mode", "max"),
+        )
+
+    def to_csv(self, path: str | os.PathLike | None = None) -> str:
+        """One row per run: the baseline's, then the path's; written to `path`.
+
+        Besides the record's fields, every row states the rule it is judged
+        by: `monitor`, `mode` and `passes_when` (e.g. `>= 0.9000`).
+        """
+        fields = [f.name for f in dataclasses.fields(RunRecord) if f.name != "history"]
+        sign = "<=" if self.mode == "min" else ">="
+        rule_columns = {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "passes_when": f"{sign} {self.threshold:.6g}",
+        }
+        out = io.StringIO()
+        writer = csv.DictWriter(
+            out, fieldnames=fields + list(rule_columns), lineterminator="\n"
+        )
+        writer.writeheader()
+        for r in self.baseline_runs + self.runs:
+            row = r.to_dict()
+            writer.writerow(
+                {k: ("" if row[k] is None else row[k]) for k in fields} | rule_columns
+            )
+        if path is not None:
+            atomic_write(path, out.getvalue())
+        return out.getvalue()
+
+    def plot(self, path: str | os.PathLike) -> str:
+        """Saves a PNG: metric against d (log x), mean and spread over seeds.
+
+        Dots are single runs, the line is the mean over seeds with the band
+        from min to max; horizontal lines mark the baseline and the
+        threshold, and a vertical line marks d_int.
+
+        Returns:
+            The path written.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        scores = {d: s for d, s in self.dim_scores().items() if s["mean"] is not None}
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+        try:
+            ok = [r for r in self.runs if r.metric is not None]
+            ax.scatter(
+                [r.dim for r in ok],
+                [r.metric for r in ok],
+                s=14,
+                color="tab:blue",
+                alpha=0.45,
+                label="runs",
+            )
+            dims = sorted(scores)
+            if dims:
+                ax.plot(
+                    dims,
+                    [scores[d]["mean"] for d in dims],
+                    "-o",
+                    ms=4,
+                    color="tab:blue",
+                    label="mean over seeds",
+                )
+                ax.fill_between(
+                    dims,
+                    [scores[d]["min"] for d in dims],
+                    [scores[d]["max"] for d in dims],
+                    color="tab:blue",
+                    alpha=0.15,
+                )
+            ax.axhline(
+                self.baseline.value,
+                color="black",
+                lw=1,
+                ls="--",
+                label=f"{self.baseline.kind} baseline {self.baseline.value:.3f}",
+            )
+            ax.axhline(
+                self.threshold,
+                color="tab:red",
+                lw=1,
+                label=self.threshold_text().replace(f"{self.monitor} ", "", 1),
+            )
+            if self.d_int is not None:
+                ax.axvline(
+                    self.d_int,
+                    color="tab:green",
+                    lw=1.2,
+                    label=f"{self.name} = {self.d_int}",
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel("subspace dimension d")
+            ax.set_ylabel(f"{self.monitor} ({rule(self.mode).split(':')[0]})")
+            projection = self.config.get("projection", "")
+            ax.set_title(f"Intrinsic dimension ({projection} projection)")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(loc="best", fontsize=8)
+            fig.tight_layout()
+            fig.savefig(os.fspath(path))
+        finally:
+            plt.close(fig)
+        return os.fspath(path)

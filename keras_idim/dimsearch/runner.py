@@ -1,0 +1,301 @@
+"""One training run of a d-search, and the runners that carry runs out.
+
+A `Recipe` is everything a run needs besides its d, seed and threshold;
+`train_run` carries one out. A `Runner` takes `(dim, seed)` tasks and hands
+back their `RunRecord`s as they finish: `InProcessRunner` trains them one
+after the other in this process, `ray_runner.RayRunner` on Ray workers, and
+a test can drive the search with a fake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import keras
+
+from keras_idim.callbacks import DivergenceStop, ThresholdStop
+from keras_idim.dimsearch.records import DIVERGED, OK, RunRecord, best
+from keras_idim.subspace import SubspaceModel
+
+#: A run: `(dim, seed)`, with `dim=None` for a baseline run.
+Task = tuple
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Everything a run needs besides its d, seed and threshold.
+
+    Attributes:
+        model_fn: callable. Returns a fresh, built `keras.Model`.
+        train_data, val_data: arrays `(x, y)`, a batched `tf.data.Dataset`,
+            or a callable returning one (called inside the run).
+        batch_size: int. Batch size of array data.
+        epochs: int. Epochs per run at most.
+        loss: str or keras loss.
+        metrics: list. Keras metrics to compile (fresh copies each run).
+        monitor: str. The logged name the search judges by.
+        mode: str. `"max"` or `"min"`.
+        projection: str. The projection kind.
+        structure_aware: bool. SAID subspaces.
+        optimizer: callable. Makes a fresh optimizer for a subspace run.
+        baseline_optimizer: callable. Likewise for a baseline run.
+        callbacks: list or callable. The user's callbacks, or
+            `(dim, seed) -> list` (`dim=None` for a baseline run).
+        tensorboard: str or None. A folder; each run logs to its own
+            sub-folder (see `run_name`).
+    """
+
+    model_fn: Callable[[], keras.Model]
+    train_data: Any
+    val_data: Any
+    batch_size: int
+    epochs: int
+    loss: Any
+    monitor: str
+    projection: str
+    structure_aware: bool
+    optimizer: Callable[[], keras.optimizers.Optimizer]
+    baseline_optimizer: Callable[[], keras.optimizers.Optimizer]
+    metrics: list = dataclasses.field(default_factory=lambda: ["accuracy"])
+    mode: str = "max"
+    callbacks: Any = None
+    tensorboard: str | None = None
+
+
+def run_name(dim: int | None, seed: int) -> str:
+    """The name of a run's folder: `d000750-seed0`, or `baseline-seed0`."""
+    return f"baseline-seed{seed}" if dim is None else f"d{dim:06d}-seed{seed}"
+
+
+def as_dataset(
+    data: Any, batch_size: int, *, shuffle: bool, arg: str = "data", seed: int = 0
+):
+    """A batched dataset from arrays, a dataset, or a callable returning one.
+
+    A callable is called here, so that a TFDS or tokenising pipeline is
+    built where the run trains (also in a Ray worker).
+    """
+    from keras_idim.data import to_dataset
+
+    if callable(data) and not hasattr(data, "element_spec"):
+        built = data()
+        if not hasattr(built, "element_spec"):
+            raise ValueError(
+                f"`{arg}` is a callable, so it should return a tf.data.Dataset. "
+                f"It returned: {type(built).__name__}"
+            )
+        return built
+    try:
+        return to_dataset(data, batch_size, shuffle=shuffle, seed=seed)
+    except ValueError as e:
+        raise ValueError(str(e).replace("`data`", f"`{arg}`")) from None
+
+
+def fresh_metrics(metrics: Sequence) -> list:
+    """Copies of the metrics for one run: a Metric object holds state, so
+    each compiled model gets its own (names and functions are kept)."""
+    copies = []
+    for m in metrics:
+        if isinstance(m, keras.metrics.Metric):
+            m = type(m).from_config(m.get_config())
+        copies.append(m)
+    return copies
+
+
+def user_callbacks(recipe: Recipe, dim: int | None, seed: int) -> list:
+    """The user's callbacks for one run, and its TensorBoard logger."""
+    callbacks = recipe.callbacks
+    if callable(callbacks):
+        callbacks = callbacks(dim, seed)
+        if not isinstance(callbacks, (list, tuple)) or not all(
+            isinstance(c, keras.callbacks.Callback) for c in callbacks
+        ):
+            raise ValueError(
+                "`callbacks`, a callable, should return a list of "
+                f"keras.callbacks.Callback for each run. For dim={dim}, "
+                f"seed={seed} it returned: {callbacks!r}"
+            )
+    callbacks = list(callbacks or [])
+    if recipe.tensorboard is not None:
+        log_dir = os.path.join(recipe.tensorboard, run_name(dim, seed))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
+    return callbacks
+
+
+def train_run(
+    recipe: Recipe, dim: int | None, seed: int, threshold: float | None
+) -> RunRecord:
+    """One run: the baseline (`dim=None`) or a subspace of dimension `dim`.
+
+    A run that raises is recorded with status `"error"`; a missing `monitor`
+    is the search's mistake, not the run's, and raises.
+
+    Args:
+        recipe: Recipe. How to train.
+        dim: int or None. d, or `None` for a baseline run.
+        seed: int. Seeds the initialisation, the projection and the shuffle.
+        threshold: float or None. A subspace run stops once it reaches it.
+
+    Returns:
+        The run's `RunRecord`.
+    """
+    divergence = DivergenceStop()
+    callbacks: list = [divergence]
+    stop = None
+    if threshold is not None and dim is not None:
+        stop = ThresholdStop(monitor=recipe.monitor, target=threshold, mode=recipe.mode)
+        callbacks.append(stop)
+    started = time.perf_counter()
+    projection = recipe.projection if dim is not None else "none"
+    try:
+        keras.utils.set_random_seed(seed)
+        model = recipe.model_fn()
+        make_optimizer = recipe.baseline_optimizer
+        if dim is not None:
+            model = SubspaceModel(
+                model,
+                dim,
+                projection=recipe.projection,
+                seed=seed,
+                structure_aware=recipe.structure_aware,
+            )
+            make_optimizer = recipe.optimizer
+        model.compile(
+            optimizer=make_optimizer(),
+            loss=recipe.loss,
+            metrics=fresh_metrics(recipe.metrics),
+        )
+        # Arrays get a fresh dataset shuffled from the run's seed, so that a
+        # run sees the same batches whatever ran before it (a resumed search
+        # repeats an uninterrupted one); a tf.data dataset is used as it is.
+        history = model.fit(
+            as_dataset(recipe.train_data, recipe.batch_size, shuffle=True, seed=seed),
+            validation_data=as_dataset(
+                recipe.val_data, recipe.batch_size, shuffle=False
+            ),
+            epochs=recipe.epochs,
+            callbacks=callbacks + user_callbacks(recipe, dim, seed),
+            shuffle=False,  # the dataset shuffles itself
+            verbose=0,
+        ).history
+    except Exception as e:  # a failed run is recorded, the search goes on
+        return RunRecord.error(
+            dim,
+            seed,
+            projection,
+            time.perf_counter() - started,
+            f"{type(e).__name__}: {e}",
+        )
+    if recipe.monitor not in history:
+        raise ValueError(
+            f"The metric `monitor={recipe.monitor!r}` is not in the training "
+            f"logs. Available: {sorted(history)}."
+        )
+    values = [float(v) for v in history[recipe.monitor]]
+    return RunRecord(
+        dim=dim,
+        seed=seed,
+        projection=projection,
+        metric=best(values, recipe.mode),
+        epochs=len(values),
+        stopped_early=bool(stop is not None and stop.reached),
+        seconds=time.perf_counter() - started,
+        status=DIVERGED if divergence.diverged else OK,
+        message=(
+            f"non-finite loss at epoch {divergence.diverged_at[0]}"
+            f", batch {divergence.diverged_at[1]}"
+            if divergence.diverged
+            else None
+        ),
+        history=values,
+    )
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Carries out `(dim, seed)` tasks, `slots` at a time.
+
+    The search calls `start` once, before its first task; then `submit`,
+    `cancel` and `next_finished` as it plans; and `close` at the end, also
+    after an error or an interrupt.
+    """
+
+    slots: int
+
+    def start(self, recipe: Recipe, say: Callable[[str], None]) -> None:
+        """Gets ready to run tasks of this recipe."""
+
+    def running(self) -> list[Task]:
+        """Tasks submitted and not yet returned by `next_finished`."""
+
+    def free(self) -> int:
+        """How many more tasks can be submitted now."""
+
+    def submit(self, task: Task, threshold: float | None) -> None:
+        """Starts (or queues) a task."""
+
+    def cancel(self, task: Task) -> None:
+        """Gives up a task that is no longer needed."""
+
+    def next_finished(self) -> tuple[Task, RunRecord | None]:
+        """Waits for a task to end: its record, or `None` if cancelled."""
+
+    def close(self) -> list[tuple[Task, RunRecord]]:
+        """Stops what still runs; returns the runs that finished meanwhile."""
+
+
+class InProcessRunner:
+    """Runs tasks one after the other, in this process.
+
+    Args:
+        run: callable. `(recipe, dim, seed, threshold) -> RunRecord`.
+            Defaults to `train_run`; a test passes a fake.
+        slots: int. Tasks accepted at once (they still run one by one).
+            Defaults to `1`.
+
+    Example:
+
+    >>> result = keras_idim.search(model_fn, train, val,
+    ...                            runner=InProcessRunner())
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Recipe, int | None, int, float | None], RunRecord] | None = None,
+        slots: int = 1,
+    ):
+        self._run = train_run if run is None else run
+        self.slots = slots
+        self._recipe: Recipe | None = None
+        self._queue: list[tuple[Task, float | None]] = []
+
+    def start(self, recipe: Recipe, say: Callable[[str], None] = print) -> None:
+        self._recipe = recipe
+
+    def running(self) -> list[Task]:
+        return [task for task, _ in self._queue]
+
+    def free(self) -> int:
+        return self.slots - len(self._queue)
+
+    def submit(self, task: Task, threshold: float | None) -> None:
+        self._queue.append((task, threshold))
+
+    def cancel(self, task: Task) -> None:
+        self._queue = [q for q in self._queue if q[0] != task]
+
+    def pop(self) -> tuple[Task, float | None]:
+        """The next task to run (the oldest); a subclass may choose another."""
+        return self._queue.pop(0)
+
+    def next_finished(self) -> tuple[Task, RunRecord | None]:
+        (dim, seed), threshold = self.pop()
+        return (dim, seed), self._run(self._recipe, dim, seed, threshold)
+
+    def close(self) -> list[tuple[Task, RunRecord]]:
+        self._queue = []
+        return []

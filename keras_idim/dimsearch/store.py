@@ -1,0 +1,219 @@
+"""The results file of a d-search: load, verify, save atomically.
+
+Its format is a contract: a file written by an earlier keras_idim resumes.
+It is a JSON object with `format` (`RESULTS_FORMAT`), `version`
+(`RESULTS_VERSION`), the search's `config` and its `config_hash`, `monitor`,
+`mode`, `fraction`, `threshold`, `baseline` (`{"value", "kind"}` or null
+while the baseline still trains), the runs (`baseline_runs`, `runs` on the
+sequential path, `speculative_runs`) as `RunRecord` dicts, and `d_int`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from keras_idim.dimsearch.records import (
+    MODES,
+    STATUSES,
+    Baseline,
+    RunRecord,
+    threshold_of,
+)
+from keras_idim.utils.io import atomic_write
+
+#: Format tag and version of the results file.
+RESULTS_FORMAT = "keras_idim.search"
+RESULTS_VERSION = 1
+
+#: Configuration keys added after version 1 was first written, with the
+#: value that a search before them had. A key at that value is left out of
+#: the hash, so that an older file's hash still matches and it resumes.
+ADDED_KEYS: dict[str, Any] = {
+    "metrics": ["accuracy"],
+    "mode": "max",
+    "threshold": None,
+    "callbacks": None,
+}
+
+_RUN_LISTS = ("baseline_runs", "runs", "speculative_runs")
+
+
+class SearchFileError(ValueError):
+    """A results file that cannot be used: corrupt, foreign, or mismatched."""
+
+
+def config_hash(config: Mapping) -> str:
+    """SHA-256 of the canonical JSON of a configuration (see `ADDED_KEYS`)."""
+    kept = {
+        k: v for k, v in config.items() if not (k in ADDED_KEYS and v == ADDED_KEYS[k])
+    }
+    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def state_dict(
+    config: Mapping,
+    *,
+    monitor: str,
+    mode: str,
+    fraction: float,
+    baseline: Baseline | None,
+    baseline_runs: Sequence[RunRecord],
+    runs: Sequence[RunRecord],
+    speculative_runs: Sequence[RunRecord] = (),
+    d_int: int | None = None,
+) -> dict:
+    """The content of a results file (also of a search still under way)."""
+    return {
+        "format": RESULTS_FORMAT,
+        "version": RESULTS_VERSION,
+        "config": dict(config),
+        "config_hash": config_hash(config),
+        "monitor": monitor,
+        "mode": mode,
+        "fraction": fraction,
+        "threshold": None
+        if baseline is None
+        else threshold_of(baseline, fraction, mode),
+        "baseline": None
+        if baseline is None
+        else {"value": baseline.value, "kind": baseline.kind},
+        "baseline_runs": [r.to_dict() for r in baseline_runs],
+        "runs": [r.to_dict() for r in runs],
+        "speculative_runs": [r.to_dict() for r in speculative_runs],
+        "d_int": d_int,
+    }
+
+
+def save(path: str | os.PathLike, state: Mapping) -> None:
+    """Writes a state atomically: a crash leaves the old file or the new one."""
+    atomic_write(path, json.dumps(state, indent=1))
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The text of a results file, or a `SearchFileError` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise SearchFileError(
+            f"The results file {os.fspath(path)} is not text (it is binary or "
+            "corrupt). Move it away or delete it to start the search afresh."
+        ) from None
+
+
+def _corrupt(source: Any, what: str) -> SearchFileError:
+    return SearchFileError(
+        f"The results file {source!s} is corrupt ({what}). Move it away or "
+        "delete it to start the search afresh."
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_record(data: Any, source: Any, where: str) -> RunRecord:
+    """A record from the file, every field checked; the error names it."""
+    if not isinstance(data, dict):
+        raise _corrupt(source, f"{where} is not an object")
+    for key in ("dim", "seed", "projection", "metric", "epochs", "status"):
+        if key not in data:
+            raise _corrupt(source, f"{where} has no `{key}`")
+    checks = {
+        "dim": data["dim"] is None
+        or (isinstance(data["dim"], int) and data["dim"] > 0),
+        "seed": isinstance(data["seed"], int) and not isinstance(data["seed"], bool),
+        "projection": isinstance(data["projection"], str),
+        "metric": data["metric"] is None
+        or (_is_number(data["metric"]) and math.isfinite(data["metric"])),
+        "epochs": isinstance(data["epochs"], int) and data["epochs"] >= 0,
+        "status": data["status"] in STATUSES,
+        "stopped_early": isinstance(data.get("stopped_early", False), bool),
+        "seconds": _is_number(data.get("seconds", 0.0)),
+        "message": data.get("message") is None or isinstance(data["message"], str),
+        "history": isinstance(data.get("history", []), list)
+        and all(_is_number(v) for v in data.get("history", [])),
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise _corrupt(source, f"{where}: bad `{key}`={data.get(key)!r}")
+    return RunRecord.from_dict(data)
+
+
+def parse(text: str, source: Any) -> dict:
+    """The checked content of a results file; `SearchFileError` if unusable.
+
+    Args:
+        text: str. The file's text.
+        source: Any. What to call it in errors (its path).
+
+    Returns:
+        The state, with its run lists turned into `RunRecord`s.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _corrupt(source, f"not valid JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+        raise SearchFileError(
+            f"The file {source!s} is not a keras_idim search results file. "
+            "Use another `results_path`."
+        )
+    if data.get("version") != RESULTS_VERSION:
+        raise SearchFileError(
+            f"The results file {source!s} has format version "
+            f"{data.get('version')!r}; this keras_idim reads version "
+            f"{RESULTS_VERSION}."
+        )
+    for key in ("config", "config_hash", "runs"):
+        if key not in data:
+            raise _corrupt(source, f"missing or malformed '{key}'")
+    if not isinstance(data["config"], dict):
+        raise _corrupt(source, "`config` is not an object")
+    if data.get("mode", "max") not in MODES:
+        raise _corrupt(source, f"bad `mode`={data.get('mode')!r}")
+    for key in _RUN_LISTS:
+        records = data.get(key, [])
+        if not isinstance(records, list):
+            raise _corrupt(source, f"`{key}` is not a list")
+        data[key] = [
+            _check_record(r, source, f"{key}[{i}]") for i, r in enumerate(records)
+        ]
+    return data
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Reads and checks a results file (see `parse`)."""
+    return parse(read_text(path), os.fspath(path))
+
+
+def load_previous(path: str | os.PathLike, config: Mapping) -> dict | None:
+    """The stored state of an earlier search with this config, if any.
+
+    Raises:
+        SearchFileError: the file is unusable, or was written by a search
+            with another configuration (it is never overwritten).
+    """
+    if not os.path.exists(path):
+        return None
+    data = load(path)
+    if data["config_hash"] != config_hash(config):
+        theirs = data["config"]
+        differ = sorted(
+            k
+            for k in set(config) | set(theirs)
+            if config.get(k, ADDED_KEYS.get(k)) != theirs.get(k, ADDED_KEYS.get(k))
+        )
+        raise SearchFileError(
+            f"The results file {os.fspath(path)} was written by a search with "
+            "another configuration (differing in: "
+            f"{', '.join(differ) or 'its hash'}). Nothing was overwritten: use "
+            "another `results_path`, or delete the file to start afresh."
+        )
+    return data
