@@ -19,6 +19,12 @@ DEFAULTS = {
     "baseline_lr": 1e-3,
 }
 
+#: Loss and metric by the dataset's task, unless `--loss`/`--metric` say.
+TASK_DEFAULTS = {
+    "classification": {"loss": "sparse_categorical_crossentropy", "metric": "accuracy"},
+    "regression": {"loss": "mse", "metric": "mae"},
+}
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -58,6 +64,41 @@ def _dims(text: str) -> str | list[int]:
         ) from None
 
 
+#: What `--model` and `--dataset` accept, checked before TensorFlow loads
+#: (tests check them against keras_idim.models and keras_idim.data).
+MODELS = ("fc", "lenet", "convnet")
+EMBEDDED_DATASETS = ("digits", "diabetes")
+
+
+def _model_spec(text: str) -> str:
+    if text in MODELS or text.endswith(".keras"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"should be one of {', '.join(MODELS)} or a PATH.keras file: {text!r}"
+    )
+
+
+def _dataset_spec(text: str) -> str:
+    text = text.strip()
+    if text in EMBEDDED_DATASETS or (
+        text.startswith("tfds:") and text[len("tfds:") :].strip()
+    ):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"should be one of {', '.join(EMBEDDED_DATASETS)} or tfds:NAME: {text!r}"
+    )
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"should be finite: {text!r}")
+    return value
+
+
 def _baseline(text: str) -> float | None:
     if text == "local":
         return None
@@ -72,15 +113,18 @@ def _baseline(text: str) -> float | None:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
+        type=_model_spec,
         default=DEFAULTS["model"],
         help="fc, lenet, convnet, or PATH.keras (a saved model: its weights "
         "become theta_0, measuring fine-tuning) (default: %(default)s)",
     )
     parser.add_argument(
         "--dataset",
+        type=_dataset_spec,
         default=DEFAULTS["dataset"],
-        help="digits (scikit-learn's bundled 8x8 digits, offline) or "
-        "tfds:NAME (default: %(default)s)",
+        help="digits (scikit-learn's bundled 8x8 digits, offline), diabetes "
+        "(scikit-learn's bundled regression set, offline) or tfds:NAME "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--data-dir",
@@ -114,6 +158,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS["lr"],
         help="Adam learning rate of subspace runs (default: %(default)s)",
     )
+    parser.add_argument(
+        "--loss",
+        default=None,
+        help="a Keras loss name (default: sparse_categorical_crossentropy for "
+        "classification, mse for regression)",
+    )
+    parser.add_argument(
+        "--metric",
+        default=None,
+        help="a Keras metric name, compiled and judged on the validation data "
+        "as val_METRIC; 'loss' judges val_loss (default: accuracy for "
+        "classification, mae for regression)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         help="find d_int90 (runs digits with fc offline by default)",
         description="Find the smallest subspace dimension d that reaches "
-        "FRACTION of the baseline's validation accuracy. Writes "
+        "FRACTION of the baseline's validation metric (or, for a metric to "
+        "minimise, at most baseline / FRACTION; or --threshold). Writes "
         "OUT/results.json (rerun the same command to resume), "
         "OUT/results.csv and OUT/curve.png. Exit status: 0 found, 1 no tried "
         "d reached the threshold, 2 bad usage.",
@@ -144,6 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=_baseline,
         default=None,
         help="'local' (train the full model) or a number (global) (default: local)",
+    )
+    s.add_argument(
+        "--mode",
+        default="auto",
+        choices=("auto", "max", "min"),
+        help="whether higher (max) or lower (min) values of the metric are "
+        "better; auto decides as Keras' callbacks do (default: %(default)s)",
+    )
+    s.add_argument(
+        "--threshold",
+        type=_finite_float,
+        default=None,
+        help="an absolute target for the metric instead of FRACTION of a "
+        "baseline (no baseline is trained)",
+    )
+    s.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="log every run for TensorBoard under DIR, one sub-folder a run "
+        "(pip install 'keras-idim[tensorboard]')",
     )
     s.add_argument(
         "--baseline-lr",
@@ -206,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="one subspace training run",
         description="Train MODEL on DATASET in a d-dimensional "
-        "subspace and print the validation accuracy.",
+        "subspace and print the best validation metric.",
     )
     _add_common(t)
     t.add_argument(
@@ -302,6 +381,17 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
+def _task(args: argparse.Namespace, info) -> tuple[str, list[str], str]:
+    """The loss, the compiled metrics and the monitored name, from `--loss`
+    and `--metric` or the dataset's task."""
+    defaults = TASK_DEFAULTS[getattr(info, "task", "classification")]
+    loss = args.loss or defaults["loss"]
+    metric = args.metric or defaults["metric"]
+    if metric == "loss":
+        return loss, [], "val_loss"
+    return loss, [metric], f"val_{metric}"
+
+
 def run_search(args: argparse.Namespace) -> int:
     from keras_idim import data
     from keras_idim.dimsearch.api import search
@@ -311,6 +401,7 @@ def run_search(args: argparse.Namespace) -> int:
         args.dataset, batch_size=args.batch_size, data_dir=args.data_dir, arrays=True
     )
     model_fn = _model_fn(args.model, info)
+    loss, metrics, monitor = _task(args, info)
     out = args.out or os.path.join(
         "runs",
         _slug(
@@ -332,6 +423,12 @@ def run_search(args: argparse.Namespace) -> int:
         optimizer="adam",
         learning_rate=args.lr,
         baseline_learning_rate=args.baseline_lr,
+        loss=loss,
+        metrics=metrics,
+        monitor=monitor,
+        mode=args.mode,
+        threshold=args.threshold,
+        tensorboard=args.tensorboard,
         structure_aware=args.said,
         results_path=os.path.join(out, "results.json"),
         tolerance=args.tolerance,
@@ -357,6 +454,8 @@ def run_train(args: argparse.Namespace) -> int:
     import keras
 
     from keras_idim import data
+    from keras_idim.dimsearch.config import resolve_mode
+    from keras_idim.dimsearch.records import best
     from keras_idim.subspace import SubspaceModel
 
     train, val, info = data.load(
@@ -371,11 +470,12 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         structure_aware=args.said,
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(args.lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    loss, metrics, monitor = _task(args, info)
+    try:  # which value is best, known before training (see `search --mode`)
+        mode = resolve_mode("auto", monitor, metrics)
+    except ValueError:
+        mode = None
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss, metrics=metrics)
     print(
         f"{args.model} on {args.dataset}: D = {model.full_dim}, d = {args.dim}, "
         f"{args.projection} projection{' (SAID)' if args.said else ''}"
@@ -383,10 +483,11 @@ def run_train(args: argparse.Namespace) -> int:
     history = model.fit(
         train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=2
     )
-    best = max(history.history["val_accuracy"])
-    print(
-        f"best val_accuracy {best:.4f} (last {history.history['val_accuracy'][-1]:.4f})"
-    )
+    values = history.history[monitor]
+    if mode is None:
+        print(f"last {monitor} {values[-1]:.4f}")
+    else:
+        print(f"best {monitor} {best(values, mode):.4f} (last {values[-1]:.4f})")
     if args.save:
         model.save(args.save)
         print(f"saved {args.save}")

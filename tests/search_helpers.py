@@ -46,3 +46,56 @@ TINY_RAY = dict(
     start_dim=1,
     max_dim=1210,
 )
+
+
+def diabetes_arrays():
+    """scikit-learn's diabetes data, standardised (on the training split)."""
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=0.2, random_state=0
+    )
+    mean, std = x_train.mean(0), x_train.std(0)
+    y_mean, y_std = y_train.mean(), y_train.std()
+    return (
+        (
+            ((x_train - mean) / std).astype(np.float32),
+            ((y_train - y_mean) / y_std).astype(np.float32),
+        ),
+        (
+            ((x_val - mean) / std).astype(np.float32),
+            ((y_val - y_mean) / y_std).astype(np.float32),
+        ),
+    )
+
+
+def tiny_regressor() -> keras.Model:
+    """10-16-1, linear output: D = 10*16 + 16 + 16 + 1 = 193."""
+    return keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+def zero_or_not_arrays():
+    """Digits as a binary task: is it a 0? Labels float32 of shape (n, 1)."""
+    (x_train, y_train), (x_val, y_val) = digits_arrays()
+    return (
+        (x_train, (y_train == 0).astype(np.float32)[:, None]),
+        (x_val, (y_val == 0).astype(np.float32)[:, None]),
+    )
+
+
+def tiny_binary() -> keras.Model:
+    """64-8-1 with a sigmoid: D = 64*8 + 8 + 8 + 1 = 529."""
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )

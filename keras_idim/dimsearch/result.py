@@ -78,6 +78,9 @@ class SearchResult:
 
     @property
     def name(self) -> str:
+        """`d_int90` for `fraction=0.9`; `d_int` for an absolute threshold."""
+        if self.baseline.kind == "absolute":
+            return "d_int"
         return f"d_int{round(100 * self.fraction)}"
 
     def summary(self) -> str:

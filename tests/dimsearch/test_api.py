@@ -8,10 +8,19 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import search_helpers
-from search_helpers import TINY, digits_arrays, tiny_fc
+from search_helpers import (
+    TINY,
+    diabetes_arrays,
+    digits_arrays,
+    tiny_binary,
+    tiny_fc,
+    tiny_regressor,
+    zero_or_not_arrays,
+)
 
 from keras_idim import search
 from keras_idim.dimsearch import SearchResult
@@ -199,3 +208,202 @@ def test_bad_model_fn_and_data():
         search(3, train, val)
     with pytest.raises(ValueError, match=r"`train_data`"):
         search(tiny_fc, "train.csv", val)
+
+
+# -- any Keras task: metrics, direction, thresholds, callbacks, data --
+
+
+def test_regression_search_minimises_val_mae(tmp_path):
+    train, val = diabetes_arrays()
+    result = search(
+        tiny_regressor,
+        train,
+        val,
+        loss="mse",
+        metrics=["mae"],
+        monitor="val_mae",  # mode "auto": Keras registers MAE as "down"
+        dims=[1, 4, 193],
+        fraction=0.9,
+        epochs=20,
+        batch_size=32,
+        learning_rate=0.05,
+        baseline_learning_rate=0.01,
+        verbose=0,
+        results_path=tmp_path / "r.json",
+    )
+    assert result.mode == "min"
+    (base,) = result.baseline_runs
+    assert base.metric == min(base.history)  # the best value is the lowest
+    assert result.threshold == pytest.approx(base.metric / 0.9)
+    for run in result.runs:
+        assert run.metric == min(run.history)
+        passed = run.metric <= result.threshold
+        assert result.dim_scores()[run.dim]["passed"] == passed
+    assert result.d_int == min(
+        r.dim for r in result.runs if r.metric <= result.threshold
+    )
+    assert "<=" in result.verdict() and "/ 0.9" in result.verdict()
+    assert "lower is better" in result.summary()
+    rows = result.to_csv().splitlines()
+    assert rows[0].endswith(",monitor,mode,passes_when")
+    assert rows[1].endswith(f",val_mae,min,<= {result.threshold:.6g}")
+    again = SearchResult.from_json(tmp_path / "r.json")
+    assert again.mode == "min" and again.d_int == result.d_int
+    png = Path(result.plot(tmp_path / "curve.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_binary_search_scored_by_f1():
+    train, val = zero_or_not_arrays()
+    f1 = keras.metrics.F1Score(average="micro", threshold=0.5)
+    result = search(
+        tiny_binary,
+        train,
+        val,
+        loss="binary_crossentropy",
+        metrics=[f1],  # one object, copied for each run
+        monitor="val_f1_score",
+        dims=[1, 529],
+        fraction=0.9,
+        epochs=5,
+        batch_size=64,
+        learning_rate=0.05,
+        baseline_learning_rate=0.01,
+        verbose=0,
+    )
+    assert result.mode == "max"
+    assert result.config["metrics"][0]["class_name"] == "F1Score"
+    assert result.runs[0].metric < result.threshold  # d = 1 cannot
+    assert result.d_int == 529
+    assert not f1.variables  # the user's object was never compiled itself
+
+
+def test_absolute_threshold_trains_no_baseline():
+    train, val = digits_arrays()
+    kwargs = {k: v for k, v in TINY.items() if k not in ("baseline", "fraction")}
+    search_helpers.CALLS["model_fn"] = 0
+    result = search(tiny_fc, train, val, dims=[2, 300], threshold=0.5, **kwargs)
+    assert result.baseline == (0.5, "absolute") and result.threshold == 0.5
+    assert result.baseline_runs == []
+    assert search_helpers.CALLS["model_fn"] == 2  # the two d, no baseline
+    assert result.d_int == 300 and result.name == "d_int"
+    assert "threshold val_accuracy >= 0.5000 = absolute" in result.verdict()
+
+
+class Recorder(keras.callbacks.Callback):
+    def __init__(self, log, tag):
+        super().__init__()
+        self.log, self.tag = log, tag
+
+    def on_train_begin(self, logs=None):
+        self.log.append(self.tag)
+
+
+def test_callbacks_reach_every_run_baseline_included(tmp_path):
+    train, val = digits_arrays()
+    kwargs = dict(TINY, baseline=None, seeds=(0, 1), epochs=1)
+    log = []
+    search(tiny_fc, train, val, dims=[300], callbacks=[Recorder(log, "x")], **kwargs)
+    assert log == ["x"] * 4  # 2 baseline runs, 2 runs of d = 300
+    calls = []
+
+    def per_run(dim, seed):
+        calls.append((dim, seed))
+        return [Recorder(log, (dim, seed))]
+
+    log.clear()
+    result = search(tiny_fc, train, val, dims=[300], callbacks=per_run, **kwargs)
+    assert calls == [(None, 0), (None, 1), (300, 0), (300, 1)] == log
+    assert result.config["callbacks"].endswith("per_run")
+
+
+def test_tensorboard_logs_each_run_in_its_own_folder(tmp_path):
+    train, val = digits_arrays()
+    logs = tmp_path / "tb"
+    search(
+        tiny_fc,
+        train,
+        val,
+        dims=[300],
+        tensorboard=logs,
+        **dict(TINY, baseline=None, epochs=1),
+    )
+    assert sorted(p.name for p in logs.iterdir()) == ["baseline-seed0", "d000300-seed0"]
+    for run in logs.iterdir():
+        events = list(run.rglob("events.out.tfevents.*"))
+        assert events and all(e.stat().st_size > 0 for e in events)
+
+
+def test_data_given_as_functions_are_built_inside_each_run():
+    import tensorflow as tf
+
+    (x, y), (xv, yv) = digits_arrays()
+    built = []
+
+    def train_fn():
+        built.append("train")
+        return (
+            tf.data.Dataset.from_tensor_slices((x, y)).shuffle(2000, seed=0).batch(64)
+        )
+
+    def val_fn():
+        built.append("val")
+        return tf.data.Dataset.from_tensor_slices((xv, yv)).batch(64)
+
+    result = search(tiny_fc, train_fn, val_fn, dims=[2, 300], **TINY)
+    assert built == ["train", "val"] * 2  # once per run, nothing up front
+    assert result.d_int == 300
+    assert result.config["train_data"] == {
+        "built_by": f"{__name__}.{train_fn.__qualname__}"
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "up"}, r"`mode` should be one of 'auto', 'max', 'min'.*`mode='up'`"),
+        ({"monitor": "val_foo"}, r"`mode='auto'` cannot tell.*`monitor='val_foo'`"),
+        ({"monitor": ""}, r"Received: `monitor=''`"),
+        ({"metrics": 3}, r"Received: `metrics=3`"),
+        ({"metrics": ["mae", 3]}, r"Received: `metrics=\['mae', 3\]`"),
+        ({"threshold": float("nan")}, r"Received: `threshold=nan`"),
+        ({"threshold": 0.5}, r"`threshold` or `baseline`, not both"),
+        ({"callbacks": [3]}, r"Received: `callbacks=\[3\]`"),
+        ({"tensorboard": 3}, r"Received: `tensorboard=3`"),
+        ({"seeds": [2**32]}, r"Received: `seeds=\[4294967296\]`"),
+    ],
+)
+def test_bad_task_arguments(kwargs, match):
+    train, val = digits_arrays()
+    with pytest.raises(ValueError, match=match):
+        search(tiny_fc, train, val, **{**TINY, **kwargs})
+
+
+def test_mode_auto_follows_keras():
+    from keras_idim.dimsearch.config import resolve_mode
+
+    assert resolve_mode("auto", "val_loss", []) == "min"
+    assert resolve_mode("auto", "loss", ["accuracy"]) == "min"
+    assert resolve_mode("auto", "val_accuracy", ["accuracy"]) == "max"
+    assert resolve_mode("auto", "val_acc", ["acc"]) == "max"
+    assert resolve_mode("auto", "val_mae", ["mae"]) == "min"
+    assert resolve_mode("auto", "val_auc", [keras.metrics.AUC()]) == "max"
+    assert resolve_mode("auto", "val_mse", ["mse"]) == "min"
+    assert resolve_mode("max", "val_mae", ["mae"]) == "max"  # the user decides
+    with pytest.raises(ValueError, match="cannot tell"):
+        resolve_mode("auto", "val_mae", ["accuracy"])  # not compiled
+
+
+def test_tensorboard_missing_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real(name, *a),
+    )
+    train, val = digits_arrays()
+    with pytest.raises(ImportError, match=r'pip install "keras-idim\[tensorboard\]"'):
+        search(tiny_fc, train, val, tensorboard="tb", **TINY)
