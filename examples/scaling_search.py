@@ -24,13 +24,13 @@ import tempfile
 import time
 
 from keras_idim import cli, data
-from keras_idim.search import search
-from keras_idim.workers import start_local_ray
+from keras_idim.dimsearch import search
+from keras_idim.dimsearch.ray_runner import start_local_ray
 
 
 def warm_up(_: int) -> int:
     """A Ray task: import what a run needs, in the worker that runs it."""
-    import keras_idim.search  # noqa: F401
+    import keras_idim.dimsearch.runner  # noqa: F401
 
     return os.getpid()
 

@@ -80,3 +80,56 @@ def test_cli_bad_usage_exits_2(argv, capsys):
         cli.main(argv)
     assert info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_cli_regression_search_end_to_end(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(
+        [
+            "search",
+            "--dataset",
+            "diabetes",
+            "--metric",
+            "mae",
+            "--dims",
+            "1,2000",
+            "--epochs",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    result = SearchResult.from_json(out / "results.json")
+    assert (result.monitor, result.mode) == ("val_mae", "min")
+    assert result.config["loss"] == "mse" and result.config["metrics"] == ["mae"]
+    assert result.d_int == 2000
+    assert "val_mae: lower is better" in printed
+    header = (out / "results.csv").read_text().splitlines()[0]
+    assert header.endswith("monitor,mode,passes_when")
+
+
+def test_cli_absolute_threshold_and_tensorboard(tmp_path, capsys):
+    out, logs = tmp_path / "out", tmp_path / "tb"
+    code = cli.main(
+        [
+            "search",
+            "--dims",
+            "2000",
+            "--epochs",
+            "1",
+            "--threshold",
+            "0.3",
+            "--tensorboard",
+            str(logs),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert "d_int = 2000 (threshold val_accuracy >= 0.3000 = absolute)" in (
+        capsys.readouterr().out
+    )
+    assert [p.name for p in logs.iterdir()] == ["d002000-seed0"]  # no baseline

@@ -73,3 +73,15 @@ def test_fine_tuning_said_example(load, tmp_path):
     assert said.config["structure_aware"] is True
     assert all(r.status == "ok" for r in said.runs)
     assert (tmp_path / "fine_tuning_SAID" / "results.json").exists()
+
+
+def test_regression_example_minimises_val_mae(load, tmp_path):
+    result = load("regression_search").main(
+        dims=[1, 2000], epochs=5, out=str(tmp_path), verbose=0
+    )
+    assert result.mode == "min" and result.monitor == "val_mae"
+    assert result.threshold == pytest.approx(result.baseline.value / 0.9)
+    assert result.runs[0].metric > result.threshold  # d = 1 cannot
+    assert result.d_int == 2000
+    for name in ("results.json", "results.csv", "curve.png"):
+        assert (tmp_path / name).stat().st_size > 0
