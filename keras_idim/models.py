@@ -15,47 +15,23 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
-import numpy as np
+
+from keras_idim.utils.validation import check_int_tuple, is_int, received
 
 #: Smallest height and width that `lenet` accepts: two 5x5 valid
 #: convolutions, each followed by a 2x2 pooling, leave 1 x 1 at 16 x 16.
 LENET_MIN_SIZE = 16
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_int_tuple(
-    name: str, value: Any, *, length: int | None = None, allow_empty: bool = True
-) -> tuple[int, ...]:
-    """Returns `value` as a tuple of positive ints, or raises naming it."""
-    ok = (
-        isinstance(value, (tuple, list))
-        and all(_is_int(v) and v > 0 for v in value)
-        and (length is None or len(value) == length)
-        and (allow_empty or len(value) > 0)
-    )
-    if not ok:
-        if length is not None:
-            what = f"a tuple of {length} positive integers"
-        elif allow_empty:
-            what = "a tuple of positive integers"
-        else:
-            what = "a non-empty tuple of positive integers"
-        raise ValueError(f"`{name}` should be {what}. Received: `{name}={value!r}`")
-    return tuple(int(v) for v in value)
-
-
 def _check_image_shape(input_shape: Any) -> tuple[int, int, int]:
-    return _check_int_tuple("input_shape", input_shape, length=3)
+    return check_int_tuple("input_shape", input_shape, length=3)
 
 
 def _check_num_classes(num_classes: Any) -> int:
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(
             "`num_classes` should be an integer >= 2. "
-            f"Received: `num_classes={num_classes!r}`"
+            f"{received('num_classes', num_classes)}"
         )
     return int(num_classes)
 
@@ -89,9 +65,9 @@ def fc(
     >>> model.count_params()
     199210
     """
-    input_shape = _check_int_tuple("input_shape", input_shape, allow_empty=False)
+    input_shape = check_int_tuple("input_shape", input_shape, allow_empty=False)
     num_classes = _check_num_classes(num_classes)
-    hidden = _check_int_tuple("hidden", hidden)
+    hidden = check_int_tuple("hidden", hidden)
     layers = [keras.Input(shape=input_shape), keras.layers.Flatten()]
     layers += [keras.layers.Dense(h, activation="relu") for h in hidden]
     layers.append(keras.layers.Dense(num_classes, activation="softmax"))
@@ -176,7 +152,7 @@ def convnet(
     """
     input_shape = _check_image_shape(input_shape)
     num_classes = _check_num_classes(num_classes)
-    filters = _check_int_tuple("filters", filters, allow_empty=False)
+    filters = check_int_tuple("filters", filters, allow_empty=False)
     min_size = 2 ** len(filters)
     if min(input_shape[:2]) < min_size:
         raise ValueError(
@@ -219,7 +195,7 @@ def get(name: str) -> Callable[..., keras.Model]:
     if isinstance(name, str) and name.lower() in ALL:
         return ALL[name.lower()]
     raise ValueError(
-        f"Unknown `model`. Expected one of {sorted(ALL)}. Received: `model={name!r}`"
+        f"Unknown `model`. Expected one of {sorted(ALL)}. {received('model', name)}"
     )
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_idim import projections as projections_module
-from keras_idim.projections.base import Projection, check_positive_int, check_seed
+from keras_idim.projections.base import Projection
+from keras_idim.utils.validation import check_bool, check_positive_int, check_seed
 
 try:  # Keras >= 3.7 unscales the loss it tracks under a distribution.
     from keras.src.losses.loss import unscale_loss_for_distribution
@@ -114,11 +115,7 @@ class SubspaceModel(keras.Model):
             )
         dim = check_positive_int("dim", dim)
         seed = check_seed(seed)
-        if not isinstance(structure_aware, bool):
-            raise ValueError(
-                "`structure_aware` should be a bool. "
-                f"Received: `structure_aware={structure_aware!r}`"
-            )
+        structure_aware = check_bool("structure_aware", structure_aware)
         if not isinstance(projection, Projection):
             projection_cls = projections_module.get(projection)
         if projection_kwargs is not None and (
