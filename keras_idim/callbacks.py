@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any
 
 import keras
+
+from keras_idim.utils.validation import check_choice, is_number, received
 
 _MODES = ("max", "min")
 
@@ -49,23 +50,15 @@ class ThresholdStop(keras.callbacks.Callback):
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(
                 "`monitor` should be the name of a metric in the logs. "
-                f"Received: `monitor={monitor!r}`"
+                f"{received('monitor', monitor)}"
             )
-        if (
-            isinstance(target, bool)
-            or not isinstance(target, numbers.Real)
-            or not math.isfinite(target)
-        ):
+        if not is_number(target):
             raise ValueError(
-                f"`target` should be a finite number. Received: `target={target!r}`"
-            )
-        if mode not in _MODES:
-            raise ValueError(
-                f"`mode` should be one of {_MODES}. Received: `mode={mode!r}`"
+                f"`target` should be a finite number. {received('target', target)}"
             )
         self.monitor = monitor
         self.target = float(target)
-        self.mode = mode
+        self.mode = check_choice("mode", mode, _MODES)
         self._reset()
 
     def _reset(self) -> None:

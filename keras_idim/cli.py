@@ -365,16 +365,9 @@ def _export(model, path: str, args: argparse.Namespace) -> str:
 
 def _model_fn(spec: str, info) -> Callable:
     """A builder of fresh base models for `--model`."""
-    import keras
-
     from keras_idim import models
 
-    if spec.endswith(".keras"):
-        if not os.path.isfile(spec):
-            raise ValueError(f"`--model` file not found: {spec!r}")
-        return lambda: keras.saving.load_model(spec, compile=False)
-    build = models.get(spec)
-    return lambda: build(info.input_shape, info.num_classes)
+    return models.from_spec(spec, info)
 
 
 def _slug(text: str) -> str:

@@ -14,21 +14,20 @@ Two ways for a measured subspace model to leave the lab:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from typing import Any
 
 import keras
 import numpy as np
 
 from keras_idim.subspace import SubspaceModel
+from keras_idim.utils.io import check_target, staged
+from keras_idim.utils.validation import check_bool
+from keras_idim.version import __version__
 
 #: Version of the compact file format that this code writes and reads.
 COMPACT_VERSION = 1
@@ -37,54 +36,6 @@ COMPACT_FORMAT = "keras_idim.compact"
 
 class CompactFileError(ValueError):
     """A compact file that cannot be read: corrupt, truncated, or foreign."""
-
-
-# -- writing safely ----------------------------------------------------------
-
-
-def _check_target(path: Any, overwrite: bool, arg: str = "path") -> str:
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ValueError(f"`{arg}` should be a file path. Received: `{arg}={path!r}`")
-    if not isinstance(overwrite, bool):
-        raise ValueError(
-            f"`overwrite` should be a bool. Received: `overwrite={overwrite!r}`"
-        )
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(
-            f"`{arg}` already exists: {path!r}. Pass `overwrite=True` to "
-            "replace it, or choose another path."
-        )
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise OSError(
-            f"Cannot create the folder of `{arg}={path!r}`: {e.strerror or e}"
-        ) from None
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"Cannot write into the folder of `{arg}={path!r}`.")
-    return path
-
-
-@contextlib.contextmanager
-def _staged(path: str) -> Iterator[str]:
-    """Yields a temporary path beside `path`, moved onto `path` on success.
-
-    On any failure the temporary file or folder is removed, so nothing half
-    written ever appears at `path` (and an existing `path` is kept).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    staging = tempfile.mkdtemp(prefix=".keras_idim-", dir=folder)
-    tmp = os.path.join(staging, "out")
-    try:
-        yield tmp
-        if os.path.isdir(path) and not os.path.islink(path):
-            old = os.path.join(staging, "old")
-            os.replace(path, old)  # a folder cannot be replaced in one step
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # -- SavedModel --------------------------------------------------------------
@@ -132,15 +83,10 @@ def export_saved_model(
             "`model` should be a keras_idim.SubspaceModel. Received: "
             f"`model` of type {type(model).__name__}"
         )
-    path = _check_target(path, overwrite)
-    with _staged(path) as tmp:
-        model.base_model.export(
-            tmp,
-            format="tf_saved_model",
-            verbose=verbose,
-            input_signature=input_signature,
-        )
-    return path
+    path = check_target(path, overwrite)
+    return model.export(
+        path, overwrite=overwrite, input_signature=input_signature, verbose=verbose
+    )
 
 
 # -- compact -----------------------------------------------------------------
@@ -210,19 +156,13 @@ def save_compact(
     >>> model = keras_idim.load_compact("saved_models/adapter.npz",
     ...                                 base_model=pretrained)
     """
-    from keras_idim import __version__
-
     if not isinstance(model, SubspaceModel):
         raise ValueError(
             "`model` should be a keras_idim.SubspaceModel. Received: "
             f"`model` of type {type(model).__name__}"
         )
-    if not isinstance(include_base, bool):
-        raise ValueError(
-            "`include_base` should be a bool. "
-            f"Received: `include_base={include_base!r}`"
-        )
-    path = _check_target(path, overwrite)
+    check_bool("include_base", include_base)
+    path = check_target(path, overwrite)
     model.sync_base_weights()
     theta_0 = _split(keras.ops.convert_to_numpy(model.theta_0), model.base_variables)
     state = _base_state(model)
@@ -255,7 +195,7 @@ def save_compact(
         arrays["theta_0"] = keras.ops.convert_to_numpy(model.theta_0)
     header_bytes = json.dumps(header, sort_keys=True).encode()
     arrays["header"] = np.frombuffer(header_bytes, dtype=np.uint8)
-    with _staged(path) as tmp:
+    with staged(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
             f.flush()

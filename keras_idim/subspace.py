@@ -9,7 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_idim import projections as projections_module
-from keras_idim.projections.base import Projection, check_positive_int, check_seed
+from keras_idim.projections.base import Projection
+from keras_idim.utils.io import check_target, staged
+from keras_idim.utils.validation import check_bool, check_positive_int, check_seed
 
 try:  # Keras >= 3.7 unscales the loss it tracks under a distribution.
     from keras.src.losses.loss import unscale_loss_for_distribution
@@ -114,11 +116,7 @@ class SubspaceModel(keras.Model):
             )
         dim = check_positive_int("dim", dim)
         seed = check_seed(seed)
-        if not isinstance(structure_aware, bool):
-            raise ValueError(
-                "`structure_aware` should be a bool. "
-                f"Received: `structure_aware={structure_aware!r}`"
-            )
+        structure_aware = check_bool("structure_aware", structure_aware)
         if not isinstance(projection, Projection):
             projection_cls = projections_module.get(projection)
         if projection_kwargs is not None and (
@@ -319,8 +317,14 @@ class SubspaceModel(keras.Model):
     ) -> str:
         """Exports the trained network as a TensorFlow SavedModel.
 
-        The base network with its materialised weights, served by
-        TensorFlow alone (see `keras_idim.export_saved_model`).
+        The base network with its materialised weights (`theta_0 + P
+        theta_d`, written after every training step): the projection is
+        not part of the graph, and serving needs TensorFlow alone (see
+        `keras_idim.export_saved_model`). The SavedModel has the `serve`
+        endpoint (and `serving_default`) of `keras.Model.export`, in
+        inference mode. It is written to a temporary folder beside
+        `filepath` and moved into place: a failed export leaves nothing
+        at `filepath`, and an existing export is kept.
 
         Args:
             filepath: str. The SavedModel folder to create.
@@ -334,8 +338,6 @@ class SubspaceModel(keras.Model):
         Returns:
             The path written.
         """
-        from keras_idim.export import export_saved_model
-
         if format != "tf_saved_model" or kwargs:
             raise ValueError(
                 "`SubspaceModel.export` writes TensorFlow SavedModels only "
@@ -343,13 +345,15 @@ class SubspaceModel(keras.Model):
                 "`keras_idim.save_compact`. Received: "
                 f"`format={format!r}`{', ' + str(kwargs) if kwargs else ''}"
             )
-        return export_saved_model(
-            self,
-            filepath,
-            overwrite=overwrite,
-            input_signature=input_signature,
-            verbose=verbose,
-        )
+        filepath = check_target(filepath, overwrite, arg="filepath")
+        with staged(filepath) as tmp:
+            self.base_model.export(
+                tmp,
+                format="tf_saved_model",
+                verbose=verbose,
+                input_signature=input_signature,
+            )
+        return filepath
 
     # -- serialisation -----------------------------------------------------
 

@@ -260,3 +260,50 @@ def test_cli_train_export_and_export(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["export", "missing.keras"])
     assert info.value.code == 2
+
+
+def test_subspace_does_not_import_export():
+    # Imports go one way: export may import subspace, never the reverse.
+    import ast
+
+    import keras_idim.subspace
+
+    tree = ast.parse(Path(keras_idim.subspace.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+    assert not {name for name in imported if name.startswith("keras_idim.export")}
+
+
+def test_compact_header_records_the_one_version(tmp_path):
+    from keras_idim.version import __version__
+
+    model = trained(fc_net())
+    save_compact(model, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as npz:
+        header = json.loads(npz["header"].tobytes().decode())
+    assert header["keras_idim_version"] == __version__ == "0.1.0"
+
+
+def test_subspace_model_export_stages_and_checks_its_target(tmp_path, monkeypatch):
+    model = trained(fc_net())
+    target = tmp_path / "sm"
+    assert model.export(str(target)) == str(target)
+    with pytest.raises(FileExistsError, match=r"`filepath` already exists"):
+        model.export(str(target))
+    with pytest.raises(ValueError, match=r"Received: `overwrite='yes'`"):
+        model.export(str(target), overwrite="yes")
+
+    def broken(path, **kwargs):
+        os.makedirs(path)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(model.base_model, "export", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.export(str(target), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["sm"]
+    assert (target / "saved_model.pb").exists()

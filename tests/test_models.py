@@ -1,10 +1,12 @@
+import pickle
 import re
 
 import keras
 import numpy as np
 import pytest
 
-from keras_idim import models
+from keras_idim import data, models
+from keras_idim.data import DataInfo
 
 
 @pytest.mark.parametrize(
@@ -136,3 +138,83 @@ def test_bad_hidden(hidden):
 def test_bad_filters(filters):
     with pytest.raises(ValueError, match=r"`filters` should be a non-empty tuple"):
         models.convnet(input_shape=(8, 8, 1), num_classes=10, filters=filters)
+
+
+# linear outputs (regression)
+
+
+def test_fc_with_linear_outputs():
+    model = models.fc(input_shape=(10,), num_classes=1, output_activation=None)
+    # 10*200+200 + 200*200+200 + 200*1+1.
+    assert model.count_params() == 2_200 + 40_200 + 201
+    assert model.output_shape == (None, 1)
+    assert model.layers[-1].get_config()["activation"] == "linear"
+    # Linear: outputs are not squashed, a constant input gives a finite value.
+    y = keras.ops.convert_to_numpy(model(np.full((2, 10), 100.0, np.float32)))
+    assert np.abs(y).max() > 1.0
+    two = models.fc((4,), 2, hidden=(), output_activation=None)
+    assert two.count_params() == 4 * 2 + 2
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear", "", 0, True])
+def test_fc_bad_output_activation(activation):
+    echo = re.escape(f"Received: `output_activation={activation!r}`")
+    with pytest.raises(ValueError, match=rf"'softmax' or None\. {echo}"):
+        models.fc((4,), 2, output_activation=activation)
+
+
+@pytest.mark.parametrize("num_outputs", [0, -1, 1.0, True, None])
+def test_fc_bad_number_of_linear_outputs(num_outputs):
+    with pytest.raises(ValueError, match=r"`num_classes` should be a positive integer"):
+        models.fc((4,), num_outputs, output_activation=None)
+
+
+# from_spec
+
+
+def test_from_spec_builds_fresh_classifiers():
+    info = DataInfo("digits", (8, 8, 1), 10, 1437, 360)
+    build = models.from_spec("fc", info)
+    a, b = build(), build()
+    assert a is not b and a.count_params() == 64 * 200 + 200 + 40_200 + 2_010
+    assert a.output_shape == (None, 10)
+    assert a.layers[-1].get_config()["activation"] == "softmax"
+    assert models.from_spec("ConvNet", info)().name == "convnet"
+    # functools.partial: picklable, so Ray workers can call it.
+    assert pickle.loads(pickle.dumps(build))().output_shape == (None, 10)
+    lenet = models.from_spec("lenet", DataInfo("tfds:mnist", (28, 28, 1), 10, 1, 1))
+    assert lenet().count_params() == 44_426
+
+
+def test_from_spec_regression_fc_has_one_linear_output():
+    _, _, info = data.load("diabetes", arrays=True)
+    model = models.from_spec("fc", info)()
+    assert model.input_shape == (None, 10) and model.output_shape == (None, 1)
+    assert model.layers[-1].get_config()["activation"] == "linear"
+    assert model.count_params() == 10 * 200 + 200 + 40_200 + 201
+    two = DataInfo("y", (3,), None, 4, 2, task="regression", num_outputs=2)
+    assert models.from_spec("fc", two)().output_shape == (None, 2)
+    with pytest.raises(ValueError, match=r"`convnet` builds classifiers only"):
+        models.from_spec("convnet", info)
+
+
+def test_from_spec_saved_model(tmp_path):
+    info = DataInfo("digits", (8, 8, 1), 10, 1437, 360)
+    saved = models.fc((8, 8, 1), 10, hidden=(3,))
+    path = str(tmp_path / "base.keras")
+    saved.save(path)
+    build = models.from_spec(path, info)
+    a, b = build(), build()
+    assert a is not b and a.count_params() == saved.count_params()
+    for w, v in zip(a.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(w, v)
+    missing = str(tmp_path / "missing.keras")
+    echo = re.escape(f"Received: `model={missing!r}`")
+    with pytest.raises(ValueError, match=rf"does not exist\. {echo}"):
+        models.from_spec(missing, info)
+
+
+def test_from_spec_unknown_model():
+    info = DataInfo("digits", (8, 8, 1), 10, 1437, 360)
+    with pytest.raises(ValueError, match=r"'convnet', 'fc', 'lenet'.*`model='vgg'`"):
+        models.from_spec("vgg", info)

@@ -6,6 +6,7 @@ from keras_idim.projections.base import Projection
 from keras_idim.projections.dense import DenseProjection
 from keras_idim.projections.fastfood import FastfoodProjection
 from keras_idim.projections.sparse import SparseProjection
+from keras_idim.utils.validation import received
 
 #: The projection kinds by name.
 ALL = {
@@ -36,7 +37,7 @@ def get(identifier: str | type[Projection]) -> type[Projection]:
         return ALL[identifier.lower()]
     raise ValueError(
         f"Unknown `projection`. Expected one of {sorted(ALL)} or a "
-        f"`Projection`. Received: `projection={identifier!r}`"
+        f"`Projection`. {received('projection', identifier)}"
     )
 
 

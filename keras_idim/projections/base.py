@@ -4,41 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Returns `value` as an int, or raises naming the argument.
-
-    Args:
-        name: str. The argument's name, quoted in the error.
-        value: Any. What the user passed.
-
-    Returns:
-        The value as a Python `int`.
-
-    Raises:
-        ValueError: if `value` is not a positive integer (bools are refused).
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` should be a positive integer. Received: `{name}={value!r}`"
-        )
-    return int(value)
-
-
-def check_seed(seed: Any) -> int:
-    """Returns `seed` as an int in [0, 2**63), or raises naming the argument."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(
-            f"`seed` should be an integer in [0, 2**63). Received: `seed={seed!r}`"
-        )
-    return seed
+from keras_idim.utils.validation import check_positive_int, check_seed
 
 
 def derive_seed(seed: int, *stream: int) -> tf.Tensor:
@@ -77,7 +45,8 @@ class Projection:
     Args:
         full_dim: int. D, the number of rows (the model's parameter count).
         dim: int. d, the number of columns (the subspace's dimension).
-        seed: int. Seed of every random tensor of the map. Defaults to `0`.
+        seed: int. Seed of every random tensor of the map, in [0, 2**32)
+            (NumPy integers accepted). Defaults to `0`.
     """
 
     name = "projection"

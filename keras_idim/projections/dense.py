@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
+from keras_idim.utils.validation import check_choice, is_int, received
 
 #: Elements of one generated column block (16 MiB of float32).
 BLOCK_ELEMENTS = 2**22
@@ -58,22 +59,13 @@ class DenseProjection(Projection):
         over_budget: str = "blocks",
     ):
         super().__init__(full_dim, dim, seed)
-        if (
-            isinstance(memory_budget, bool)
-            or not isinstance(memory_budget, int)
-            or memory_budget < 0
-        ):
+        if not is_int(memory_budget) or memory_budget < 0:
             raise ValueError(
                 "`memory_budget` should be a non-negative integer number of "
-                f"bytes. Received: `memory_budget={memory_budget!r}`"
+                f"bytes. {received('memory_budget', memory_budget)}"
             )
-        if over_budget not in _OVER_BUDGET:
-            raise ValueError(
-                f"`over_budget` should be one of {_OVER_BUDGET}. "
-                f"Received: `over_budget={over_budget!r}`"
-            )
-        self.memory_budget = memory_budget
-        self.over_budget = over_budget
+        self.memory_budget = int(memory_budget)
+        self.over_budget = check_choice("over_budget", over_budget, _OVER_BUDGET)
         self.block_columns = max(1, BLOCK_ELEMENTS // self.full_dim)
         self.num_blocks = -(-self.dim // self.block_columns)
         needed = 4 * self.full_dim * self.dim

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
+from keras_idim.utils.validation import check_bool, check_choice
 
 #: log2 of the largest dense Hadamard factor used by `fwht`.
 HADAMARD_FACTOR_BITS = 6
@@ -120,17 +121,8 @@ class FastfoodProjection(Projection):
         jit_compile: bool = True,
     ):
         super().__init__(full_dim, dim, seed)
-        if not isinstance(jit_compile, bool):
-            raise ValueError(
-                "`jit_compile` should be a bool. "
-                f"Received: `jit_compile={jit_compile!r}`"
-            )
-        self.jit_compile = jit_compile
-        if blocks not in ("auto", *_BLOCKS):
-            raise ValueError(
-                f"`blocks` should be one of {('auto', *_BLOCKS)}. "
-                f"Received: `blocks={blocks!r}`"
-            )
+        self.jit_compile = check_bool("jit_compile", jit_compile)
+        check_choice("blocks", blocks, ("auto", *_BLOCKS))
         length = next_power_of_two(max(self.full_dim, self.dim))
         small = next_power_of_two(self.dim)
         if blocks == "auto":

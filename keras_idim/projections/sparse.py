@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
+from keras_idim.utils.validation import check_bool
 
 #: Random draws generated at once while building (bounds construction memory).
 CHUNK_ELEMENTS = 2**22
@@ -55,12 +56,7 @@ class SparseProjection(Projection):
         self, full_dim: int, dim: int, seed: int = 0, jit_compile: bool = True
     ):
         super().__init__(full_dim, dim, seed)
-        if not isinstance(jit_compile, bool):
-            raise ValueError(
-                "`jit_compile` should be a bool. "
-                f"Received: `jit_compile={jit_compile!r}`"
-            )
-        self.jit_compile = jit_compile
+        self.jit_compile = check_bool("jit_compile", jit_compile)
         self.density = 1.0 / math.sqrt(self.full_dim)
         rows, cols, values = self._draw()
         order = np.lexsort((cols, rows))  # canonical row-major order

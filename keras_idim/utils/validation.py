@@ -63,7 +63,9 @@ def check_positive_int(name: str, value: Any) -> int:
     3
     """
     if not is_int(value) or value <= 0:
-        raise ValueError(f"`{name}` should be a positive integer. {received(name, value)}")
+        raise ValueError(
+            f"`{name}` should be a positive integer. {received(name, value)}"
+        )
     return int(value)
 
 

@@ -1,9 +1,10 @@
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from keras_idim import data
 from keras_idim.data import DataInfo
@@ -162,127 +163,6 @@ def test_to_dataset_bad_shuffle_and_seed():
         data.to_dataset(arrays(4), batch_size=2, seed=-3)
 
 
-# tfds_dataset and load
-
-
-def check_mnist_batches(ds, num_examples, batch_size):
-    parts = batches(ds)
-    assert sum(len(x) for x, _ in parts) == num_examples
-    assert len(parts[0][0]) == batch_size
-    for x, y in parts:
-        assert x.shape[1:] == (28, 28, 1) and x.dtype == np.float32
-        assert y.dtype == np.int64 and ((0 <= y) & (y < 10)).all()
-        assert x.min() >= 0.0 and x.max() <= 1.0
-    # Scaled from random uint8 pixels: spread over [0, 1], multiples of 1/255.
-    x = np.concatenate([x for x, _ in parts])
-    assert x.max() > 0.5
-    np.testing.assert_allclose(x * 255, np.round(x * 255), atol=1e-4)
-
-
-def test_tfds_dataset_under_mock_data(tmp_path):
-    with tfds.testing.mock_data(num_examples=10):
-        train, val, info = data.tfds_dataset(
-            "mnist", batch_size=4, seed=1, data_dir=tmp_path
-        )
-        # mock_data leaves info.splits empty, so the sizes are unknown.
-        assert info == DataInfo("tfds:mnist", (28, 28, 1), 10, None, None)
-        check_mnist_batches(train, 10, 4)
-        check_mnist_batches(val, 10, 4)
-        assert train.element_spec[0].shape.as_list() == [None, 28, 28, 1]
-        # The training set is reshuffled each epoch; validation is not.
-        epoch1, epoch2 = concat(train), concat(train)
-        assert not np.array_equal(epoch1[0], epoch2[0])
-        np.testing.assert_array_equal(
-            np.sort(epoch1[0].reshape(10, -1), axis=0),
-            np.sort(epoch2[0].reshape(10, -1), axis=0),
-        )
-        np.testing.assert_array_equal(concat(val)[0], concat(val)[0])
-
-
-def test_load_tfds_spec_under_mock_data():
-    with tfds.testing.mock_data(num_examples=6):
-        train, val, info = data.load("tfds:mnist", batch_size=4, seed=0)
-        assert info.name == "tfds:mnist"
-        assert (info.input_shape, info.num_classes) == ((28, 28, 1), 10)
-        check_mnist_batches(train, 6, 4)
-        check_mnist_batches(val, 6, 4)
-
-
-def test_tfds_dataset_refuses_a_dataset_without_image_label_keys():
-    with tfds.testing.mock_data(num_examples=2):
-        with pytest.raises(
-            ValueError, match=r"supervised keys are \('image', 'label'\).*wine"
-        ):
-            data.tfds_dataset("wine_quality", batch_size=2)
-
-
-def test_tfds_dataset_download_failure_explains_data_dir(monkeypatch, tmp_path):
-    def offline_load(*args, **kwargs):
-        raise ConnectionError("[Errno 101] Network is unreachable")
-
-    monkeypatch.setattr(tfds, "load", offline_load)
-    with pytest.raises(RuntimeError) as info:
-        data.tfds_dataset("cifar10", data_dir=str(tmp_path / "tfds"))
-    message = str(info.value)
-    assert "'cifar10'" in message
-    assert "download failed" in message
-    assert "ConnectionError: [Errno 101] Network is unreachable" in message
-    assert f"data_dir={str(tmp_path / 'tfds')!r}" in message
-    assert "tfds build cifar10" in message and "--data-dir" in message
-    assert isinstance(info.value.__cause__, ConnectionError)
-
-    # Through `load`, without a data_dir: the default one is named.
-    with pytest.raises(RuntimeError, match=r"(?s)'mnist'.*default TFDS data_dir"):
-        data.load("tfds:mnist")
-
-
-def test_tfds_dataset_missing_without_download(tmp_path):
-    # The real tfds.load: nothing in an empty data_dir, and no download asked.
-    with pytest.raises(RuntimeError, match=r"(?s)'mnist'.*`download=False`.*data_dir"):
-        data.tfds_dataset("mnist", data_dir=tmp_path, download=False)
-
-
-def test_tfds_dataset_unknown_name():
-    # The real tfds.load: the registry answers without any network access.
-    with pytest.raises(
-        ValueError,
-        match=r"(?s)Unknown TFDS dataset 'mnistt'.*mnist.*`dataset='tfds:mnistt'`",
-    ):
-        data.tfds_dataset("mnistt")
-
-
-def test_tfds_dataset_unknown_split(monkeypatch):
-    def load_without_split(*args, **kwargs):
-        raise ValueError("Unknown split 'validation'. Should be one of ['train'].")
-
-    monkeypatch.setattr(tfds, "load", load_without_split)
-    with pytest.raises(ValueError, match=r"Unknown split.*`val_split='validation'`"):
-        data.tfds_dataset("mnist", val_split="validation")
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"name": ""}, "`name` should be a non-empty string"),
-        ({"name": None}, "`name` should be a non-empty string"),
-        ({"batch_size": 0}, "`batch_size` should be a positive integer"),
-        ({"seed": -1}, "`seed` should be an integer"),
-        ({"data_dir": 3}, "`data_dir` should be a path"),
-        ({"train_split": ""}, "`train_split` should be a non-empty string"),
-        ({"val_split": None}, "`val_split` should be a non-empty string"),
-        ({"download": "yes"}, "`download` should be a bool"),
-    ],
-)
-def test_tfds_dataset_bad_arguments(monkeypatch, kwargs, match):
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("validation should come before tfds.load")
-
-    monkeypatch.setattr(tfds, "load", must_not_load)
-    kwargs = {"name": "mnist", **kwargs}
-    with pytest.raises(ValueError, match=re.escape(match)):
-        data.tfds_dataset(**kwargs)
-
-
 def test_load_digits():
     train, val, info = data.load("digits", batch_size=100, seed=0)
     assert info == DataInfo("digits", (8, 8, 1), 10, 1437, 360)
@@ -312,10 +192,124 @@ def test_load_digits_as_arrays():
 @pytest.mark.parametrize("spec", ["mnist", "tfds:", "tfds: ", "", "digit", None, 3])
 def test_load_bad_spec(spec):
     echo = re.escape(f"Received: `dataset={spec!r}`")
-    with pytest.raises(ValueError, match=rf"'digits', 'tfds:NAME'.*{echo}"):
+    with pytest.raises(ValueError, match=rf"'digits', 'diabetes', 'tfds:NAME'.*{echo}"):
         data.load(spec)
 
 
 def test_load_digits_validates_batch_size():
     with pytest.raises(ValueError, match=r"`batch_size=0`"):
         data.load("digits", batch_size=0)
+
+
+# diabetes
+
+
+def test_diabetes_shapes_and_dtypes():
+    (x_train, y_train), (x_val, y_val) = data.diabetes()
+    # 442 examples: ceil(0.2 * 442) = 89 held out.
+    assert x_train.shape == (353, 10) and x_val.shape == (89, 10)
+    assert y_train.shape == (353,) and y_val.shape == (89,)
+    for a in (x_train, y_train, x_val, y_val):
+        assert a.dtype == np.float32
+
+
+def test_diabetes_is_standardised_on_the_training_split_only():
+    from sklearn.datasets import load_diabetes
+
+    raw_x, raw_y = load_diabetes(return_X_y=True, scaled=False)
+    (x_train, y_train), (x_val, y_val) = data.diabetes(seed=4)
+    train = np.column_stack([x_train, y_train])
+    val = np.column_stack([x_val, y_val])
+    # Mean 0 and standard deviation 1 on the training part, every column.
+    np.testing.assert_allclose(train.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(train.std(axis=0), 1.0, atol=1e-5)
+    # The validation part is scaled with the training statistics, not its own.
+    assert np.abs(val.mean(axis=0)).max() > 1e-2
+    # Each column of both parts is one increasing affine map of the raw
+    # column: (raw - mean_train) / std_train.
+    raw = np.column_stack([raw_x, raw_y])
+    both = np.concatenate([train, val])
+    for j in range(raw.shape[1]):
+        a, b = np.polyfit(np.sort(raw[:, j]), np.sort(both[:, j]), 1)
+        assert a > 0
+        np.testing.assert_allclose(
+            a * np.sort(raw[:, j]) + b, np.sort(both[:, j]), atol=1e-4
+        )
+
+
+def test_diabetes_split_is_reproducible_per_seed():
+    (xa, ya), (xva, yva) = data.diabetes(seed=1)
+    (xb, yb), (xvb, yvb) = data.diabetes(seed=1)
+    for a, b in ((xa, xb), (ya, yb), (xva, xvb), (yva, yvb)):
+        np.testing.assert_array_equal(a, b)
+    (xc, _), _ = data.diabetes(seed=2)
+    assert xc.shape == xa.shape and not np.array_equal(xa, xc)
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 1.0, "0.2", None, True])
+def test_diabetes_bad_val_fraction(val_fraction):
+    with pytest.raises(ValueError, match=r"`val_fraction` should be a number in"):
+        data.diabetes(val_fraction=val_fraction)
+
+
+def test_diabetes_val_fraction_leaving_one_example():
+    with pytest.raises(ValueError, match=r"at least 2 examples.*`val_fraction=0.001`"):
+        data.diabetes(val_fraction=0.001)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.0, None, True])
+def test_diabetes_bad_seed(seed):
+    with pytest.raises(ValueError, match=r"`seed` should be an integer in"):
+        data.diabetes(seed=seed)
+
+
+def test_load_diabetes_as_arrays_and_datasets():
+    expected = DataInfo("diabetes", (10,), None, 353, 89, task="regression")
+    (x_train, y_train), (x_val, y_val), info = data.load("diabetes", arrays=True)
+    assert info == expected
+    assert info.task == "regression" and info.num_outputs == 1
+    (xa, ya), (xva, yva) = data.diabetes(seed=0)
+    np.testing.assert_array_equal(x_train, xa)
+    np.testing.assert_array_equal(y_val, yva)
+
+    train, val, info = data.load("diabetes", batch_size=50, seed=0)
+    assert info == expected
+    assert train.element_spec[1].dtype == tf.float32
+    assert len(batches(train)[0][0]) == 50
+    np.testing.assert_array_equal(concat(val)[0], xva)
+    np.testing.assert_array_equal(np.sort(concat(train)[1]), np.sort(ya))
+    with pytest.raises(ValueError, match=r"Received: `arrays=1`"):
+        data.load("diabetes", arrays=1)
+
+
+# DataInfo
+
+
+def test_data_info_outputs_and_task():
+    digits_info = DataInfo("digits", (8, 8, 1), 10, 1437, 360)
+    assert digits_info.task == "classification" and digits_info.num_outputs == 10
+    assert DataInfo("x", (3,), None, 5, 2, task="regression").num_outputs == 1
+    assert DataInfo("x", (3,), None, 5, 2, "regression", 2).num_outputs == 2
+    with pytest.raises(ValueError, match=r"`task` should be one of.*`task='ranking'`"):
+        DataInfo("x", (3,), 2, 5, 2, task="ranking")
+    with pytest.raises(ValueError, match=r"`num_classes` should be `None` for regr"):
+        DataInfo("x", (3,), 2, 5, 2, task="regression")
+    with pytest.raises(ValueError, match=r"`num_outputs=3`"):
+        DataInfo("x", (3,), 2, 5, 2, num_outputs=3)
+    with pytest.raises(ValueError, match=r"`num_outputs=0`"):
+        DataInfo("x", (3,), None, 5, 2, task="regression", num_outputs=0)
+
+
+def test_importing_data_does_not_import_tensorflow_datasets():
+    code = (
+        "import sys, keras_idim.data as d; "
+        "assert 'tensorflow_datasets' not in sys.modules, 'imported'; "
+        "d.load('digits', arrays=True); "
+        "assert 'tensorflow_datasets' not in sys.modules, 'loaded'; "
+        "d.tfds_dataset; "
+        "assert 'tensorflow_datasets' in sys.modules, 'lazy'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

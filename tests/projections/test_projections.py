@@ -233,6 +233,25 @@ def test_bad_dim(bad):
         FastfoodProjection(full_dim=10, dim=bad)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seed", [np.int64(7), np.uint32(7), 2**32 - 1])
+def test_seed_accepts_numpy_integers_up_to_2_to_the_32(kind, seed):
+    p = projections.get(kind)(full_dim=10, dim=2, seed=seed)
+    assert p.seed == int(seed) and type(p.seed) is int
+    np.testing.assert_array_equal(
+        materialize(p), materialize(projections.get(kind)(10, 2, seed=int(seed)))
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**63 - 1, 1.0, "0", None, True])
+def test_seed_outside_the_one_seed_range(kind, seed):
+    with pytest.raises(
+        ValueError, match=r"`seed` should be an integer in \[0, 2\*\*32\)"
+    ):
+        projections.get(kind)(full_dim=10, dim=2, seed=seed)
+
+
 def test_bad_seed_and_budget():
     with pytest.raises(ValueError, match=r"Received: `seed=-1`"):
         SparseProjection(full_dim=10, dim=2, seed=-1)

@@ -1,0 +1,143 @@
+"""Benchmarks: what a subspace training step costs against a plain one.
+
+Each configuration (model, projection, d, XLA or not) runs in a process of
+its own, so that its peak memory is its own. In that process the plain
+model (all D weights trained by `fit`) and the SubspaceModel (same
+architecture, same synthetic batch of 128, same optimizer) are timed in
+alternating rounds after a warm-up: the ratio of each round's median step
+times is one paired sample, and the report gives the median ratio over the
+rounds with its spread (min to max). This keeps the machine's noise, which
+hits both sides of a pair alike, out of the ratio.
+
+For a dense projection the benchmark also measures one pass over P (the
+forward product alone) and prints the bound that memory bandwidth sets on
+any dense step: the plain step plus two passes.
+
+    keras-idim bench            # bench/results.json, RESULTS.md, ratio.png
+    keras-idim bench --quick    # a tiny model, in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+
+from keras_idim.bench.configs import jobs, skip_reason
+from keras_idim.bench.micro import product_timings, search_cost
+from keras_idim.bench.report import describe, markdown, plot
+from keras_idim.bench.timer import BATCH, run_config, run_job
+from keras_idim.utils.io import atomic_write
+
+
+def run(
+    quick: bool = False,
+    out: str = "bench",
+    jit_modes: Sequence[bool] = (False,),
+    names: Sequence[str] | None = None,
+    with_search_cost: bool | None = None,
+    timeout: int = 1800,
+    verbose: int = 1,
+) -> dict:
+    """Runs the benchmark; writes OUT/results.json, RESULTS.md and ratio.png.
+
+    Each file is written atomically: a reader never sees half of one.
+
+    Args:
+        quick: bool. A tiny model, in seconds. Defaults to `False`.
+        out: str. The folder of the results. Defaults to `"bench"`.
+        jit_modes: tuple. The XLA settings to time. Defaults to `(False,)`.
+        names: list or None. Only these configurations. Defaults to `None`.
+        with_search_cost: bool or None. Time the d-search against a grid
+            (minutes). Defaults to `None`: unless `quick`.
+        timeout: int. Seconds each configuration's process may run.
+            Defaults to `1800`.
+        verbose: int. Print progress when nonzero. Defaults to `1`.
+
+    Returns:
+        The results, as written to `results.json`.
+    """
+    import keras
+    import tensorflow as tf
+
+    records = []
+    for spec in jobs(quick, jit_modes, names):
+        label = (
+            f"{spec['name']:>12} d={spec['dim']:<7} {spec['projection']:>8} "
+            f"{'xla' if spec['jit'] else '   '}"
+        )
+        reason = skip_reason(spec)
+        if reason:
+            records.append({**spec, "status": "skipped", "message": reason})
+            if verbose:
+                print(f"{label}  skipped: {reason}", flush=True)
+            continue
+        record = run_job(spec, timeout=timeout)
+        records.append(record)
+        if verbose:
+            print(f"{label}  {describe(record)}", flush=True)
+    result = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "date": time.strftime("%Y-%m-%d"),
+        },
+        "batch_size": BATCH,
+        "quick": quick,
+        "command": "keras-idim bench"
+        + (" --quick" if quick else "")
+        + {(False,): "", (True,): " --xla on"}.get(tuple(jit_modes), " --xla both"),
+        "records": records,
+    }
+    result["products"] = product_timings(quick, verbose)
+    if with_search_cost if with_search_cost is not None else not quick:
+        result["search_cost"] = search_cost(verbose)
+    atomic_write(os.path.join(out, "results.json"), json.dumps(result, indent=1))
+    atomic_write(os.path.join(out, "RESULTS.md"), markdown(result))
+    plot(result, os.path.join(out, "ratio.png"))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`keras-idim bench`: parses `argv`, runs; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="keras-idim bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="bench")
+    parser.add_argument("--xla", choices=("off", "on", "both"), default="off")
+    parser.add_argument(
+        "--configs", default=None, help="comma-separated names, e.g. fc-mnist"
+    )
+    parser.add_argument(
+        "--no-search-cost",
+        action="store_true",
+        help="skip the auto-against-grid search timing (run by default "
+        "without --quick)",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:  # one configuration, in the process that `run_job` started
+        print(json.dumps(run_config(json.loads(args.worker))), flush=True)
+        return 0
+    modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.xla]
+    names = args.configs.split(",") if args.configs else None
+    run(
+        quick=args.quick,
+        out=args.out,
+        jit_modes=modes,
+        names=names,
+        with_search_cost=False if args.no_search_cost else None,
+    )
+    return 0
+
+
+__all__ = ["main", "markdown", "plot", "product_timings", "run", "search_cost"]
