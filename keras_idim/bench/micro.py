@@ -90,11 +90,7 @@ def search_cost(verbose: int = 1) -> dict:
     import numpy as np
 
     from keras_idim import data, models
-
-    try:
-        from keras_idim.dimsearch import search
-    except ImportError:
-        from keras_idim.search import search
+    from keras_idim.dimsearch.api import search
 
     train, val = data.digits()
 
