@@ -179,7 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure the intrinsic dimension of a model on a dataset.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_search(sub)
+    _add_train_and_export(sub)
+    sub.add_parser(
+        "bench",
+        help="benchmark the subspace step against the plain step",
+        add_help=False,  # keras_idim.bench parses its own options
+    )
+    return parser
 
+
+def _add_search(sub) -> None:
+    """The `search` sub-command's options."""
     s = sub.add_parser(
         "search",
         help="find d_int90 (runs digits with fc offline by default)",
@@ -281,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--quiet", action="store_true", help="print the answer only")
 
+
+def _add_train_and_export(sub) -> None:
+    """The `train` and `export` sub-commands' options."""
     t = sub.add_parser(
         "train",
         help="one subspace training run",
@@ -322,13 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="the export's path (default: saved_models/NAME, NAME from SOURCE)",
     )
     _add_export_options(e)
-
-    sub.add_parser(
-        "bench",
-        help="benchmark the subspace step against the plain step",
-        add_help=False,  # keras_idim.bench parses its own options
-    )
-    return parser
 
 
 def _add_export_options(parser: argparse.ArgumentParser) -> None:

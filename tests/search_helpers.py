@@ -29,6 +29,11 @@ def digits_arrays():
     return (x_train, y_train), (x_val, y_val)
 
 
+def must_not_run(recipe, dim, seed, threshold):
+    """A run function for a runner that must not train (a full resume)."""
+    raise AssertionError(f"run ({dim}, {seed}) trained again")
+
+
 # Settings under which tiny_fc on digits fails at d <= 3 and passes at d = 300.
 TINY = dict(
     baseline=1.0, fraction=0.5, epochs=3, batch_size=64, learning_rate=0.05, verbose=0

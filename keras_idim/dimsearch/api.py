@@ -230,33 +230,7 @@ def search(
     mode = cfg.resolve_mode(mode, monitor, metrics)
     callbacks = cfg.check_callbacks(callbacks)
     tensorboard = cfg.check_tensorboard(tensorboard)
-    workers = check_positive_int("workers", workers)
-    if ray_address is not None and not (isinstance(ray_address, str) and ray_address):
-        raise ValueError(
-            "`ray_address` should be None (a Ray on this machine) or the "
-            "address of a Ray cluster, e.g. 'auto' or 'HEAD_IP:6379'. "
-            f"{received('ray_address', ray_address)}"
-        )
-    if runner is not None:
-        if not isinstance(runner, Runner):
-            raise ValueError(
-                "`runner` should be a keras_idim Runner (e.g. "
-                "`keras_idim.dimsearch.runner.InProcessRunner()`) or None. "
-                f"{received('runner', runner)}"
-            )
-        if workers > 1 or ray_address is not None:
-            raise ValueError(
-                "Pass `runner` or `workers`/`ray_address`, not both. Received: "
-                f"`runner={runner!r}`, `workers={workers}`, "
-                f"`ray_address={ray_address!r}`"
-            )
-    elif workers > 1 or ray_address is not None:
-        from keras_idim.dimsearch.ray_runner import RayRunner, check_ray
-
-        check_ray(workers, ray_address, train_data, val_data)
-        runner = RayRunner(workers=workers, address=ray_address)
-    else:
-        runner = InProcessRunner()
+    runner = _choose_runner(runner, workers, ray_address, train_data, val_data)
     sub_optimizer, sub_opt_config = cfg.optimizer_factory(optimizer, learning_rate)
     base_optimizer, base_opt_config = cfg.optimizer_factory(
         optimizer, baseline_learning_rate
@@ -338,3 +312,37 @@ def search(
         dims, start=start_dim, tolerance=tolerance, max_dim=max_dim
     )
     return driver.run()
+
+
+def _choose_runner(
+    runner: Any, workers: Any, ray_address: Any, train_data: Any, val_data: Any
+) -> Runner:
+    """The user's runner, the Ray one for `workers > 1` or an address, or
+    the in-process one; every argument checked before any work."""
+    workers = check_positive_int("workers", workers)
+    if ray_address is not None and not (isinstance(ray_address, str) and ray_address):
+        raise ValueError(
+            "`ray_address` should be None (a Ray on this machine) or the "
+            "address of a Ray cluster, e.g. 'auto' or 'HEAD_IP:6379'. "
+            f"{received('ray_address', ray_address)}"
+        )
+    if runner is None:
+        if workers == 1 and ray_address is None:
+            return InProcessRunner()
+        from keras_idim.dimsearch.ray_runner import RayRunner, check_ray
+
+        check_ray(workers, ray_address, train_data, val_data)
+        return RayRunner(workers=workers, address=ray_address)
+    if not isinstance(runner, Runner):
+        raise ValueError(
+            "`runner` should be a keras_idim Runner (e.g. "
+            "`keras_idim.dimsearch.runner.InProcessRunner()`) or None. "
+            f"{received('runner', runner)}"
+        )
+    if workers > 1 or ray_address is not None:
+        raise ValueError(
+            "Pass `runner` or `workers`/`ray_address`, not both. Received: "
+            f"`runner={runner!r}`, `workers={workers}`, "
+            f"`ray_address={ray_address!r}`"
+        )
+    return runner

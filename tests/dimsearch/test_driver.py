@@ -3,7 +3,7 @@
 import random
 
 import pytest
-from search_helpers import TINY_RAY, digits_arrays, tiny_fc
+from search_helpers import TINY_RAY, digits_arrays, must_not_run, tiny_fc
 
 from keras_idim import search
 from keras_idim.dimsearch import InProcessRunner, RunRecord, SearchResult
@@ -30,10 +30,6 @@ def fake_run(recipe, dim, seed, threshold):
     metric = 0.3 if dim == 45 else min(1.0, 0.12 * (dim or 1e9) ** 0.4)
     metric -= 0.01 * (seed % 2)
     return RunRecord(dim, seed, "fastfood", metric, 1, False, 0.0, "ok")
-
-
-def must_not_run(recipe, dim, seed, threshold):
-    raise AssertionError(f"run ({dim}, {seed}) trained again")
 
 
 def test_driver_with_runs_out_of_order_matches_sequential(tmp_path):

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from search_helpers import TINY, digits_arrays, tiny_fc
+from search_helpers import TINY, digits_arrays, must_not_run, tiny_fc
 
 from keras_idim import search
 from keras_idim.dimsearch import (
@@ -61,10 +61,6 @@ COMPLETE = dict(
     verbose=0,
 )
 INTERRUPTED = dict(TINY, dims="auto", start_dim=1, max_dim=1210)
-
-
-def must_not_run(recipe, dim, seed, threshold):
-    raise AssertionError(f"run ({dim}, {seed}) trained again")
 
 
 def test_old_complete_file_resumes_without_training(tmp_path):
