@@ -41,9 +41,20 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"should be positive: {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"should be a finite positive number: {text!r}"
+        )
     return value
+
+
+def _keras_file(text: str) -> str:
+    if not text.endswith(".keras"):
+        raise argparse.ArgumentTypeError(
+            f"should be a PATH.keras file (Keras 3 saves the .keras format "
+            f"only): {text!r}"
+        )
+    return text
 
 
 def _fraction(text: str) -> float:
@@ -130,6 +141,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         default=None,
         help="a prepared TFDS data_dir (for tfds:NAME offline)",
+    )
+    parser.add_argument(
+        "--no-download",
+        action="store_true",
+        help="tfds:NAME: use prepared data only (in --data-dir), never download",
     )
     parser.add_argument(
         "--projection",
@@ -308,6 +324,7 @@ def _add_train_and_export(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     t.add_argument(
         "--save",
+        type=_keras_file,
         default=None,
         help="save the trained SubspaceModel to this .keras file",
     )
@@ -356,18 +373,44 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _export_path(path: str, args: argparse.Namespace, arg: str) -> str:
+    """The export's path, checked before any work, creating nothing."""
+    if args.no_base and args.format != "compact":
+        raise ValueError("`--no-base` applies to `--format compact` only.")
+    if args.format == "compact" and not path.endswith(".npz"):
+        path += ".npz"
+    if os.path.exists(path) and not args.overwrite:
+        raise ValueError(
+            f"`{arg}` {path!r} already exists. Pass --overwrite to replace it, "
+            "or choose another path."
+        )
+    _check_writable(path, arg, folder=False)
+    return path
+
+
 def _export(model, path: str, args: argparse.Namespace) -> str:
     from keras_idim.export import export_saved_model, save_compact
 
     if args.format == "compact":
-        if not path.endswith(".npz"):
-            path += ".npz"
         return save_compact(
             model, path, include_base=not args.no_base, overwrite=args.overwrite
         )
-    if args.no_base:
-        raise ValueError("`--no-base` applies to `--format compact` only.")
     return export_saved_model(model, path, overwrite=args.overwrite)
+
+
+def _check_writable(path: str, arg: str, *, folder: bool) -> None:
+    """Checks, creating nothing, that `path` (a folder, or a file) can be
+    written: it is of that kind if it exists, and the nearest existing
+    folder at or above it is writable."""
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`{arg}` {path!r} exists and is a file, not a folder.")
+    above = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`{arg}` {path!r} cannot be written: {above!r} is not writable."
+        )
 
 
 def _model_fn(spec: str, info) -> Callable:
@@ -398,7 +441,11 @@ def run_search(args: argparse.Namespace) -> int:
 
     # Arrays where the data fit in memory: each run then shuffles from its seed.
     train, val, info = data.load(
-        args.dataset, batch_size=args.batch_size, data_dir=args.data_dir, arrays=True
+        args.dataset,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        arrays=True,
+        download=not args.no_download,
     )
     model_fn = _model_fn(args.model, info)
     loss, metrics, monitor = _task(args, info)
@@ -409,6 +456,8 @@ def run_search(args: argparse.Namespace) -> int:
             + ("-said" if args.said else "")
         ),
     )
+    _check_writable(out, "--out", folder=True)
+    args.results_path = os.path.join(out, "results.json")  # for an interrupt
     result = search(
         model_fn,
         train,
@@ -430,7 +479,7 @@ def run_search(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         tensorboard=args.tensorboard,
         structure_aware=args.said,
-        results_path=os.path.join(out, "results.json"),
+        results_path=args.results_path,
         tolerance=args.tolerance,
         start_dim=args.start_dim,
         max_dim=args.max_dim,
@@ -459,7 +508,11 @@ def run_train(args: argparse.Namespace) -> int:
     from keras_idim.subspace import SubspaceModel
 
     train, val, info = data.load(
-        args.dataset, batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir
+        args.dataset,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        download=not args.no_download,
     )
     keras.utils.set_random_seed(args.seed)
     base = _model_fn(args.model, info)()
@@ -489,7 +542,10 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         print(f"best {monitor} {best(values, mode):.4f} (last {values[-1]:.4f})")
     if args.save:
-        model.save(args.save)
+        from keras_idim.utils.io import staged
+
+        with staged(args.save) as tmp:  # no partial file, ever
+            model.save(tmp)
         print(f"saved {args.save}")
     if args.export:
         print(f"exported {_export(model, args.export, args)} ({args.format})")
@@ -505,6 +561,10 @@ def run_export(args: argparse.Namespace) -> int:
     source = args.source
     if not os.path.isfile(source):
         raise ValueError(f"SOURCE not found: {source!r}")
+    stem = os.path.basename(source)
+    for suffix in (".keras", ".npz"):
+        stem = stem.removesuffix(suffix)
+    out = _export_path(args.out or os.path.join("saved_models", stem), args, "--out")
     if source.endswith(".npz"):
         model = load_compact(source)
     else:
@@ -515,12 +575,73 @@ def run_export(args: argparse.Namespace) -> int:
                 "keras_idim SubspaceModel (save one with `keras-idim train "
                 "--save` or `model.save`)."
             )
-    stem = os.path.basename(source)
-    for suffix in (".keras", ".npz"):
-        stem = stem.removesuffix(suffix)
-    out = args.out or os.path.join("saved_models", stem)
     print(f"exported {_export(model, out, args)} ({args.format})")
     return 0
+
+
+def _join_negative_values(parser: argparse.ArgumentParser, argv: list) -> list:
+    """`--dims -5,10` as `--dims=-5,10`: argparse takes a value that starts
+    with '-' (and is not a plain negative number) for an option, so that it
+    would say "expected one argument" instead of what is wrong with it."""
+    options = {
+        option
+        for action in parser._subparsers._group_actions[0].choices.values()
+        for a in action._actions
+        if a.nargs is None and a.option_strings
+        for option in a.option_strings
+    }
+    joined: list = []
+    for item in argv:
+        if (
+            joined
+            and joined[-1] in options
+            and item.startswith("-")
+            and item not in options
+            and item not in ("-h", "--help")
+        ):
+            joined[-1] = f"{joined[-1]}={item}"
+        else:
+            joined.append(item)
+    return joined
+
+
+def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
+    """Usage errors that span two options, before any work."""
+    if args.command == "search" and args.max_dim is not None:
+        if args.max_dim < args.start_dim:
+            parser.error(
+                f"argument --max-dim: should be at least --start-dim "
+                f"({args.start_dim}): {args.max_dim}"
+            )
+    try:
+        if args.command == "train" and args.export:
+            args.export = _export_path(args.export, args, "--export")
+        if args.command == "train" and args.save:
+            _check_writable(args.save, "--save", folder=False)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def _interrupted(args) -> str:
+    """One line for Ctrl-C: what was kept, and how to go on."""
+    path = getattr(args, "results_path", None)
+    if path and os.path.exists(path):
+        import json
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+            count = sum(
+                len(state.get(k) or [])
+                for k in ("baseline_runs", "runs", "speculative_runs")
+            )
+        except (OSError, ValueError):
+            count = "some"
+        return (
+            f"interrupted: {count} runs saved in {path}; run the same command "
+            "to resume\n"
+        )
+    return f"keras-idim {args.command}: interrupted\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -531,13 +652,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from keras_idim import bench
 
         return bench.main(argv[1:])
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(parser, argv))
+    _check_combinations(parser, args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = {"search": run_search, "train": run_train, "export": run_export}[
         args.command
     ]
     try:
         return command(args)
+    except KeyboardInterrupt:
+        parser.exit(130, _interrupted(args))
     except (ValueError, ImportError) as e:  # bad input argparse could not see
         parser.exit(2, f"keras-idim {args.command}: error: {e}\n")
     except (RuntimeError, OSError) as e:  # e.g. a download, an existing target

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -228,6 +229,16 @@ def get(name: str) -> Callable[..., keras.Model]:
     )
 
 
+def _load_saved(path: str) -> keras.Model:
+    """A saved model, uncompiled; a file Keras cannot read says why."""
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:
+        raise ValueError(
+            f"The saved model {path!r} could not be loaded: {type(e).__name__}: {e}"
+        ) from None
+
+
 def from_spec(spec: str, info: Any) -> Callable[[], keras.Model]:
     """A builder of fresh base models from a command line's `--model`.
 
@@ -263,7 +274,13 @@ def from_spec(spec: str, info: Any) -> Callable[[], keras.Model]:
                 f"The saved model file {spec!r} does not exist. "
                 f"{received('model', spec)}"
             )
-        return functools.partial(keras.saving.load_model, spec, compile=False)
+        if not zipfile.is_zipfile(spec):
+            raise ValueError(
+                f"The file {spec!r} is not a saved Keras model: a `.keras` file "
+                "is a zip archive written by `model.save`, and this one is not "
+                f"(empty, truncated, or another format). {received('model', spec)}"
+            )
+        return functools.partial(_load_saved, spec)
     build = get(spec)
     task = getattr(info, "task", "classification")
     if task == "classification":

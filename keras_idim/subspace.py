@@ -107,6 +107,14 @@ class SubspaceModel(keras.Model):
                 f"Received: `base_model={base_model!r}` "
                 f"of type {type(base_model).__name__}"
             )
+        if isinstance(base_model, SubspaceModel):
+            raise ValueError(
+                f"`base_model` ({base_model.name!r}) is already a SubspaceModel: "
+                "wrapping it again would train nothing (its only weights are "
+                "theta_d). Wrap its base network instead: "
+                "`SubspaceModel(model.base_model, dim)` (theta_0 is then the "
+                "base's current weights, theta_0 + P theta_d of the old model)."
+            )
         if not base_model.built:
             raise ValueError(
                 f"`base_model` ({base_model.name!r}) is not built: its "
@@ -143,6 +151,13 @@ class SubspaceModel(keras.Model):
                 f"), one scale each. Received: `dim={dim}`"
             )
         full_dim = sum(base_vars.sizes)
+        if dim > full_dim:
+            raise ValueError(
+                f"`dim` should be at most D={full_dim:,}, the number of "
+                f"trainable weights of `base_model` ({base_model.name!r}): a "
+                "larger subspace cannot reach more of the weight space. "
+                f"Received: `dim={dim}`"
+            )
         sub_dim = dim - num_tensors if structure_aware else dim
         if isinstance(projection, Projection):
             if (projection.full_dim, projection.dim) != (full_dim, sub_dim):

@@ -1,8 +1,11 @@
 """The `keras-idim` command line."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -133,3 +136,114 @@ def test_cli_absolute_threshold_and_tensorboard(tmp_path, capsys):
         capsys.readouterr().out
     )
     assert [p.name for p in logs.iterdir()] == ["d002000-seed0"]  # no baseline
+
+
+# -- misuse refused up front (each of these trained, crashed or hung before) --
+
+
+def run_cli(*argv, cwd=None, timeout=300):
+    """The CLI in a child process: exit status, stdout, stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_idim.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["train", "--dim", "5", "--lr", "inf"], "--lr: should be a finite positive"),
+        (["train", "--dim", "5", "--save", "m.h5"], "--save: should be a PATH.keras"),
+        (["search", "--dims", "-5,10"], "--dims: should be 'auto' or positive"),
+        (["search", "--start-dim", "100", "--max-dim", "50"], "--max-dim: should be"),
+        (["search", "--lr", "nan"], "--lr: should be a finite positive"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(argv, match, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("keras-idim ")
+
+
+def test_train_checks_save_and_export_targets_before_training(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--dim", "5", "--export", str(tmp_path / "taken")])
+    assert info.value.code == 2
+    assert "already exists" in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root ignores permissions
+        pytest.skip("running as root: permissions are not enforced")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--dim", "5", "--save", str(locked / "m.keras")])
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_train_refuses_dim_above_D_and_a_saved_subspace_model(tmp_path):
+    code, out, err = run_cli("train", "--dim", "100000000", "--epochs", "1")
+    assert code == 2 and "`dim` should be at most D=55,210" in err
+    assert "epoch" not in out.lower()  # refused before training
+    saved = tmp_path / "sub.keras"
+    code, _, err = run_cli("train", "--dim", "5", "--epochs", "1", "--save", str(saved))
+    assert code == 0 and saved.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".keras_idim")]
+    code, out, err = run_cli("train", "--dim", "5", "--model", str(saved))
+    assert code == 2 and "already a SubspaceModel" in err and "base_model" in err
+
+
+def test_search_out_checked_before_the_baseline(tmp_path, capsys):
+    taken = tmp_path / "file"
+    taken.write_text("not a folder")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["search", "--out", str(taken)])
+    assert info.value.code == 2
+    assert "exists and is a file" in capsys.readouterr().err
+
+
+def test_a_keras_file_that_is_not_a_model_says_so(tmp_path, capsys):
+    bad = tmp_path / "broken.keras"
+    bad.write_text("garbage")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["search", "--model", str(bad), "--out", str(tmp_path / "o")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a saved Keras model" in err and "not found" not in err
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "keras_idim.cli", "search", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        results = out / "results.json"
+        while time.monotonic() < deadline and child.poll() is None:
+            if results.exists() and json.loads(results.read_text())["runs"]:
+                break
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("interrupted: ") and "run the same command" in lines[-1]
+    assert "Traceback" not in err
+    saved = json.loads((out / "results.json").read_text())
+    count = sum(len(saved[k]) for k in ("baseline_runs", "runs", "speculative_runs"))
+    assert f"interrupted: {count} runs saved in {out / 'results.json'}" in lines[-1]

@@ -51,6 +51,7 @@ def load(
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     arrays: bool = False,
+    download: bool = True,
 ) -> tuple[Any, Any, DataInfo]:
     """Training and validation datasets from a dataset spec.
 
@@ -70,6 +71,9 @@ def load(
             `(x, y)` NumPy arrays instead of datasets, e.g. for
             `keras_idim.search`, which then shuffles each run from its own
             seed. TFDS data always come as datasets. Defaults to `False`.
+        download: bool. For `"tfds:NAME"`: download and prepare the data
+            when they are not in `data_dir`; `False` uses prepared data
+            only. Defaults to `True`.
 
     Returns:
         `(train, val, info)`: the training set shuffled each epoch, both
@@ -100,7 +104,11 @@ def load(
             from keras_idim.data.tfds import tfds_dataset
 
             return tfds_dataset(
-                tfds_name, batch_size=batch_size, seed=seed, data_dir=data_dir
+                tfds_name,
+                batch_size=batch_size,
+                seed=seed,
+                data_dir=data_dir,
+                download=download,
             )
     raise ValueError(
         f"`dataset` should be one of {', '.join(SPECS)}. {received('dataset', spec)}"

@@ -7,6 +7,7 @@ module only when a `"tfds:NAME"` spec (or `tfds_dataset`) is asked for.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import tensorflow as tf
@@ -21,9 +22,30 @@ from keras_idim.utils.validation import (
     received,
 )
 
+#: Where TFDS fetches prepared data first (its mirror): before a download,
+#: one connection to it, with `PROBE_TIMEOUT`, tells within seconds whether
+#: the machine is online, where a download would retry for minutes.
+PROBE_ADDRESS = ("storage.googleapis.com", 443)
+PROBE_TIMEOUT = 5.0
+
 #: Largest shuffle buffer of a TFDS training set, in examples (the whole
 #: training set of MNIST and CIFAR-10 fits, so they are shuffled uniformly).
 SHUFFLE_BUFFER = 2**16
+
+
+def _would_download(name: str, data_dir: str | None) -> bool:
+    """Whether `tfds.load` would download `name`: it is not prepared in
+    `data_dir`, and TFDS's `download_and_prepare` is its own (under
+    `tfds.testing.mock_data` it is a no-op that needs no network). An
+    unknown name counts as no download: `tfds.load` then says it is
+    unknown."""
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception:
+        return False
+    method = type(builder).download_and_prepare
+    mocked = getattr(method, "__module__", "").startswith("tensorflow_datasets.testing")
+    return not mocked and not builder.is_prepared()
 
 
 def _split_size(info: Any, split: str) -> int | None:
@@ -32,6 +54,30 @@ def _split_size(info: Any, split: str) -> int | None:
         return int(info.splits[split].num_examples)
     except (KeyError, ValueError, TypeError, AttributeError):
         return None
+
+
+def _online() -> bool:
+    """Whether TFDS's mirror answers, within `PROBE_TIMEOUT` seconds."""
+    try:
+        socket.create_connection(PROBE_ADDRESS, timeout=PROBE_TIMEOUT).close()
+    except OSError:
+        return False
+    return True
+
+
+def _folders(root: str) -> set[str]:
+    """Every folder at or under `root` (empty when it does not exist)."""
+    return {path for path, _, _ in os.walk(root)}
+
+
+def _remove_new_empty_folders(root: str, before: set[str]) -> None:
+    """Removes folders under `root` that a failed load created and left
+    empty, deepest first; folders that were there before are kept."""
+    for path in sorted(_folders(root) - before, key=len, reverse=True):
+        try:
+            os.rmdir(path)  # only if empty
+        except OSError:
+            pass
 
 
 def _download_error(
@@ -52,8 +98,9 @@ def _download_error(
         "To use it without internet access, prepare it on a machine with "
         f"internet access, with `tfds.load({name!r}, data_dir='/some/dir')` "
         f"or `tfds build {name} --data_dir=/some/dir`; copy that folder to "
-        "this machine, and pass `data_dir='/copied/dir'` (`--data-dir "
-        "/copied/dir` on the command line)."
+        "this machine, and pass `data_dir='/copied/dir'` and "
+        "`download=False` (`--data-dir /copied/dir --no-download` on the "
+        "command line)."
     )
 
 
@@ -130,7 +177,18 @@ def tfds_dataset(
     val_split = check_name("val_split", val_split)
     download = check_bool("download", download)
 
+    root = (
+        data_dir
+        or os.environ.get("TFDS_DATA_DIR")
+        or os.path.expanduser("~/tensorflow_datasets")
+    )
+    before = _folders(root)
     try:
+        if download and _would_download(name, data_dir) and not _online():
+            raise OSError(
+                f"no network: {PROBE_ADDRESS[0]} did not answer within "
+                f"{PROBE_TIMEOUT:g} s (offline?)"
+            )
         (train, val), info = tfds.load(
             name,
             split=[train_split, val_split],
@@ -149,6 +207,7 @@ def tfds_dataset(
         ) from err
     except ValueError as err:
         if "split" not in str(err).lower():
+            _remove_new_empty_folders(root, before)
             raise _download_error(name, data_dir, download, err) from err
         raise ValueError(
             f"Unknown or malformed split of the TFDS dataset {name!r}: {err} "
@@ -156,6 +215,7 @@ def tfds_dataset(
             f"`val_split={val_split!r}`"
         ) from err
     except Exception as err:
+        _remove_new_empty_folders(root, before)
         raise _download_error(name, data_dir, download, err) from err
 
     features = info.features

@@ -32,6 +32,7 @@ _EXPORTS = {
     "train_run": "runner",
     "RayRunner": "ray_runner",
     "SearchFileError": "store",
+    "RunError": "driver",
     "RunRecord": "records",
     "Baseline": "records",
     "STATUSES": "records",

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
@@ -303,13 +302,10 @@ def search(
         results_path=results_path,
         say=say,
     )
-    if max_dim is None and dims == "auto":  # D, the model's parameter count
-        keras.utils.set_random_seed(seeds[0])
-        probe = model_fn()
-        max_dim = int(sum(int(np.prod(v.shape)) for v in probe.trainable_variables))
-        del probe
+    full_dim = cfg.check_model_fn(model_fn, seeds[0])  # D, before any training
+    cfg.check_dims_fit(dims, start_dim, max_dim, full_dim)
     driver.strategy = make_strategy(
-        dims, start=start_dim, tolerance=tolerance, max_dim=max_dim
+        dims, start=start_dim, tolerance=tolerance, max_dim=max_dim or full_dim
     )
     return driver.run()
 

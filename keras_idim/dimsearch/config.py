@@ -234,3 +234,82 @@ def check_tensorboard(tensorboard: Any) -> str | None:
             'installed. Install the extra: pip install "keras-idim[tensorboard]".'
         )
     return os.fspath(tensorboard)
+
+
+def check_model_fn(model_fn: Callable[[], keras.Model], seed: int) -> int:
+    """Builds the first model twice, checks it, and returns D.
+
+    Every run builds its own model with `model_fn`, so it must return a
+    fresh, built, trainable `keras.Model` on each call: a model returned
+    twice (or one sharing weights with the last) would carry one run's
+    training into the next, silently.
+
+    Raises:
+        ValueError: what is wrong with the model, naming `model_fn`.
+        RuntimeError: `model_fn` itself raised.
+    """
+    from keras_idim.subspace import SubspaceModel
+
+    def build() -> Any:
+        keras.utils.set_random_seed(seed)
+        try:
+            return model_fn()
+        except Exception as e:
+            raise RuntimeError(
+                f"`model_fn` failed to build the first model: {type(e).__name__}: {e}"
+            ) from e
+
+    first = build()
+    if not isinstance(first, keras.Model):
+        raise ValueError(
+            "`model_fn` should return a keras.Model. It returned: "
+            f"{first!r} of type {type(first).__name__}"
+        )
+    if isinstance(first, SubspaceModel):
+        raise ValueError(
+            "`model_fn` returned a SubspaceModel; the search wraps the base "
+            "network itself. Return its base instead (`model.base_model`)."
+        )
+    if not first.built or not first.trainable_variables:
+        raise ValueError(
+            f"`model_fn` returned a model ({first.name!r}) that is "
+            + (
+                "not built: its weights do not exist yet. Give it a "
+                "`keras.Input` or build it inside `model_fn`."
+                if not first.built
+                else "without trainable weights: there is nothing to train."
+            )
+        )
+    second = build()
+    shared = {id(v) for v in first.weights} & {id(v) for v in second.weights}
+    if second is first or shared:
+        raise ValueError(
+            "`model_fn` returned the same model"
+            + ("" if second is first else " weights")
+            + " on two calls: it should build a fresh model on each call, or "
+            "every run would start from the weights the last one trained. "
+            "Build the model inside `model_fn` (for pretrained weights, load "
+            f"them there, or use `keras.models.clone_model`). Received: "
+            f"`model_fn={model_fn!r}`"
+        )
+    return int(sum(int(np.prod(v.shape)) for v in first.trainable_variables))
+
+
+def check_dims_fit(dims: Any, start_dim: int, max_dim: int | None, full_dim: int):
+    """Refuses a d larger than D, and `max_dim` below `start_dim`."""
+    too_large = [d for d in (dims if dims != "auto" else []) if d > full_dim]
+    if too_large:
+        raise ValueError(
+            f"`dims` should be at most D={full_dim:,}, the model's number of "
+            f"trainable weights. Received: `dims={dims!r}`"
+        )
+    if max_dim is not None and max_dim > full_dim:
+        raise ValueError(
+            f"`max_dim` should be at most D={full_dim:,}, the model's number of "
+            f"trainable weights. {received('max_dim', max_dim)}"
+        )
+    if dims == "auto" and max_dim is not None and max_dim < start_dim:
+        raise ValueError(
+            "`max_dim` should be at least `start_dim`. Received: "
+            f"`start_dim={start_dim}`, `max_dim={max_dim}`"
+        )

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from keras_idim.dimsearch import store
 from keras_idim.dimsearch.records import (
+    ERROR,
     OK,
     Baseline,
     RunRecord,
@@ -22,6 +23,10 @@ from keras_idim.dimsearch.records import (
 from keras_idim.dimsearch.result import SearchResult
 from keras_idim.dimsearch.runner import Recipe, Runner, Task
 from keras_idim.dimsearch.strategy import Strategy, follow, plan_dims, smallest_passing
+
+
+class RunError(RuntimeError):
+    """A run failed in a way that every run would: the recipe is wrong."""
 
 
 def _fmt(value: float | None) -> str:
@@ -80,11 +85,18 @@ class Driver:
             self.base = Baseline(float(baseline), "global")
         previous = store.load_previous(results_path, config) if results_path else None
         if previous:
+            retried = 0
             for key in ("baseline_runs", "runs", "speculative_runs"):
                 for record in previous[key]:
+                    if record.status == ERROR:  # no result: run it again
+                        retried += 1
+                        continue
                     self.done[(record.dim, record.seed)] = record
-            if self.done:
-                say(f"resuming from {results_path}: {len(self.done)} finished runs")
+            if self.done or retried:
+                say(
+                    f"resuming from {results_path}: {len(self.done)} finished "
+                    "runs" + (f", {retried} that raised run again" if retried else "")
+                )
 
     # -- derived state --
 
@@ -174,6 +186,34 @@ class Driver:
                 self.done[task] = record
                 self.report(record)
                 self.save()
+                self.check_recipe(record)
+
+    def check_recipe(self, record: RunRecord) -> None:
+        """Stops the search when a run's error is the recipe's, not its d's.
+
+        A baseline run that raises, or a subspace run that raises before
+        any subspace run has trained, says that every run would fail (a
+        loss, metric, label or model problem): the search stops there,
+        with that error, instead of recording it for every d.
+        """
+        if record.status != ERROR:
+            return
+        trained = any(
+            r.status != ERROR for (d, _), r in self.done.items() if d is not None
+        )
+        if record.dim is not None and trained:
+            return  # other d trained: this error is this d's, recorded
+        which = (
+            f"The baseline run (seed {record.seed})"
+            if record.dim is None
+            else f"The first subspace run (d={record.dim}, seed {record.seed})"
+        )
+        where = f" (saved in {self.results_path})" if self.results_path else ""
+        raise RunError(
+            f"{which} failed, so every run would: {record.message}. Nothing "
+            f"more was trained{where}; fix the recipe (model_fn, data, loss, "
+            "metrics, monitor) and run the search again."
+        )
 
     def train_baseline(self) -> None:
         """Trains the local baseline (unless it is given) and sets `base`."""

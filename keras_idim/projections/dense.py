@@ -13,6 +13,8 @@ BLOCK_ELEMENTS = 2**22
 #: Default `memory_budget` of `DenseProjection`: 2 GiB.
 DEFAULT_MEMORY_BUDGET = 2**31
 _OVER_BUDGET = ("blocks", "raise")
+#: Estimated seconds per training step above which an on-the-fly P warns.
+SLOW_STEP_SECONDS = 60.0
 
 
 @keras.saving.register_keras_serializable(package="keras_idim")
@@ -82,6 +84,29 @@ class DenseProjection(Projection):
         if self.stored:
             self._pt = tf.concat(
                 [self._block(b) for b in range(self.num_blocks)], axis=0
+            )
+        else:
+            self._warn_if_slow()
+
+    def _warn_if_slow(self) -> None:
+        """Warns once when regenerating P on the fly would take a minute or
+        more per training step (two passes: forward and transposed)."""
+        import time
+        import warnings
+
+        self._block(0)  # warm up
+        started = time.perf_counter()
+        self._block(0)
+        per_step = 2 * self.num_blocks * (time.perf_counter() - started)
+        if per_step >= SLOW_STEP_SECONDS:
+            warnings.warn(
+                f"A dense projection of D={self.full_dim:,} x d={self.dim:,} is "
+                f"over `memory_budget` and is regenerated on the fly: about "
+                f"{per_step / 60:.0f} minutes of random numbers per training "
+                "step on this machine. Use `projection='fastfood'` or "
+                "`'sparse'` (O(D log D) and O(d sqrt(D)) per step) instead.",
+                UserWarning,
+                stacklevel=3,
             )
 
     def _block(self, b: int | tf.Tensor) -> tf.Tensor:

@@ -77,11 +77,13 @@ def staged(path: str | os.PathLike) -> Iterator[str]:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".keras_idim-", dir=folder)
-    tmp = os.path.join(staging, "out")
+    # The same name as the target, so that writers that go by the suffix
+    # (keras' `.keras`, NumPy's `.npz`) write the same format.
+    tmp = os.path.join(staging, os.path.basename(os.path.abspath(path)))
     try:
         yield tmp
         if os.path.isdir(path) and not os.path.islink(path):
-            os.replace(path, os.path.join(staging, "old"))
+            os.replace(path, tmp + ".old")
         os.replace(tmp, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,6 @@
 import re
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from keras_idim import data
 from keras_idim.data import DataInfo
+from keras_idim.data import tfds as tfds_module
 
 
 def batches(ds):
@@ -72,7 +75,63 @@ def test_tfds_dataset_refuses_a_dataset_without_image_label_keys():
             data.tfds_dataset("wine_quality", batch_size=2)
 
 
-def test_tfds_dataset_download_failure_explains_data_dir(monkeypatch, tmp_path):
+@pytest.fixture
+def online(monkeypatch):
+    """TFDS's mirror "answers": a socket on 127.0.0.1 stands in for it, so
+    that a download is attempted (and fails as the test's fake says)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    monkeypatch.setattr(tfds_module, "PROBE_ADDRESS", server.getsockname())
+    yield
+    server.close()
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """TFDS's mirror does not answer: a closed port on 127.0.0.1."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    address = probe.getsockname()
+    probe.close()  # nothing listens there now: connections are refused
+    monkeypatch.setattr(tfds_module, "PROBE_ADDRESS", address)
+
+
+def test_offline_download_fails_within_seconds_and_leaves_nothing(offline, tmp_path):
+    # Before: TFDS retried for about 210 s, and left empty folders behind.
+    root = tmp_path / "tfds"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"(?s)'mnist'.*no network.*--no-download"):
+        data.tfds_dataset("mnist", data_dir=str(root))
+    assert time.monotonic() - started < 30
+    assert not root.exists() or not list(root.rglob("*"))
+
+
+def test_cli_no_download_uses_prepared_data_only(tmp_path, capsys):
+    from keras_idim import cli
+
+    root = tmp_path / "tfds"
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as info:
+        cli.main(
+            [
+                "search",
+                "--dataset",
+                "tfds:mnist",
+                "--data-dir",
+                str(root),
+                "--no-download",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+    assert info.value.code == 1
+    assert "`download=False`" in capsys.readouterr().err
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out").exists()
+
+
+def test_tfds_dataset_download_failure_explains_data_dir(monkeypatch, tmp_path, online):
     def offline_load(*args, **kwargs):
         raise ConnectionError("[Errno 101] Network is unreachable")
 

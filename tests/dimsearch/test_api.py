@@ -22,8 +22,14 @@ from search_helpers import (
     zero_or_not_arrays,
 )
 
-from keras_idim import search
-from keras_idim.dimsearch import SearchResult
+from keras_idim import SubspaceModel, search
+from keras_idim.dimsearch import (
+    InProcessRunner,
+    RunError,
+    RunRecord,
+    SearchResult,
+    train_run,
+)
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -109,14 +115,160 @@ def test_diverging_runs_are_recorded_and_the_search_goes_on():
 
 
 def test_failing_run_is_recorded_as_error():
+    # A run that raises after others trained is that d's failure: recorded,
+    # and the search goes on.
+    train, val = digits_arrays()
+
+    def no_gpu_at_d_2(recipe, dim, seed, threshold):
+        if dim == 2:
+            return RunRecord.error(
+                dim, seed, "fastfood", 0.0, "RuntimeError: no GPU today"
+            )
+        return train_run(recipe, dim, seed, threshold)
+
+    result = search(
+        tiny_fc,
+        train,
+        val,
+        dims=[1, 2, 300],
+        runner=InProcessRunner(no_gpu_at_d_2),
+        **TINY,
+    )
+    assert [r.status for r in result.runs] == ["ok", "error", "ok"]
+    assert "no GPU today" in result.runs[1].message
+    assert result.d_int == 300
+
+
+def test_a_model_fn_that_raises_stops_before_any_training():
+    # Before: every run recorded as error, the search ended "not found".
     train, val = digits_arrays()
 
     def broken():
         raise RuntimeError("no GPU today")
 
-    result = search(broken, train, val, dims=[5], baseline=1.0, verbose=0)
-    assert result.runs[0].status == "error"
-    assert "no GPU today" in result.runs[0].message
+    with pytest.raises(RuntimeError, match="`model_fn` failed.*no GPU today"):
+        search(broken, train, val, dims=[5], baseline=1.0, verbose=0)
+
+
+@pytest.mark.parametrize("where", ["baseline", "first subspace run"])
+def test_a_recipe_error_stops_the_search_at_its_first_run(tmp_path, where):
+    # A loss that does not fit the labels fails every run: the search stops
+    # at the first one, with its message, and keeps what it saved.
+    train, val = digits_arrays()
+    kwargs = dict(TINY, loss="binary_crossentropy", dims=[1, 2, 300])
+    if where == "baseline":
+        kwargs["baseline"] = None
+    path = tmp_path / "r.json"
+    with pytest.raises(RunError, match=f"The {where}.*failed, so every run would: "):
+        search(tiny_fc, train, val, results_path=path, **kwargs)
+    stored = json.loads(path.read_text())
+    assert len(stored["runs"] + stored["baseline_runs"]) == 1  # nothing more ran
+
+
+def test_error_runs_are_retried_on_resume_and_diverged_ones_kept(tmp_path):
+    train, val = digits_arrays()
+    path = tmp_path / "r.json"
+
+    def flaky(recipe, dim, seed, threshold):
+        if dim == 2:
+            return RunRecord.error(dim, seed, "fastfood", 0.0, "MemoryError: ")
+        if dim == 3:
+            return RunRecord(dim, seed, "fastfood", None, 1, False, 0.0, "diverged")
+        return train_run(recipe, dim, seed, threshold)
+
+    kwargs = dict(TINY, dims=[1, 2, 3, 300], results_path=path)
+    first = search(tiny_fc, train, val, runner=InProcessRunner(flaky), **kwargs)
+    assert [r.status for r in first.runs] == ["ok", "error", "diverged", "ok"]
+    again = []
+
+    def counting(recipe, dim, seed, threshold):
+        again.append(dim)
+        return train_run(recipe, dim, seed, threshold)
+
+    second = search(tiny_fc, train, val, runner=InProcessRunner(counting), **kwargs)
+    assert again == [2]  # only the error run trains again
+    assert [r.status for r in second.runs] == ["ok", "ok", "diverged", "ok"]
+
+
+class Shared:
+    """A model_fn that returns the same model on every call."""
+
+    def __init__(self):
+        self.model = tiny_fc()
+
+    def __call__(self):
+        return self.model
+
+
+@pytest.mark.parametrize(
+    "model_fn, match",
+    [
+        (Shared(), r"returned the same model on two calls"),
+        (lambda: keras.Sequential(Shared().model.layers), r"same model weights"),
+        (lambda: keras.Sequential([keras.layers.Dense(3)]), r"is not built"),
+        (
+            lambda: SubspaceModel(tiny_fc(), 5),
+            r"returned a SubspaceModel.*`model.base_model`",
+        ),
+        (lambda: "a model", r"should return a keras.Model"),
+    ],
+)
+def test_model_fn_misuse_is_refused_before_any_training(model_fn, match):
+    train, val = digits_arrays()
+    search_helpers.CALLS["model_fn"] = 0
+    with pytest.raises(ValueError, match=match):
+        search(model_fn, train, val, dims=[5], **TINY)
+
+
+def test_model_instance_as_model_fn_says_what_model_fn_is():
+    train, val = digits_arrays()
+    with pytest.raises(ValueError, match="`model_fn` should be a function that builds"):
+        search(tiny_fc(), train, val, **TINY)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dims": [10, 10**8]}, r"`dims` should be at most D=1,210"),
+        ({"dims": "auto", "max_dim": 5000}, r"`max_dim` should be at most D=1,210"),
+        (
+            {"dims": "auto", "start_dim": 100, "max_dim": 50},
+            r"`max_dim` should be at least `start_dim`",
+        ),
+    ],
+)
+def test_dims_beyond_the_model_are_refused(kwargs, match):
+    train, val = digits_arrays()
+    with pytest.raises(ValueError, match=match):
+        search(tiny_fc, train, val, **{**TINY, **kwargs})
+
+
+def test_numpy_integers_are_accepted_everywhere():
+    train, val = digits_arrays()
+    result = search(
+        tiny_fc,
+        train,
+        val,
+        dims=[np.int64(300)],
+        seeds=np.int64(0),
+        epochs=np.int32(1),
+        **{k: v for k, v in TINY.items() if k != "epochs"},
+    )
+    assert result.runs[0].seed == 0 and isinstance(result.runs[0].seed, int)
+
+
+def test_results_files_honour_the_umask(tmp_path):
+    train, val = digits_arrays()
+    old = os.umask(0o022)
+    try:
+        result = search(
+            tiny_fc, train, val, dims=[300], results_path=tmp_path / "r.json", **TINY
+        )
+        result.to_csv(tmp_path / "r.csv")
+    finally:
+        os.umask(old)
+    for name in ("r.json", "r.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
 
 
 _CHILD = """
