@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from keras_idim.utils.io import check_writable
+
 #: Defaults of the command line, tuned on the embedded digits data.
 DEFAULTS = {
     "model": "fc",
@@ -45,6 +47,18 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"should be a finite positive number: {text!r}"
         )
+    return value
+
+
+def _seed(text: str) -> int:
+    from keras_idim.utils.validation import SEED_RANGE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not SEED_RANGE[0] <= value < SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"should be in [0, 2**32): {text!r}")
     return value
 
 
@@ -321,7 +335,13 @@ def _add_train_and_export(sub) -> None:
     t.add_argument(
         "--dim", type=_positive_int, required=True, help="the subspace dimension d"
     )
-    t.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    t.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed of the initialisation and of P, in [0, 2**32) "
+        "(default: %(default)s)",
+    )
     t.add_argument(
         "--save",
         type=_keras_file,
@@ -380,11 +400,11 @@ def _export_path(path: str, args: argparse.Namespace, arg: str) -> str:
     if args.format == "compact" and not path.endswith(".npz"):
         path += ".npz"
     if os.path.exists(path) and not args.overwrite:
-        raise ValueError(
+        raise FileExistsError(
             f"`{arg}` {path!r} already exists. Pass --overwrite to replace it, "
             "or choose another path."
         )
-    _check_writable(path, arg, folder=False)
+    check_writable(path, arg, folder=args.format == "saved_model")
     return path
 
 
@@ -396,21 +416,6 @@ def _export(model, path: str, args: argparse.Namespace) -> str:
             model, path, include_base=not args.no_base, overwrite=args.overwrite
         )
     return export_saved_model(model, path, overwrite=args.overwrite)
-
-
-def _check_writable(path: str, arg: str, *, folder: bool) -> None:
-    """Checks, creating nothing, that `path` (a folder, or a file) can be
-    written: it is of that kind if it exists, and the nearest existing
-    folder at or above it is writable."""
-    if folder and os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"`{arg}` {path!r} exists and is a file, not a folder.")
-    above = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
-    while not os.path.exists(above):
-        above = os.path.dirname(above)
-    if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"`{arg}` {path!r} cannot be written: {above!r} is not writable."
-        )
 
 
 def _model_fn(spec: str, info) -> Callable:
@@ -456,7 +461,7 @@ def run_search(args: argparse.Namespace) -> int:
             + ("-said" if args.said else "")
         ),
     )
-    _check_writable(out, "--out", folder=True)
+    check_writable(out, "--out", folder=True)
     args.results_path = os.path.join(out, "results.json")  # for an interrupt
     result = search(
         model_fn,
@@ -585,8 +590,8 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list) -> list:
     would say "expected one argument" instead of what is wrong with it."""
     options = {
         option
-        for action in parser._subparsers._group_actions[0].choices.values()
-        for a in action._actions
+        for command in ("search", "train", "export")
+        for a in _subparser(parser, command)._actions
         if a.nargs is None and a.option_strings
         for option in a.option_strings
     }
@@ -605,8 +610,14 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list) -> list:
     return joined
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str):
+    """The parser of a sub-command (its errors name the sub-command)."""
+    return parser._subparsers._group_actions[0].choices[command]
+
+
 def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
     """Usage errors that span two options, before any work."""
+    parser = _subparser(parser, args.command)
     if args.command == "search" and args.max_dim is not None:
         if args.max_dim < args.start_dim:
             parser.error(
@@ -617,9 +628,11 @@ def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
         if args.command == "train" and args.export:
             args.export = _export_path(args.export, args, "--export")
         if args.command == "train" and args.save:
-            _check_writable(args.save, "--save", folder=False)
+            check_writable(args.save, "--save", folder=False)
     except ValueError as e:
         parser.error(str(e))
+    except OSError as e:  # an existing target: exit 1, as when it is written
+        parser.exit(1, f"{parser.prog}: {e}\n")
 
 
 def _interrupted(args) -> str:

@@ -177,7 +177,7 @@ def test_train_checks_save_and_export_targets_before_training(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     with pytest.raises(SystemExit) as info:
         cli.main(["train", "--dim", "5", "--export", str(tmp_path / "taken")])
-    assert info.value.code == 2
+    assert info.value.code == 1  # as when an export finds its target taken
     assert "already exists" in capsys.readouterr().err
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
@@ -247,3 +247,13 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     count = sum(len(saved[k]) for k in ("baseline_runs", "runs", "speculative_runs"))
     assert f"interrupted: {count} runs saved in {out / 'results.json'}" in lines[-1]
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_train_seed_out_of_range_is_a_usage_error(seed, capsys):
+    # Before: accepted by argparse, refused by SubspaceModel after the data
+    # and TensorFlow had loaded.
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--dim", "5", "--seed", seed])
+    assert info.value.code == 2
+    assert "--seed: should be in [0, 2**32)" in capsys.readouterr().err

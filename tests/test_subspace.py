@@ -360,3 +360,20 @@ def test_bad_seed_and_structure_aware():
         SubspaceModel(mlp(), dim=4, seed=1.5)
     with pytest.raises(ValueError, match=r"Received: `structure_aware='yes'`"):
         SubspaceModel(mlp(), dim=4, structure_aware="yes")
+
+
+def test_wrapping_a_subspace_model_again_is_refused():
+    # Before: it trained nothing (the loss stayed constant, theta_d at 0).
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    inner = SubspaceModel(base, 5)
+    with pytest.raises(ValueError, match=r"already a SubspaceModel.*model\.base_model"):
+        SubspaceModel(inner, 3)
+
+
+@pytest.mark.parametrize("projection", ["dense", "sparse", "fastfood"])
+def test_dim_above_D_is_refused_naming_D(projection):
+    # Before: fastfood grew to 6.8 GB at d = 10**8 and dense ran silently.
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])  # D = 15
+    with pytest.raises(ValueError, match=r"`dim` should be at most D=15.*`dim=16`"):
+        SubspaceModel(base, 16, projection=projection)
+    assert SubspaceModel(base, 15, projection=projection).dim == 15

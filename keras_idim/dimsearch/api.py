@@ -240,7 +240,7 @@ def search(
     ):
         if not callable(data):  # a callable is built inside each run
             as_dataset(data, batch_size, shuffle=shuffle, arg=arg)
-    results_path = None if results_path is None else os.fspath(results_path)
+    results_path = cfg.check_results_path(results_path)
 
     config = {
         "name": name,

@@ -5,12 +5,14 @@ resume)."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
+from keras_idim.utils.io import check_writable
 from keras_idim.utils.validation import check_positive_int, is_int, received
 
 #: What `mode` accepts.
@@ -194,6 +196,13 @@ def resolve_mode(mode: Any, monitor: str, metrics: Sequence) -> str:
 
 def check_callbacks(callbacks: Any) -> Any:
     """`None`, a list of Keras callbacks, or a callable `(dim, seed) -> list`."""
+    if isinstance(callbacks, type):
+        raise ValueError(
+            "`callbacks` should be callback instances in a list, e.g. "
+            "`callbacks=[keras.callbacks.EarlyStopping(...)]`, or a function "
+            "`(dim, seed) -> list`; this is a class. "
+            f"{received('callbacks', callbacks)}"
+        )
     if callbacks is None or callable(callbacks):
         return callbacks
     if isinstance(callbacks, (list, tuple)) and all(
@@ -228,6 +237,7 @@ def check_tensorboard(tensorboard: Any) -> str | None:
             "`tensorboard` should be a folder for the runs' logs, or None. "
             f"{received('tensorboard', tensorboard)}"
         )
+    check_writable(tensorboard, "tensorboard", folder=True)
     if importlib.util.find_spec("tensorboard") is None:
         raise ImportError(
             "`tensorboard=...` writes logs for TensorBoard, which is not "
@@ -313,3 +323,17 @@ def check_dims_fit(dims: Any, start_dim: int, max_dim: int | None, full_dim: int
             "`max_dim` should be at least `start_dim`. Received: "
             f"`start_dim={start_dim}`, `max_dim={max_dim}`"
         )
+
+
+def check_results_path(path: Any) -> str | None:
+    """The results file's path, checked (creating nothing) before any run:
+    a run's result must never be lost to a file that cannot be written."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(
+            "`results_path` should be a file path (e.g. 'runs/fc/results.json') "
+            f"or None. {received('results_path', path)}"
+        )
+    check_writable(path, "results_path")
+    return os.fspath(path)

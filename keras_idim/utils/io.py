@@ -57,6 +57,32 @@ def check_target(path: Any, overwrite: bool, arg: str = "path") -> str:
     return path
 
 
+def check_writable(path: str | os.PathLike, arg: str, *, folder: bool = False) -> None:
+    """Checks, creating nothing, that `path` can be written.
+
+    Args:
+        path: str or PathLike. A file to write, or a folder to write into.
+        arg: str. The argument's name, for the errors.
+        folder: bool. Whether `path` is a folder. Defaults to `False`.
+
+    Raises:
+        ValueError: `path` is a file where a folder is wanted (or the
+            reverse), or the nearest existing folder at or above it is not
+            writable.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and os.path.isdir(path) != folder:
+        what = "a file, not a folder" if folder else "a folder, not a file"
+        raise ValueError(f"`{arg}` {path!r} exists and is {what}.")
+    above = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`{arg}` {path!r} cannot be written: {above!r} is not writable."
+        )
+
+
 @contextlib.contextmanager
 def staged(path: str | os.PathLike) -> Iterator[str]:
     """Yields a temporary path beside `path`, moved onto `path` on success.

@@ -166,7 +166,7 @@ def test_tfds_dataset_unknown_name():
         data.tfds_dataset("mnistt")
 
 
-def test_tfds_dataset_unknown_split(monkeypatch):
+def test_tfds_dataset_unknown_split(monkeypatch, online):
     def load_without_split(*args, **kwargs):
         raise ValueError("Unknown split 'validation'. Should be one of ['train'].")
 

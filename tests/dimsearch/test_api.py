@@ -32,6 +32,8 @@ from keras_idim.dimsearch import (
 )
 
 TESTS = Path(__file__).resolve().parents[1]
+#: `search` builds the model twice before any run, to check `model_fn`.
+CHECK_BUILDS = 2
 
 
 def test_list_sweep_stops_at_the_first_passing_d(tmp_path):
@@ -46,7 +48,8 @@ def test_list_sweep_stops_at_the_first_passing_d(tmp_path):
         **TINY,
     )
     assert [r.dim for r in result.runs] == [1, 2, 3, 300]
-    assert search_helpers.CALLS["model_fn"] == 4  # 600 and 1000 never ran
+    # 4 runs, and 2 builds that check model_fn up front: 600, 1000 never ran.
+    assert search_helpers.CALLS["model_fn"] == 4 + CHECK_BUILDS
     assert result.d_int == 300
     assert result.threshold == 0.5 and result.baseline == (1.0, "global")
     assert result.runs[-1].stopped_early
@@ -200,11 +203,18 @@ class Shared:
         return self.model
 
 
+# Layers built once: every model made of them shares their weights.
+SHARED_LAYERS = tiny_fc().layers
+
+
 @pytest.mark.parametrize(
     "model_fn, match",
     [
         (Shared(), r"returned the same model on two calls"),
-        (lambda: keras.Sequential(Shared().model.layers), r"same model weights"),
+        (
+            lambda: keras.Sequential([keras.Input((64,)), *SHARED_LAYERS]),
+            r"returned the same model weights",
+        ),
         (lambda: keras.Sequential([keras.layers.Dense(3)]), r"is not built"),
         (
             lambda: SubspaceModel(tiny_fc(), 5),
@@ -321,7 +331,9 @@ def test_resume_after_sigkill_recomputes_no_finished_run(tmp_path):
         results_path=path,
         **TINY,
     )
-    assert search_helpers.CALLS["model_fn"] == len(resumed.runs) - len(finished)
+    assert search_helpers.CALLS["model_fn"] == (
+        len(resumed.runs) - len(finished) + CHECK_BUILDS
+    )
     for old, new in zip(finished, resumed.runs):
         assert (old["dim"], old["metric"], old["seconds"]) == (
             new.dim,
@@ -437,7 +449,7 @@ def test_absolute_threshold_trains_no_baseline():
     result = search(tiny_fc, train, val, dims=[2, 300], threshold=0.5, **kwargs)
     assert result.baseline == (0.5, "absolute") and result.threshold == 0.5
     assert result.baseline_runs == []
-    assert search_helpers.CALLS["model_fn"] == 2  # the two d, no baseline
+    assert search_helpers.CALLS["model_fn"] == 2 + CHECK_BUILDS  # no baseline
     assert result.d_int == 300 and result.name == "d_int"
     assert "threshold val_accuracy >= 0.5000 = absolute" in result.verdict()
 
@@ -559,3 +571,43 @@ def test_tensorboard_missing_names_the_extra(monkeypatch):
     train, val = digits_arrays()
     with pytest.raises(ImportError, match=r'pip install "keras-idim\[tensorboard\]"'):
         search(tiny_fc, train, val, tensorboard="tb", **TINY)
+
+
+# -- five more misuses, found while probing (each failed late or unclearly) --
+
+
+def test_results_path_that_is_a_folder_or_unwritable_is_refused_first(tmp_path):
+    # Before: a raw IsADirectoryError; an unwritable folder failed after the
+    # first run had trained, losing it.
+    train, val = digits_arrays()
+    with pytest.raises(ValueError, match=r"`results_path` .* is a folder, not a file"):
+        search(tiny_fc, train, val, dims=[300], results_path=tmp_path, **TINY)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root ignores permissions
+        with pytest.raises(ValueError, match="cannot be written"):
+            search(
+                tiny_fc, train, val, dims=[300], results_path=locked / "r.json", **TINY
+            )
+
+
+def test_tensorboard_that_is_a_file_and_callbacks_as_a_class_are_refused_first(
+    tmp_path,
+):
+    # Before: both failed inside the first run, after building the model.
+    train, val = digits_arrays()
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    search_helpers.CALLS["model_fn"] = 0
+    with pytest.raises(ValueError, match=r"`tensorboard` .* is a file, not a folder"):
+        search(tiny_fc, train, val, dims=[300], tensorboard=taken, **TINY)
+    with pytest.raises(ValueError, match=r"this is a class.*EarlyStopping"):
+        search(
+            tiny_fc,
+            train,
+            val,
+            dims=[300],
+            callbacks=keras.callbacks.EarlyStopping,
+            **TINY,
+        )
+    assert search_helpers.CALLS["model_fn"] == 0  # nothing was built

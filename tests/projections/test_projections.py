@@ -264,3 +264,16 @@ def test_bad_seed_and_budget():
 def test_wrong_input_shape():
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         DenseProjection(full_dim=10, dim=4)(tf.zeros([5]))
+
+
+def test_dense_on_the_fly_warns_once_when_a_step_would_take_minutes():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DenseProjection(100, 10, seed=0, memory_budget=0)  # on the fly, quick
+        assert not caught
+        DenseProjection(10**6, 10**5, seed=0)  # 10**11 normals a pass
+    (warning,) = caught
+    assert "regenerated on the fly" in str(warning.message)
+    assert "minutes of random numbers per training step" in str(warning.message)
