@@ -21,6 +21,8 @@ _EXPORTS = {
     "SubspaceModel": ("keras_idim.subspace", "SubspaceModel"),
     "search": ("keras_idim.dimsearch.api", "search"),
     "SearchResult": ("keras_idim.dimsearch.result", "SearchResult"),
+    "compare": ("keras_idim.dimsearch.comparison", "compare"),
+    "lora": ("keras_idim.lora", None),
     "export_saved_model": ("keras_idim.export", "export_saved_model"),
     "save_compact": ("keras_idim.export", "save_compact"),
     "load_compact": ("keras_idim.export", "load_compact"),

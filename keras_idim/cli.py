@@ -62,6 +62,13 @@ def _seed(text: str) -> int:
     return value
 
 
+def _names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"should be layer names like a,b: {text!r}")
+    return names
+
+
 def _keras_file(text: str) -> str:
     if not text.endswith(".keras"):
         raise argparse.ArgumentTypeError(
@@ -211,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search(sub)
     _add_train_and_export(sub)
+    _add_compare(sub)
     sub.add_parser(
         "bench",
         help="benchmark the subspace step against the plain step",
@@ -292,8 +300,8 @@ def _add_search(sub) -> None:
     s.add_argument(
         "--start-dim",
         type=_positive_int,
-        default=10,
-        help="first d of 'auto' (default: %(default)s)",
+        default=None,
+        help="first d (or rank) of 'auto' (default: 10, or 1 for --method lora)",
     )
     s.add_argument(
         "--max-dim",
@@ -320,7 +328,51 @@ def _add_search(sub) -> None:
         help="join this Ray cluster ('auto' or HEAD_IP:6379) instead of "
         "starting a Ray on this machine, bound to 127.0.0.1 (default: none)",
     )
+    s.add_argument(
+        "--method",
+        default="subspace",
+        choices=("subspace", "lora"),
+        help="search the dimension d of a random subspace, or the rank r of "
+        "Keras' LoRA adapters (default: %(default)s)",
+    )
+    s.add_argument(
+        "--lora-targets",
+        type=_names,
+        default=None,
+        metavar="LAYERS",
+        help="--method lora: comma-separated layer names that get adapters "
+        "(default: every layer that supports LoRA)",
+    )
+    s.add_argument(
+        "--lora-train",
+        type=_names,
+        default=None,
+        metavar="LAYERS",
+        help="--method lora: layers that also train fully, e.g. a new head "
+        "(default: none, only the adapters train)",
+    )
     s.add_argument("--quiet", action="store_true", help="print the answer only")
+
+
+def _add_compare(sub) -> None:
+    """The `compare` sub-command's options."""
+    c = sub.add_parser(
+        "compare",
+        help="compare searches (e.g. subspace against LoRA) by trained parameters",
+        description="Compare the searches in RUN_DIR... (folders written by "
+        "`keras-idim search --out`, or their results.json): print a table of "
+        "each search's method, d_int or r_int and trained parameters, and "
+        "write a PNG of the metric against trained parameters. Searches on "
+        "other data or another baseline are refused. Exit status: 0, 1 a "
+        "missing results file, 2 bad usage or searches that cannot be "
+        "compared.",
+    )
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="search folders")
+    c.add_argument(
+        "--out",
+        default="compare.png",
+        help="the PNG to write (default: %(default)s)",
+    )
 
 
 def _add_train_and_export(sub) -> None:
@@ -457,8 +509,9 @@ def run_search(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(
         "runs",
         _slug(
-            f"{os.path.basename(args.model)}-{args.dataset}-{args.projection}"
-            + ("-said" if args.said else "")
+            f"{os.path.basename(args.model)}-{args.dataset}-"
+            + ("lora" if args.method == "lora" else args.projection)
+            + ("-said" if args.said and args.method != "lora" else "")
         ),
     )
     check_writable(out, "--out", folder=True)
@@ -487,6 +540,9 @@ def run_search(args: argparse.Namespace) -> int:
         results_path=args.results_path,
         tolerance=args.tolerance,
         start_dim=args.start_dim,
+        method=args.method,
+        lora_targets=args.lora_targets,
+        lora_train=args.lora_train,
         max_dim=args.max_dim,
         name=f"{args.model} on {args.dataset}",
         verbose=0 if args.quiet else 1,
@@ -502,6 +558,17 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         print(result.verdict())
     return 0 if result.d_int is not None else 1
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from keras_idim.dimsearch.comparison import compare
+
+    if len(args.runs) < 2:
+        raise ValueError("`compare` needs two or more RUN_DIRs.")
+    check_writable(args.out, "--out")
+    print(compare(args.runs, path=args.out))
+    print(f"wrote {args.out}")
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -618,6 +685,11 @@ def _subparser(parser: argparse.ArgumentParser, command: str):
 def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
     """Usage errors that span two options, before any work."""
     parser = _subparser(parser, args.command)
+    if args.command == "search" and args.start_dim is None:
+        args.start_dim = 1 if args.method == "lora" else 10
+    if args.command == "search" and args.method != "lora":
+        if args.lora_targets or args.lora_train:
+            parser.error("argument --lora-targets/--lora-train: need --method lora")
     if args.command == "search" and args.max_dim is not None:
         if args.max_dim < args.start_dim:
             parser.error(
@@ -668,9 +740,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_join_negative_values(parser, argv))
     _check_combinations(parser, args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = {"search": run_search, "train": run_train, "export": run_export}[
-        args.command
-    ]
+    command = {
+        "search": run_search,
+        "train": run_train,
+        "export": run_export,
+        "compare": run_compare,
+    }[args.command]
     try:
         return command(args)
     except KeyboardInterrupt:

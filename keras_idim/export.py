@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_idim import lora
 from keras_idim.subspace import SubspaceModel
 from keras_idim.utils.io import check_target, staged
 from keras_idim.utils.validation import check_bool
@@ -32,6 +33,8 @@ from keras_idim.version import __version__
 #: Version of the compact file format that this code writes and reads.
 COMPACT_VERSION = 1
 COMPACT_FORMAT = "keras_idim.compact"
+#: Format tag of a LoRA model's compact file (adapters, no base).
+LORA_FORMAT = "keras_idim.compact_lora"
 
 
 class CompactFileError(ValueError):
@@ -116,9 +119,9 @@ def _base_state(model: SubspaceModel) -> list:
 
 
 def save_compact(
-    model: SubspaceModel,
+    model: SubspaceModel | keras.Model,
     path: str | os.PathLike,
-    include_base: bool = True,
+    include_base: bool | None = None,
     *,
     overwrite: bool = False,
 ) -> str:
@@ -134,6 +137,11 @@ def save_compact(
     of theta_0: `load_compact` then needs the same pretrained base model,
     and the file takes about `4 * dim` bytes plus a few KiB.
 
+    A model trained with LoRA adapters (a run of `search(method="lora")`,
+    see `keras_idim.lora`) is saved the same way, without its base: the
+    adapter matrices (`4 * trainable_params` bytes), the weights that
+    trained besides them, and the fingerprint of the frozen base.
+
     The base weights are rederived from `theta_d` first
     (`model.sync_base_weights()`), so that a loaded model reproduces them,
     and its predictions, bit for bit on the same machine. The file is
@@ -142,8 +150,9 @@ def save_compact(
     Args:
         model: SubspaceModel. The model to save.
         path: str. The file to write (`.npz` is the usual suffix).
-        include_base: bool. Store the base architecture and theta_0.
-            Defaults to `True`.
+        include_base: bool or None. Store the base architecture and
+            theta_0. `None`: yes for a SubspaceModel, no (the only choice)
+            for a LoRA model. Defaults to `None`.
         overwrite: bool. Replace an existing file. Defaults to `False`.
 
     Returns:
@@ -157,10 +166,18 @@ def save_compact(
     ...                                 base_model=pretrained)
     """
     if not isinstance(model, SubspaceModel):
+        if isinstance(model, keras.Model) and lora.lora_layers(model):
+            if include_base:
+                raise ValueError(
+                    "A LoRA compact file holds the adapters only: pass "
+                    "`include_base=False` (or leave it None), and keep the base."
+                )
+            return _save_lora(model, check_target(path, overwrite))
         raise ValueError(
-            "`model` should be a keras_idim.SubspaceModel. Received: "
-            f"`model` of type {type(model).__name__}"
+            "`model` should be a keras_idim.SubspaceModel, or a model with "
+            f"LoRA adapters. Received: `model` of type {type(model).__name__}"
         )
+    include_base = True if include_base is None else include_base
     check_bool("include_base", include_base)
     path = check_target(path, overwrite)
     model.sync_base_weights()
@@ -193,6 +210,11 @@ def save_compact(
         arrays[f"state_{i}"] = keras.ops.convert_to_numpy(v)
     if include_base:
         arrays["theta_0"] = keras.ops.convert_to_numpy(model.theta_0)
+    return _write(path, header, arrays)
+
+
+def _write(path: str, header: dict, arrays: dict) -> str:
+    """The `.npz` archive: the arrays and the JSON header, written atomically."""
     header_bytes = json.dumps(header, sort_keys=True).encode()
     arrays["header"] = np.frombuffer(header_bytes, dtype=np.uint8)
     with staged(path) as tmp:
@@ -201,6 +223,84 @@ def save_compact(
             f.flush()
             os.fsync(f.fileno())
     return path
+
+
+def _lora_parts(model: keras.Model, trained_layers: list[str] | None = None):
+    """(adapted layers, layers with weights trained besides, frozen base
+    weights in order) of a LoRA model; `trained_layers` names them on load."""
+    adapted = lora.lora_layers(model)
+    lora_ids = {id(v) for layer in adapted for v in layer.weights if lora.is_lora(v)}
+    if trained_layers is None:
+        trained_ids = {
+            id(v) for v in model.trainable_variables if id(v) not in lora_ids
+        }
+        trained = [
+            layer
+            for layer in lora.all_layers(model)
+            if any(id(v) in trained_ids for v in layer.weights)
+        ]
+    else:
+        by_name = {layer.name: layer for layer in lora.all_layers(model)}
+        trained = [by_name[name] for name in trained_layers]
+    own = {id(v) for layer in trained for v in layer.weights if not lora.is_lora(v)}
+    frozen = [v for v in model.weights if id(v) not in lora_ids | own]
+    return adapted, trained, frozen
+
+
+def _save_lora(model: keras.Model, path: str) -> str:
+    adapted, trained, frozen = _lora_parts(model)
+    header = {
+        "format": LORA_FORMAT,
+        "format_version": COMPACT_VERSION,
+        "keras_idim_version": __version__,
+        "adapters": [
+            {"layer": layer.name, "rank": layer.lora_rank} for layer in adapted
+        ],
+        "trained_layers": [layer.name for layer in trained],
+        "base_sha256": fingerprint(frozen),
+    }
+    arrays = {}
+    for i, layer in enumerate(adapted):
+        arrays[f"a_{i}"] = keras.ops.convert_to_numpy(layer.lora_kernel_a)
+        arrays[f"b_{i}"] = keras.ops.convert_to_numpy(layer.lora_kernel_b)
+    for i, layer in enumerate(trained):
+        for j, v in enumerate(w for w in layer.weights if not lora.is_lora(w)):
+            arrays[f"t_{i}_{j}"] = keras.ops.convert_to_numpy(v)
+    return _write(path, header, arrays)
+
+
+def _load_lora(path: str, header: dict, arrays: dict, base_model: Any) -> keras.Model:
+    if not isinstance(base_model, keras.Model):
+        raise ValueError(
+            f"The compact file {path!r} holds LoRA adapters only: pass the "
+            "base model they adapt (fresh, without adapters) as `base_model`."
+        )
+    names = {layer.name for layer in lora.all_layers(base_model)}
+    wanted = [a["layer"] for a in header["adapters"]] + header["trained_layers"]
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ValueError(
+            f"`base_model` does not match the compact file {path!r}: it has no "
+            f"layers {missing}."
+        )
+    _, _, frozen = _lora_parts(base_model, header["trained_layers"])
+    if fingerprint(frozen) != header["base_sha256"]:
+        raise ValueError(
+            f"`base_model` does not match the compact file {path!r}: the "
+            "SHA-256 of its frozen weights differs. Pass the exact base model "
+            "(architecture and weights) that the adapters were trained on."
+        )
+    by_name = {layer.name: layer for layer in lora.all_layers(base_model)}
+    for i, entry in enumerate(header["adapters"]):
+        layer = by_name[entry["layer"]]
+        layer.enable_lora(entry["rank"])
+        layer.lora_kernel_a.assign(arrays[f"a_{i}"])
+        layer.lora_kernel_b.assign(arrays[f"b_{i}"])
+    for i, name in enumerate(header["trained_layers"]):
+        own = [w for w in by_name[name].weights if not lora.is_lora(w)]
+        for j, v in enumerate(own):
+            v.assign(arrays[f"t_{i}_{j}"])
+    return base_model
 
 
 def _read_compact(path: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -218,7 +318,10 @@ def _read_compact(path: str) -> tuple[dict, dict[str, np.ndarray]]:
             f"The compact file {path!r} is corrupt or truncated "
             f"({type(e).__name__}: {e})."
         ) from None
-    if not isinstance(header, dict) or header.get("format") != COMPACT_FORMAT:
+    if not isinstance(header, dict) or header.get("format") not in (
+        COMPACT_FORMAT,
+        LORA_FORMAT,
+    ):
         raise CompactFileError(f"{path!r} is not a keras_idim compact file.")
     if header.get("format_version") != COMPACT_VERSION:
         raise CompactFileError(
@@ -255,6 +358,8 @@ def load_compact(
         raise ValueError(f"`path` should be a file path. Received: `path={path!r}`")
     path = os.fspath(path)
     header, arrays = _read_compact(path)
+    if header["format"] == LORA_FORMAT:
+        return _load_lora(path, header, arrays, base_model)
     if base_model is None:
         if not header["include_base"]:
             raise ValueError(

@@ -85,3 +85,21 @@ def test_regression_example_minimises_val_mae(load, tmp_path):
     assert result.d_int == 2000
     for name in ("results.json", "results.csv", "curve.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_lora_vs_subspace_example_runs_shrunk(load, tmp_path):
+    got = load("lora_vs_subspace").main(
+        out=str(tmp_path),
+        epochs=1,
+        subspace_dims=[2, 2000],
+        lora_ranks=[1, 200],
+        verbose=0,
+    )
+    assert got["subspace"].method == "subspace" and got["lora"].method == "lora"
+    lines = got["table"].splitlines()
+    assert "subspace" in lines[1] and "lora" in lines[2]
+    assert (tmp_path / "compare.png").stat().st_size > 0
+    for method in ("subspace", "lora"):
+        assert got["seconds"][method] > 0
+        if got[method].d_int is not None:
+            assert got["compact_bytes"][method] > 0

@@ -11,6 +11,7 @@ One idea a module:
 - `config`: the checks and descriptions of a search's arguments.
 - `driver`: the search loop, its state as attributes.
 - `result`: `SearchResult`, CSV, JSON and plot.
+- `comparison`: searches side by side (subspace against LoRA), `compare`.
 - `api`: `search`, the entry point (also `keras_idim.search`).
 
 Names load on first use, so that `keras_idim.dimsearch.strategy` can be
@@ -32,6 +33,8 @@ _EXPORTS = {
     "train_run": "runner",
     "RayRunner": "ray_runner",
     "SearchFileError": "store",
+    "compare": "comparison",
+    "CompareError": "comparison",
     "RunError": "driver",
     "RunRecord": "records",
     "Baseline": "records",

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from keras_idim import lora
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch.driver import Driver
@@ -61,6 +62,9 @@ def search(
     workers: int = 1,
     ray_address: str | None = None,
     runner: Runner | None = None,
+    method: str = "subspace",
+    lora_targets: Sequence[str] | Callable | None = None,
+    lora_train: Sequence[str] | Callable | None = None,
 ) -> SearchResult:
     """Finds the intrinsic dimension: the smallest d that reaches the threshold.
 
@@ -176,6 +180,20 @@ def search(
         runner: Runner or None. What carries out the runs (see
             `keras_idim.dimsearch.runner.Runner`); `None` picks one from
             `workers`. Defaults to `None`.
+        method: str. `"subspace"`: the searched integer is d, the random
+            subspace's dimension. `"lora"`: it is the rank r of Keras 3's
+            LoRA adapters (`enable_lora(r)`) on `lora_targets`, with every
+            other weight frozen unless `lora_train` names it; the same
+            strategy, threshold, file and runners. Every run records its
+            `trainable_params`. Defaults to `"subspace"`.
+        lora_targets: list, callable or None. With `method="lora"`: names of
+            the layers that get adapters, or a predicate `layer -> bool`.
+            `None`: a keras-hub backbone's own targets, or else every layer
+            that supports LoRA. Defaults to `None`.
+        lora_train: list, callable or None. With `method="lora"`: layers
+            whose own weights train too, fully (e.g. a new head); counted in
+            `trainable_params`. `None`: only the adapters train (biases
+            included, every other weight is frozen). Defaults to `None`.
 
     Returns:
         A `SearchResult`.
@@ -225,6 +243,7 @@ def search(
     ):
         check_positive_number(arg, value, allow_none=True)
     monitor = check_name("monitor", monitor)
+    method = cfg.check_method(method, lora_targets, lora_train)
     metrics = cfg.check_metrics(metrics)
     mode = cfg.resolve_mode(mode, monitor, metrics)
     callbacks = cfg.check_callbacks(callbacks)
@@ -263,6 +282,9 @@ def search(
         "mode": mode,
         "threshold": threshold,
         "callbacks": cfg.describe_callbacks(callbacks),
+        "method": method,
+        "lora_targets": cfg.describe_selector(lora_targets),
+        "lora_train": cfg.describe_selector(lora_train),
         "tolerance": tolerance,
         "start_dim": start_dim,
         "max_dim": max_dim,
@@ -284,6 +306,9 @@ def search(
         baseline_optimizer=base_optimizer,
         callbacks=callbacks,
         tensorboard=tensorboard,
+        method=method,
+        lora_targets=lora_targets,
+        lora_train=lora_train,
     )
 
     def say(message: str) -> None:
@@ -302,8 +327,17 @@ def search(
         results_path=results_path,
         say=say,
     )
-    full_dim = cfg.check_model_fn(model_fn, seeds[0])  # D, before any training
-    cfg.check_dims_fit(dims, start_dim, max_dim, full_dim)
+    if method == "lora":  # the largest useful rank, before any training
+        limit = cfg.check_model_fn(
+            model_fn, seeds[0], lambda m: lora.max_rank(m, lora_targets)
+        )
+        cfg.check_dims_fit(
+            dims, start_dim, max_dim, limit, "{}, the largest useful LoRA rank"
+        )
+    else:  # D, before any training
+        limit = cfg.check_model_fn(model_fn, seeds[0])
+        cfg.check_dims_fit(dims, start_dim, max_dim, limit)
+    full_dim = limit
     driver.strategy = make_strategy(
         dims, start=start_dim, tolerance=tolerance, max_dim=max_dim or full_dim
     )

@@ -246,8 +246,13 @@ def check_tensorboard(tensorboard: Any) -> str | None:
     return os.fspath(tensorboard)
 
 
-def check_model_fn(model_fn: Callable[[], keras.Model], seed: int) -> int:
-    """Builds the first model twice, checks it, and returns D.
+def check_model_fn(
+    model_fn: Callable[[], keras.Model],
+    seed: int,
+    measure: Callable[[keras.Model], int] | None = None,
+) -> int:
+    """Builds the first model twice, checks it, and returns D (or what
+    `measure` says of the first model, e.g. its largest useful LoRA rank).
 
     Every run builds its own model with `model_fn`, so it must return a
     fresh, built, trainable `keras.Model` on each call: a model returned
@@ -302,21 +307,29 @@ def check_model_fn(model_fn: Callable[[], keras.Model], seed: int) -> int:
             f"them there, or use `keras.models.clone_model`). Received: "
             f"`model_fn={model_fn!r}`"
         )
+    if measure is not None:
+        return measure(first)
     return int(sum(int(np.prod(v.shape)) for v in first.trainable_variables))
 
 
-def check_dims_fit(dims: Any, start_dim: int, max_dim: int | None, full_dim: int):
-    """Refuses a d larger than D, and `max_dim` below `start_dim`."""
-    too_large = [d for d in (dims if dims != "auto" else []) if d > full_dim]
+def check_dims_fit(
+    dims: Any,
+    start_dim: int,
+    max_dim: int | None,
+    limit: int,
+    what: str = "D={:,}, the model's number of trainable weights",
+):
+    """Refuses a d above `limit` (D, or the largest LoRA rank), and
+    `max_dim` below `start_dim`."""
+    too_large = [d for d in (dims if dims != "auto" else []) if d > limit]
     if too_large:
         raise ValueError(
-            f"`dims` should be at most D={full_dim:,}, the model's number of "
-            f"trainable weights. Received: `dims={dims!r}`"
+            f"`dims` should be at most {what.format(limit)}. Received: `dims={dims!r}`"
         )
-    if max_dim is not None and max_dim > full_dim:
+    if max_dim is not None and max_dim > limit:
         raise ValueError(
-            f"`max_dim` should be at most D={full_dim:,}, the model's number of "
-            f"trainable weights. {received('max_dim', max_dim)}"
+            f"`max_dim` should be at most {what.format(limit)}. "
+            f"{received('max_dim', max_dim)}"
         )
     if dims == "auto" and max_dim is not None and max_dim < start_dim:
         raise ValueError(
@@ -337,3 +350,32 @@ def check_results_path(path: Any) -> str | None:
         )
     check_writable(path, "results_path")
     return os.fspath(path)
+
+
+#: What `method` accepts.
+METHODS = ("subspace", "lora")
+
+
+def check_method(method: Any, lora_targets: Any, lora_train: Any) -> str:
+    """The method; `lora_*` only with `method="lora"`."""
+    from keras_idim import lora
+
+    if method not in METHODS:
+        raise ValueError(
+            f"`method` should be 'subspace' or 'lora'. {received('method', method)}"
+        )
+    lora.check_selector("lora_targets", lora_targets)
+    lora.check_selector("lora_train", lora_train)
+    if method != "lora" and (lora_targets is not None or lora_train is not None):
+        raise ValueError(
+            "`lora_targets` and `lora_train` apply to `method='lora'` only. "
+            f"Received: `method={method!r}`"
+        )
+    return method
+
+
+def describe_selector(selector: Any) -> Any:
+    """Layer names as they are, a predicate by its name, None as None."""
+    if selector is None or isinstance(selector, list | tuple):
+        return None if selector is None else list(selector)
+    return describe_object(selector)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from keras_idim.dimsearch.records import RunRecord
-from keras_idim.dimsearch.runner import Recipe, Task, train_run
+from keras_idim.dimsearch.runner import Recipe, Task, run_kind, train_run
 
 #: How often Ray runs a task again whose worker process died.
 MAX_RETRIES = 3
@@ -149,7 +149,7 @@ class RayRunner:
                 "picklable to go to Ray workers (define `model_fn` at module "
                 f"level, for instance); pickling failed: {type(e).__name__}: {e}"
             ) from None
-        self._projection = recipe.projection
+        self._projection = run_kind(recipe)
         if address is None and self._started:
             node = ray.util.get_node_ip_address()
             where = f"a Ray on this machine ({node} only)"

@@ -61,6 +61,10 @@ class RunRecord:
             `"error"` (an exception; see `message`).
         message: str or None. What went wrong, if anything.
         history: list of float. The monitored value at each epoch.
+        trainable_params: int or None. How many numbers the run trained:
+            exactly d for a subspace run, the LoRA matrices (plus anything
+            else left trainable) for a LoRA run, D for a baseline run.
+            `None` in files written before it was recorded.
     """
 
     dim: int | None
@@ -73,9 +77,13 @@ class RunRecord:
     status: str
     message: str | None = None
     history: list = dataclasses.field(default_factory=list)
+    trainable_params: int | None = None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["trainable_params"] is None:  # as files before it had it
+            del data["trainable_params"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping) -> RunRecord:

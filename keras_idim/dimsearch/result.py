@@ -73,27 +73,55 @@ class SearchResult:
                 "max": max(values) if values else None,
                 "runs": len(runs),
                 "passed": passes(runs, self.threshold, self.mode),
+                "trainable_params": max(
+                    (r.trainable_params for r in runs if r.trainable_params),
+                    default=None,
+                ),
             }
         return scores
 
     @property
+    def method(self) -> str:
+        """`"subspace"` (the searched integer is d) or `"lora"` (a rank)."""
+        return self.config.get("method", "subspace")
+
+    @property
+    def letter(self) -> str:
+        """What the searched integer is called: `d`, or `r` for LoRA."""
+        return "r" if self.method == "lora" else "d"
+
+    @property
     def name(self) -> str:
-        """`d_int90` for `fraction=0.9`; `d_int` for an absolute threshold."""
+        """`d_int90` for `fraction=0.9` (`r_int90` for a LoRA rank);
+        `d_int` for an absolute threshold."""
         if self.baseline.kind == "absolute":
-            return "d_int"
-        return f"d_int{round(100 * self.fraction)}"
+            return f"{self.letter}_int"
+        return f"{self.letter}_int{round(100 * self.fraction)}"
+
+    @property
+    def trainable_params(self) -> int | None:
+        """The intrinsic size in trained numbers: the trainable parameters
+        of a run at `d_int` (d itself for a subspace; the LoRA matrices and
+        whatever else trained for LoRA). `None` when nothing passed, or for
+        files written before runs recorded it."""
+        if self.d_int is None:
+            return None
+        return self.dim_scores()[self.d_int]["trainable_params"]
 
     def summary(self) -> str:
         """A printable table of d against the metric, and the answer."""
         lines = [
-            f"{'d':>9}  {'runs':>4}  {'mean ' + self.monitor:>18}  "
-            f"{'min':>7}  {'max':>7}  pass",
+            f"{self.letter:>9}  {'runs':>4}  {'mean ' + self.monitor:>18}  "
+            f"{'min':>7}  {'max':>7}  pass  {'trained params':>14}",
         ]
         for dim, s in self.dim_scores().items():
             fmt = lambda v: "     --" if v is None else f"{v:7.4f}"  # noqa: E731
+            params = s["trainable_params"]
             lines.append(
                 f"{dim:>9}  {s['runs']:>4}  {fmt(s['mean']):>18}  "
-                f"{fmt(s['min'])}  {fmt(s['max'])}  {'yes' if s['passed'] else 'no'}"
+                f"{fmt(s['min'])}  {fmt(s['max'])}  "
+                f"{'yes' if s['passed'] else 'no ':<4}  "
+                f"{'--' if params is None else f'{params:,}':>14}"
             )
         lines.append(f"{self.monitor}: {rule(self.mode)}")
         lines.append(self.verdict())
@@ -122,9 +150,12 @@ class SearchResult:
         if self.d_int is None:
             tried = max((r.dim for r in self.runs), default=None)
             return (
-                f"{self.name} not found: no tried d (up to {tried}) reached the {base}"
+                f"{self.name} not found: no tried {self.letter} (up to {tried}) "
+                f"reached the {base}"
             )
-        return f"{self.name} = {self.d_int} ({base})"
+        params = self.trainable_params
+        size = "" if params is None else f"; {params:,} trained parameters"
+        return f"{self.name} = {self.d_int} ({base}){size}"
 
     def __str__(self) -> str:
         return self.summary()
@@ -198,7 +229,8 @@ class SearchResult:
         for r in self.baseline_runs + self.runs:
             row = r.to_dict()
             writer.writerow(
-                {k: ("" if row[k] is None else row[k]) for k in fields} | rule_columns
+                {k: ("" if row.get(k) is None else row[k]) for k in fields}
+                | rule_columns
             )
         if path is not None:
             atomic_write(path, out.getvalue())
@@ -269,10 +301,16 @@ class SearchResult:
                     label=f"{self.name} = {self.d_int}",
                 )
             ax.set_xscale("log")
-            ax.set_xlabel("subspace dimension d")
+            ax.set_xlabel(
+                "LoRA rank r" if self.method == "lora" else "subspace dimension d"
+            )
             ax.set_ylabel(f"{self.monitor} ({rule(self.mode).split(':')[0]})")
             projection = self.config.get("projection", "")
-            ax.set_title(f"Intrinsic dimension ({projection} projection)")
+            ax.set_title(
+                "Intrinsic rank (LoRA)"
+                if self.method == "lora"
+                else f"Intrinsic dimension ({projection} projection)"
+            )
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(loc="best", fontsize=8)
             fig.tight_layout()

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import keras
 
+from keras_idim import lora
 from keras_idim.callbacks import DivergenceStop, ThresholdStop
 from keras_idim.dimsearch.records import DIVERGED, OK, RunRecord, best
 from keras_idim.subspace import SubspaceModel
@@ -47,6 +48,11 @@ class Recipe:
             `(dim, seed) -> list` (`dim=None` for a baseline run).
         tensorboard: str or None. A folder; each run logs to its own
             sub-folder (see `run_name`).
+        method: str. `"subspace"` (d is the subspace's dimension) or
+            `"lora"` (d is the rank of Keras' LoRA adapters).
+        lora_targets: list, callable or None. The layers that get adapters
+            (see `keras_idim.lora.targets`).
+        lora_train: list, callable or None. Layers that also train fully.
     """
 
     model_fn: Callable[[], keras.Model]
@@ -64,6 +70,15 @@ class Recipe:
     mode: str = "max"
     callbacks: Any = None
     tensorboard: str | None = None
+    method: str = "subspace"
+    lora_targets: Any = None
+    lora_train: Any = None
+
+
+def run_kind(recipe: Recipe) -> str:
+    """What a run's record names in its `projection` field: the projection
+    kind, or `"lora"`."""
+    return "lora" if recipe.method == "lora" else recipe.projection
 
 
 def run_name(dim: int | None, seed: int) -> str:
@@ -150,12 +165,17 @@ def train_run(
         stop = ThresholdStop(monitor=recipe.monitor, target=threshold, mode=recipe.mode)
         callbacks.append(stop)
     started = time.perf_counter()
-    projection = recipe.projection if dim is not None else "none"
+    projection = "none" if dim is None else run_kind(recipe)
     try:
         keras.utils.set_random_seed(seed)
         model = recipe.model_fn()
         make_optimizer = recipe.baseline_optimizer
-        if dim is not None:
+        if dim is not None and recipe.method == "lora":
+            lora.enable(
+                model, dim, targets_=recipe.lora_targets, train=recipe.lora_train
+            )
+            make_optimizer = recipe.optimizer
+        elif dim is not None:
             model = SubspaceModel(
                 model,
                 dim,
@@ -212,6 +232,7 @@ def train_run(
             else None
         ),
         history=values,
+        trainable_params=lora.trainable_count(model),
     )
 
 

@@ -38,6 +38,9 @@ ADDED_KEYS: dict[str, Any] = {
     "mode": "max",
     "threshold": None,
     "callbacks": None,
+    "method": "subspace",
+    "lora_targets": None,
+    "lora_train": None,
 }
 
 _RUN_LISTS = ("baseline_runs", "runs", "speculative_runs")
@@ -137,6 +140,12 @@ def _check_record(data: Any, source: Any, where: str) -> RunRecord:
         "stopped_early": isinstance(data.get("stopped_early", False), bool),
         "seconds": _is_number(data.get("seconds", 0.0)),
         "message": data.get("message") is None or isinstance(data["message"], str),
+        "trainable_params": data.get("trainable_params") is None
+        or (
+            isinstance(data["trainable_params"], int)
+            and not isinstance(data["trainable_params"], bool)
+            and data["trainable_params"] >= 0
+        ),
         "history": isinstance(data.get("history", []), list)
         and all(_is_number(v) for v in data.get("history", [])),
     }

@@ -1,0 +1,147 @@
+"""Searches side by side: a random subspace's d_int beside LoRA's r_int, on
+one axis, the number of trained parameters.
+
+`compare` refuses searches that are not comparable: other training or
+validation data, another monitored metric or direction, or another
+baseline (value and kind).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from keras_idim.dimsearch.result import SearchResult
+
+
+class CompareError(ValueError):
+    """Searches that cannot be compared."""
+
+
+def load(source: str | os.PathLike | SearchResult) -> SearchResult:
+    """A result from a `SearchResult`, a results file, or a run folder
+    holding `results.json` (as `keras-idim search --out` writes)."""
+    if isinstance(source, SearchResult):
+        return source
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        path = os.path.join(path, "results.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No results file at {path!r}.")
+    return SearchResult.from_json(path)
+
+
+def _label(result: SearchResult, index: int) -> str:
+    name = result.config.get("name") or f"search {index + 1}"
+    if result.method == "lora":
+        return f"{name}: LoRA"
+    return f"{name}: {result.config.get('projection', 'subspace')} subspace"
+
+
+def check_comparable(results: Sequence[SearchResult]) -> None:
+    """Raises `CompareError` in one line when two searches differ in data,
+    metric, direction or baseline."""
+    first = results[0]
+    for i, other in enumerate(results[1:], start=2):
+        for what, key in (
+            ("training data", lambda r: r.config.get("train_data")),
+            ("validation data", lambda r: r.config.get("val_data")),
+            ("monitored metric", lambda r: (r.monitor, r.mode)),
+            ("baseline", lambda r: (r.baseline.kind, r.baseline.value)),
+        ):
+            if key(first) != key(other):
+                raise CompareError(
+                    f"Search 1 and search {i} cannot be compared: their {what} "
+                    f"differ ({key(first)!r} against {key(other)!r})."[:400]
+                )
+
+
+def table(results: Sequence[SearchResult]) -> str:
+    """One row per search: method, d_int or r_int, trained parameters."""
+    rows = [
+        f"{'search':<36}  {'method':<8}  {'answer':>16}  {'trained params':>14}",
+    ]
+    for i, r in enumerate(results):
+        answer = f"{r.name} = {'--' if r.d_int is None else r.d_int}"
+        params = r.trainable_params
+        rows.append(
+            f"{_label(r, i)[:36]:<36}  {r.method:<8}  {answer:>16}  "
+            f"{'--' if params is None else f'{params:,}':>14}"
+        )
+    first = results[0]
+    rows.append(f"{first.threshold_text()} (every search)")
+    return "\n".join(rows)
+
+
+def plot(results: Sequence[SearchResult], path: str | os.PathLike) -> str:
+    """A PNG: the metric against trained parameters (log x), one curve per
+    search, with its threshold and its answer marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    try:
+        for i, r in enumerate(results):
+            color = f"C{i}"
+            points = sorted(
+                (s["trainable_params"], s["mean"])
+                for s in r.dim_scores().values()
+                if s["mean"] is not None and s["trainable_params"]
+            )
+            if points:
+                ax.plot(*zip(*points), "-o", ms=4, color=color, label=_label(r, i))
+            if r.trainable_params:
+                ax.axvline(
+                    r.trainable_params,
+                    color=color,
+                    lw=1,
+                    ls=":",
+                    label=f"{r.name} = {r.d_int} ({r.trainable_params:,} params)",
+                )
+            ax.axhline(r.threshold, color=color, lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("trained parameters")
+        ax.set_ylabel(results[0].monitor)
+        ax.set_title("Random subspace against LoRA (dashed: threshold)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.fspath(path))
+    finally:
+        plt.close(fig)
+    return os.fspath(path)
+
+
+def compare(
+    results: Sequence[str | os.PathLike | SearchResult],
+    path: str | os.PathLike | None = None,
+) -> str:
+    """Compares searches on the same data and baseline.
+
+    Args:
+        results: list. `SearchResult`s, results files or run folders.
+        path: str or None. Where to write the PNG. Defaults to `None`.
+
+    Returns:
+        The table, one row per search.
+
+    Raises:
+        CompareError: the searches differ in data, metric or baseline.
+
+    Example:
+
+    >>> print(keras_idim.compare(["runs/subspace", "runs/lora"],
+    ...                          path="runs/compare.png"))
+    """
+    if isinstance(results, (str, os.PathLike, SearchResult)) or len(results) < 2:
+        raise ValueError(
+            "`results` should be a list of two or more searches (results, "
+            f"results files or run folders). Received: `results={results!r}`"
+        )
+    loaded = [load(r) for r in results]
+    check_comparable(loaded)
+    if path is not None:
+        plot(loaded, path)
+    return table(loaded)

@@ -1,0 +1,193 @@
+"""LoRA beside random subspaces: Keras 3's own low-rank adapters, set up so
+that a run of the d-search can train them (`search(method="lora")`).
+
+Keras 3 gives `enable_lora(rank)` to Dense, EinsumDense, Embedding and the
+convolution layers: the layer's kernel W (m x n) is frozen and two trainable
+matrices A (m x r) and B (r x n), B starting at zero, add A B to it, so a
+rank-r adapter on a Dense(m -> n) layer trains exactly r (m + n) numbers.
+A keras-hub task model's backbone has an `enable_lora` of its own that picks
+its attention projections; it is used when the model has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_idim.utils.validation import check_positive_int, received
+
+#: The names of the LoRA matrices Keras adds to a layer.
+LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
+
+#: What `targets` and `train` accept besides `None`.
+Selector = Sequence[str] | Callable[[keras.layers.Layer], bool]
+
+
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of `model`, nested ones included, each once."""
+    seen, found = set(), []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found
+
+
+def _hub_backbone(model: keras.Model) -> Any:
+    """The keras-hub backbone of a task model, if it has LoRA targets."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and hasattr(backbone, "get_lora_target_names"):
+        return backbone
+    return None
+
+
+def check_selector(name: str, value: Any) -> Selector | None:
+    """`None`, a list of layer names, or a predicate on layers."""
+    if value is None or callable(value):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(
+        f"`{name}` should be None, a list of layer names, or a function "
+        f"`layer -> bool`. {received(name, value)}"
+    )
+
+
+def _select(model: keras.Model, selector: Selector, name: str) -> list:
+    layers = all_layers(model)
+    if callable(selector):
+        return [layer for layer in layers if selector(layer)]
+    by_name = {layer.name: layer for layer in layers}
+    missing = [n for n in selector if n not in by_name]
+    if missing:
+        raise ValueError(
+            f"`{name}` names layers that {model.name!r} does not have: "
+            f"{missing}. Its layers: {sorted(by_name)}"
+        )
+    return [by_name[n] for n in selector]
+
+
+def targets(model: keras.Model, selector: Selector | None = None) -> list:
+    """The layers that get adapters: `selector`'s, or by default a keras-hub
+    backbone's own targets, or else every built layer that supports LoRA.
+
+    Raises:
+        ValueError: a named layer is missing or cannot take LoRA, or no
+            layer is left.
+    """
+    if selector is None:
+        backbone = _hub_backbone(model)
+        if backbone is not None:
+            names = set(backbone.get_lora_target_names())
+            chosen = [
+                layer
+                for layer in all_layers(backbone)
+                if layer.name in names and hasattr(layer, "enable_lora")
+            ]
+        else:
+            chosen = [
+                layer
+                for layer in all_layers(model)
+                if hasattr(layer, "enable_lora") and layer.built and layer.weights
+            ]
+    else:
+        chosen = _select(model, selector, "lora_targets")
+        unable = [layer.name for layer in chosen if not hasattr(layer, "enable_lora")]
+        if unable:
+            raise ValueError(
+                f"`lora_targets` names layers that cannot take LoRA: {unable} "
+                "(Keras 3 adapts Dense, EinsumDense, Embedding and convolutions)."
+            )
+    if not chosen:
+        raise ValueError(
+            f"No layer of {model.name!r} can take LoRA (Keras 3 adapts Dense, "
+            "EinsumDense, Embedding and convolutions); pass `lora_targets`."
+        )
+    return chosen
+
+
+def _kernel_shape(layer: keras.layers.Layer) -> tuple[int, int]:
+    """(m, n): the kernel as the matrix that A (m x r) B (r x n) adds to."""
+    kernel = getattr(layer, "embeddings", None)
+    if kernel is None:
+        kernel = layer.kernel
+    shape = tuple(int(s) for s in kernel.shape)
+    if type(layer).__name__ == "EinsumDense":
+        return int(np.prod(shape[:-1])), shape[-1]  # keras' own A, B split
+    return int(np.prod(shape[:-1])), shape[-1]
+
+
+def max_rank(model: keras.Model, selector: Selector | None = None) -> int:
+    """The largest useful rank: beyond min(m, n) of every targeted kernel a
+    rank-r adapter can reach no more than a full-rank one."""
+    return max(min(_kernel_shape(layer)) for layer in targets(model, selector))
+
+
+def enable(
+    model: keras.Model,
+    rank: int,
+    *,
+    targets_: Selector | None = None,
+    train: Selector | None = None,
+) -> int:
+    """Puts rank-`rank` adapters on the target layers and freezes the rest.
+
+    Args:
+        model: keras.Model. A fresh, built model (its weights are the base).
+        rank: int. r, the adapters' rank.
+        targets_: list, callable or None. The layers that get adapters (see
+            `targets`). Defaults to `None`.
+        train: list, callable or None. Layers whose own weights train too,
+            fully (e.g. a new classification head). `None`: only the
+            adapters train; every other weight is frozen, biases included.
+            Defaults to `None`.
+
+    Returns:
+        The number of trainable numbers: the adapters' plus `train`'s.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((7,)), keras.layers.Dense(5)])
+    >>> enable(model, 2)  # 2 * (7 + 5)
+    24
+    """
+    rank = check_positive_int("rank", rank)
+    chosen = targets(model, targets_)
+    backbone = _hub_backbone(model)
+    if targets_ is None and backbone is not None:
+        backbone.enable_lora(rank)
+    else:
+        for layer in chosen:
+            layer.enable_lora(rank)
+    adapters = {id(v) for layer in chosen for v in layer.weights if is_lora(v)}
+    extra = set()
+    if train is not None:
+        for layer in _select(model, train, "lora_train"):
+            extra |= {id(v) for v in layer.weights if not is_lora(v)}
+    for v in model.weights:
+        if id(v) in extra:
+            v.trainable = True
+        elif id(v) not in adapters and v.trainable:
+            v.trainable = False
+    return trainable_count(model)
+
+
+def is_lora(variable: Any) -> bool:
+    """Whether a variable is one of Keras' LoRA matrices."""
+    name = getattr(variable, "path", variable.name).rsplit("/", 1)[-1]
+    return name in LORA_WEIGHTS
+
+
+def trainable_count(model: keras.Model) -> int:
+    """The number of trainable numbers of a model."""
+    return int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
+
+
+def lora_layers(model: keras.Model) -> list:
+    """The layers of `model` that carry LoRA adapters."""
+    return [
+        layer for layer in all_layers(model) if getattr(layer, "lora_enabled", False)
+    ]
