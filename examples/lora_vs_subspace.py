@@ -101,8 +101,9 @@ def main(
 
 
 def _compact_size(result, model_fn, train, out, method) -> int | None:
-    """Trains the answer once more (seed 0) and saves it compactly, without
-    its base; the file's size in bytes (`None` when nothing passed)."""
+    """The size in bytes of the answer's compact file, without its base
+    (`None` when nothing passed). The model is built at the answer's d or
+    r and saved untrained: a file's size does not depend on the values."""
     if result.d_int is None:
         return None
     keras.utils.set_random_seed(0)

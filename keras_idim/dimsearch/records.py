@@ -147,5 +147,5 @@ def threshold_of(baseline: Baseline, fraction: float, mode: str = "max") -> floa
 def rule(mode: str) -> str:
     """How a d passes, in words: the direction and the comparison."""
     if mode == "min":
-        return "lower is better: a d passes when its mean is <= the threshold"
-    return "higher is better: a d passes when its mean is >= the threshold"
+        return "lower is better: passes when the mean over seeds is <= the threshold"
+    return "higher is better: passes when the mean over seeds is >= the threshold"
