@@ -56,6 +56,8 @@ def test_strategy_imports_without_tensorflow():
         ["search", "--help"],
         ["train", "--help"],
         ["bench", "--help"],
+        ["compare", "--help"],
+        ["search", "--method", "qlora"],
         ["search", "--dims", "ten"],
         ["search", "--model", "resnet"],
         ["search", "--dataset", "mnist"],
