@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from keras_idim.bench.configs import PROJECTIONS, parameter_count
-from keras_idim.utils.io import staged
+from keras_idim.utils.plotting import log_x_axes
 
 
 def describe(r: dict) -> str:
@@ -106,13 +106,7 @@ def _bytes(n: float) -> str:
 
 def plot(result: dict, path: str) -> None:
     """PNG: step-time ratio against D, one line per projection (log x)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    try:
+    with log_x_axes(path) as ax:
         for kind, color in zip(PROJECTIONS, ("tab:red", "tab:green", "tab:blue")):
             for jit, style in ((False, "o"), (True, "s")):
                 rs = [
@@ -139,15 +133,7 @@ def plot(result: dict, path: str) -> None:
                             textcoords="offset points",
                         )
         ax.axhline(1.0, color="black", lw=0.8)
-        ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("D (parameters of the model)")
         ax.set_ylabel("subspace step / plain step")
         ax.set_title("What the subspace costs per training step")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        with staged(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 
 from keras_idim.dimsearch.result import SearchResult
+from keras_idim.utils.plotting import log_x_axes
 
 
 class CompareError(ValueError):
@@ -76,13 +77,7 @@ def table(results: Sequence[SearchResult]) -> str:
 def plot(results: Sequence[SearchResult], path: str | os.PathLike) -> str:
     """A PNG: the metric against trained parameters (log x), one curve per
     search, with its threshold and its answer marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    try:
+    with log_x_axes(path, size=(7.5, 4.5), legend=7) as ax:
         for i, r in enumerate(results):
             color = f"C{i}"
             points = sorted(
@@ -101,16 +96,9 @@ def plot(results: Sequence[SearchResult], path: str | os.PathLike) -> str:
                     label=f"{r.name} = {r.d_int} ({r.trainable_params:,} params)",
                 )
             ax.axhline(r.threshold, color=color, lw=0.8, ls="--")
-        ax.set_xscale("log")
         ax.set_xlabel("trained parameters")
         ax.set_ylabel(results[0].monitor)
         ax.set_title("Random subspace against LoRA (dashed: threshold)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="best", fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.fspath(path))
-    finally:
-        plt.close(fig)
     return os.fspath(path)
 
 

@@ -18,6 +18,7 @@ from keras_idim.dimsearch.records import (
     rule,
 )
 from keras_idim.utils.io import atomic_write
+from keras_idim.utils.plotting import log_x_axes
 
 
 @dataclasses.dataclass
@@ -246,14 +247,8 @@ class SearchResult:
         Returns:
             The path written.
         """
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
         scores = {d: s for d, s in self.dim_scores().items() if s["mean"] is not None}
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-        try:
+        with log_x_axes(path) as ax:
             ok = [r for r in self.runs if r.metric is not None]
             ax.scatter(
                 [r.dim for r in ok],
@@ -300,7 +295,6 @@ class SearchResult:
                     lw=1.2,
                     label=f"{self.name} = {self.d_int}",
                 )
-            ax.set_xscale("log")
             ax.set_xlabel(
                 "LoRA rank r" if self.method == "lora" else "subspace dimension d"
             )
@@ -311,10 +305,4 @@ class SearchResult:
                 if self.method == "lora"
                 else f"Intrinsic dimension ({projection} projection)"
             )
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(loc="best", fontsize=8)
-            fig.tight_layout()
-            fig.savefig(os.fspath(path))
-        finally:
-            plt.close(fig)
         return os.fspath(path)

@@ -11,6 +11,8 @@ from keras_idim.dimsearch import CompareError, InProcessRunner, SearchResult
 # tiny_fc is 64 -> 16 -> 10: a rank-r adapter on both layers trains
 # r (64 + 16) + r (16 + 10) = 106 r numbers; everything else is frozen.
 PER_RANK = 106
+# A local baseline, and a learning rate that suits the adapters.
+LOCAL = {**TINY, "baseline": None, "epochs": 2, "learning_rate": 0.02}
 
 
 def test_lora_search_records_trainable_params(tmp_path):
@@ -23,7 +25,7 @@ def test_lora_search_records_trainable_params(tmp_path):
         method="lora",
         dims=[1, 2, 16],
         results_path=path,
-        **{**TINY, "baseline": None, "epochs": 2, "learning_rate": 0.02},
+        **LOCAL,
     )
     assert result.method == "lora" and result.name.startswith("r_int")
     assert result.baseline_runs[0].trainable_params == 1210  # all of D
@@ -45,7 +47,7 @@ def test_lora_search_records_trainable_params(tmp_path):
         dims=[1, 2, 16],
         results_path=path,
         runner=InProcessRunner(must_not_run),
-        **{**TINY, "baseline": None, "epochs": 2, "learning_rate": 0.02},
+        **LOCAL,
     )
     assert again.d_int == result.d_int
 
