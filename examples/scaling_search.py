@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 
-from keras_idim import cli, data
+from keras_idim import cli, data, models
 from keras_idim.dimsearch import search
 from keras_idim.dimsearch.ray_runner import start_local_ray
 
@@ -52,7 +52,7 @@ def main(
     """
     defaults = cli.build_parser().parse_args(["search", "--model", model])
     train, val, info = data.load("digits", batch_size=defaults.batch_size, arrays=True)
-    model_fn = cli._model_fn(model, info)
+    model_fn = models.from_spec(model, info)
     kwargs = dict(
         projection=defaults.projection,
         fraction=defaults.fraction,

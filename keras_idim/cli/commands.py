@@ -1,0 +1,217 @@
+"""What each sub-command does, once its options are parsed: search,
+train, export, compare."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+from keras_idim.cli.options import TASK_DEFAULTS
+from keras_idim.utils.io import check_writable
+
+
+def _export_path(path: str, args: argparse.Namespace, arg: str) -> str:
+    """The export's path, checked before any work, creating nothing."""
+    if args.no_base and args.format != "compact":
+        raise ValueError("`--no-base` applies to `--format compact` only.")
+    if args.format == "compact" and not path.endswith(".npz"):
+        path += ".npz"
+    if os.path.exists(path) and not args.overwrite:
+        raise FileExistsError(
+            f"`{arg}` {path!r} already exists. Pass --overwrite to replace it, "
+            "or choose another path."
+        )
+    check_writable(path, arg, folder=args.format == "saved_model")
+    return path
+
+
+def _export(model, path: str, args: argparse.Namespace) -> str:
+    from keras_idim.export import export_saved_model, save_compact
+
+    if args.format == "compact":
+        return save_compact(
+            model, path, include_base=not args.no_base, overwrite=args.overwrite
+        )
+    return export_saved_model(model, path, overwrite=args.overwrite)
+
+
+def _model_fn(spec: str, info) -> Callable:
+    """A builder of fresh base models for `--model`."""
+    from keras_idim import models
+
+    return models.from_spec(spec, info)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _task(args: argparse.Namespace, info) -> tuple[str, list[str], str]:
+    """The loss, the compiled metrics and the monitored name, from `--loss`
+    and `--metric` or the dataset's task."""
+    defaults = TASK_DEFAULTS[getattr(info, "task", "classification")]
+    loss = args.loss or defaults["loss"]
+    metric = args.metric or defaults["metric"]
+    if metric == "loss":
+        return loss, [], "val_loss"
+    return loss, [metric], f"val_{metric}"
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from keras_idim import data
+    from keras_idim.dimsearch.api import search
+
+    # Arrays where the data fit in memory: each run then shuffles from its seed.
+    train, val, info = data.load(
+        args.dataset,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        arrays=True,
+        download=not args.no_download,
+    )
+    model_fn = _model_fn(args.model, info)
+    loss, metrics, monitor = _task(args, info)
+    out = args.out or os.path.join(
+        "runs",
+        _slug(
+            f"{os.path.basename(args.model)}-{args.dataset}-"
+            + ("lora" if args.method == "lora" else args.projection)
+            + ("-said" if args.said and args.method != "lora" else "")
+        ),
+    )
+    check_writable(out, "--out", folder=True)
+    args.results_path = os.path.join(out, "results.json")  # for an interrupt
+    result = search(
+        model_fn,
+        train,
+        val,
+        projection=args.projection,
+        fraction=args.fraction,
+        baseline=args.baseline,
+        dims=args.dims,
+        seeds=tuple(range(args.seeds)),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer="adam",
+        learning_rate=args.lr,
+        baseline_learning_rate=args.baseline_lr,
+        loss=loss,
+        metrics=metrics,
+        monitor=monitor,
+        mode=args.mode,
+        threshold=args.threshold,
+        tensorboard=args.tensorboard,
+        structure_aware=args.said,
+        results_path=args.results_path,
+        tolerance=args.tolerance,
+        start_dim=args.start_dim,
+        method=args.method,
+        lora_targets=args.lora_targets,
+        lora_train=args.lora_train,
+        max_dim=args.max_dim,
+        name=f"{args.model} on {args.dataset}",
+        verbose=0 if args.quiet else 1,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
+    result.to_csv(os.path.join(out, "results.csv"))
+    result.plot(os.path.join(out, "curve.png"))
+    if not args.quiet:
+        print()
+        print(result.summary())
+        print(f"wrote {out}/results.json, results.csv, curve.png")
+    else:
+        print(result.verdict())
+    return 0 if result.d_int is not None else 1
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from keras_idim.dimsearch.comparison import compare
+
+    if len(args.runs) < 2:
+        raise ValueError("`compare` needs two or more RUN_DIRs.")
+    check_writable(args.out, "--out")
+    print(compare(args.runs, path=args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import keras
+
+    from keras_idim import data
+    from keras_idim.dimsearch.config import resolve_mode
+    from keras_idim.dimsearch.records import best
+    from keras_idim.subspace import SubspaceModel
+
+    train, val, info = data.load(
+        args.dataset,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+    )
+    keras.utils.set_random_seed(args.seed)
+    base = _model_fn(args.model, info)()
+    model = SubspaceModel(
+        base,
+        args.dim,
+        projection=args.projection,
+        seed=args.seed,
+        structure_aware=args.said,
+    )
+    loss, metrics, monitor = _task(args, info)
+    try:  # which value is best, known before training (see `search --mode`)
+        mode = resolve_mode("auto", monitor, metrics)
+    except ValueError:
+        mode = None
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss, metrics=metrics)
+    print(
+        f"{args.model} on {args.dataset}: D = {model.full_dim}, d = {args.dim}, "
+        f"{args.projection} projection{' (SAID)' if args.said else ''}"
+    )
+    history = model.fit(
+        train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=2
+    )
+    values = history.history[monitor]
+    if mode is None:
+        print(f"last {monitor} {values[-1]:.4f}")
+    else:
+        print(f"best {monitor} {best(values, mode):.4f} (last {values[-1]:.4f})")
+    if args.save:
+        from keras_idim.utils.io import staged
+
+        with staged(args.save) as tmp:  # no partial file, ever
+            model.save(tmp)
+        print(f"saved {args.save}")
+    if args.export:
+        print(f"exported {_export(model, args.export, args)} ({args.format})")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import keras
+
+    from keras_idim.export import load_compact
+    from keras_idim.subspace import SubspaceModel
+
+    source = args.source
+    if not os.path.isfile(source):
+        raise ValueError(f"SOURCE not found: {source!r}")
+    stem = os.path.basename(source)
+    for suffix in (".keras", ".npz"):
+        stem = stem.removesuffix(suffix)
+    out = _export_path(args.out or os.path.join("saved_models", stem), args, "--out")
+    if source.endswith(".npz"):
+        model = load_compact(source)
+    else:
+        model = keras.saving.load_model(source, compile=False)
+        if not isinstance(model, SubspaceModel):
+            raise ValueError(
+                f"SOURCE {source!r} holds a {type(model).__name__}, not a "
+                "keras_idim SubspaceModel (save one with `keras-idim train "
+                "--save` or `model.save`)."
+            )
+    print(f"exported {_export(model, out, args)} ({args.format})")
+    return 0
