@@ -13,7 +13,12 @@ import keras
 import numpy as np
 
 from keras_idim.utils.io import check_writable
-from keras_idim.utils.validation import check_positive_int, is_int, received
+from keras_idim.utils.validation import (
+    SEED_RANGE,
+    check_positive_int,
+    is_int,
+    received,
+)
 
 #: What `mode` accepts.
 MODE_CHOICES = ("auto", "max", "min")
@@ -101,8 +106,6 @@ def check_dims(dims: Any) -> list[int] | str:
 
 def check_seeds(seeds: Any) -> list[int]:
     """The seeds as a list of distinct integers in the seed range."""
-    from keras_idim.utils.validation import SEED_RANGE
-
     if is_int(seeds):
         seeds = [seeds]
     try:

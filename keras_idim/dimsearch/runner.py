@@ -96,7 +96,7 @@ def as_dataset(
     """
     from keras_idim.data import to_dataset
 
-    if callable(data) and not hasattr(data, "element_spec"):
+    if callable(data):
         built = data()
         if not hasattr(built, "element_spec"):
             raise ValueError(
