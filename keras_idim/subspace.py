@@ -241,27 +241,31 @@ class SubspaceModel(keras.Model):
 
     # -- the subspace map ------------------------------------------------
 
-    def _scales(self) -> tf.Tensor:
-        """SAID's per-weight scales, lambda_t(i), as a (full_dim,) tensor."""
-        return tf.repeat(tf.convert_to_tensor(self.lambdas), self._base.sizes)
+    def _per_tensor(self, flat: tf.Tensor) -> list[tf.Tensor]:
+        """A (full_dim,) tensor cut into one flat piece per base tensor."""
+        return tf.split(flat, self._base.sizes)
 
     def sync_base_weights(self) -> None:
         """Writes `theta_0 + P theta_d` into the base model's variables.
 
         Runs after every training step (one pass of the projection); call it
         yourself only after assigning `theta_d` (or the lambdas) by hand.
+        With SAID, tensor t gets `theta_0,t + lambda_t (P theta_d)_t`: each
+        piece is scaled on its own, so that no tensor larger than D is ever
+        built (a per-weight (D,) scale from `tf.repeat` tiled to (number of
+        tensors) x (largest tensor) floats).
         """
         offset = self.projection(tf.convert_to_tensor(self.theta_d))
+        pieces = zip(
+            self._per_tensor(tf.convert_to_tensor(self.theta_0)),
+            self._per_tensor(offset),
+        )
         if self.structure_aware:
-            self.offset.assign(offset)
-            offset = self._scales() * offset
-        theta = tf.convert_to_tensor(self.theta_0) + offset
-        for v, piece, shape in zip(
-            self._base.variables,
-            tf.split(theta, self._base.sizes),
-            self._base.shapes,
-        ):
-            v.assign(tf.cast(tf.reshape(piece, shape), v.dtype))
+            self.offset.assign(offset)  # P theta_d, for the lambdas' gradient
+            lambdas = tf.unstack(tf.convert_to_tensor(self.lambdas))
+            pieces = ((t0, lam * u) for (t0, u), lam in zip(pieces, lambdas))
+        for v, (t0, u), shape in zip(self._base.variables, pieces, self._base.shapes):
+            v.assign(tf.cast(tf.reshape(t0 + u, shape), v.dtype))
 
     def subspace_gradients(self, grads: list) -> list[tf.Tensor]:
         """Maps gradients w.r.t. the base weights to the trainable variables.
@@ -275,21 +279,22 @@ class SubspaceModel(keras.Model):
             Gradients for `self.trainable_variables`: `[P^T g]`, and with
             SAID `[P^T (lambda * g), sum_t(g * P theta_d)]`.
         """
-        flat = tf.concat(
-            [
-                tf.zeros([n], tf.float32)
-                if g is None
-                else tf.reshape(tf.cast(tf.convert_to_tensor(g), tf.float32), [-1])
-                for g, n in zip(grads, self._base.sizes)
-            ],
-            axis=0,
-        )
+        pieces = [
+            tf.zeros([n], tf.float32)
+            if g is None
+            else tf.reshape(tf.cast(tf.convert_to_tensor(g), tf.float32), [-1])
+            for g, n in zip(grads, self._base.sizes)
+        ]
         if not self.structure_aware:
-            return [self.projection.transpose(flat)]
-        grad_theta_d = self.projection.transpose(self._scales() * flat)
-        products = tf.split(flat * tf.convert_to_tensor(self.offset), self._base.sizes)
-        grad_lambdas = tf.stack([tf.reduce_sum(p) for p in products])
-        return [grad_theta_d, grad_lambdas]
+            return [self.projection.transpose(tf.concat(pieces, axis=0))]
+        # Per tensor: d/dlambda_t = g_t . (P theta_d)_t; the chain rule to
+        # theta_d carries lambda_t * g_t. Scaled piece by piece (see
+        # `sync_base_weights`).
+        lambdas = tf.unstack(tf.convert_to_tensor(self.lambdas))
+        offsets = self._per_tensor(tf.convert_to_tensor(self.offset))
+        grad_lambdas = tf.stack([tf.reduce_sum(g * u) for g, u in zip(pieces, offsets)])
+        scaled = tf.concat([lam * g for lam, g in zip(lambdas, pieces)], axis=0)
+        return [self.projection.transpose(scaled), grad_lambdas]
 
     # -- training ----------------------------------------------------------
 
