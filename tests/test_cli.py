@@ -257,3 +257,14 @@ def test_train_seed_out_of_range_is_a_usage_error(seed, capsys):
         cli.main(["train", "--dim", "5", "--seed", seed])
     assert info.value.code == 2
     assert "--seed: should be in [0, 2**32)" in capsys.readouterr().err
+
+
+def test_version_comes_from_one_source(capsys):
+    import keras_idim
+    from keras_idim.version import __version__
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"keras-idim {__version__}"
+    assert keras_idim.__version__ == __version__

@@ -53,6 +53,7 @@ def test_strategy_imports_without_tensorflow():
     "argv",
     [
         ["--help"],
+        ["--version"],
         ["search", "--help"],
         ["train", "--help"],
         ["bench", "--help"],

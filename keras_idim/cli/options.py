@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from keras_idim.version import __version__
+
 #: Defaults of the command line, tuned on the embedded digits data.
 DEFAULTS = {
     "model": "fc",
@@ -211,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-idim",
         description="Measure the intrinsic dimension of a model on a dataset.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"keras-idim {__version__}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search(sub)
