@@ -256,16 +256,17 @@ class SubspaceModel(keras.Model):
         tensors) x (largest tensor) floats).
         """
         offset = self.projection(tf.convert_to_tensor(self.theta_d))
-        pieces = zip(
-            self._per_tensor(tf.convert_to_tensor(self.theta_0)),
-            self._per_tensor(offset),
-        )
         if self.structure_aware:
             self.offset.assign(offset)  # P theta_d, for the lambdas' gradient
             lambdas = tf.unstack(tf.convert_to_tensor(self.lambdas))
-            pieces = ((t0, lam * u) for (t0, u), lam in zip(pieces, lambdas))
-        for v, (t0, u), shape in zip(self._base.variables, pieces, self._base.shapes):
-            v.assign(tf.cast(tf.reshape(t0 + u, shape), v.dtype))
+            offset = tf.concat(
+                [lam * u for lam, u in zip(lambdas, self._per_tensor(offset))], axis=0
+            )
+        theta = tf.convert_to_tensor(self.theta_0) + offset
+        for v, piece, shape in zip(
+            self._base.variables, self._per_tensor(theta), self._base.shapes
+        ):
+            v.assign(tf.cast(tf.reshape(piece, shape), v.dtype))
 
     def subspace_gradients(self, grads: list) -> list[tf.Tensor]:
         """Maps gradients w.r.t. the base weights to the trainable variables.

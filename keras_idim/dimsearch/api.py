@@ -317,7 +317,7 @@ def search(
 
     driver = Driver(
         recipe,
-        None,  # the strategy, once D is known
+        None,  # the strategy, once D (or the largest rank) is known
         runner,
         config=config,
         seeds=seeds,
@@ -337,9 +337,8 @@ def search(
     else:  # D, before any training
         limit = cfg.check_model_fn(model_fn, seeds[0])
         cfg.check_dims_fit(dims, start_dim, max_dim, limit)
-    full_dim = limit
     driver.strategy = make_strategy(
-        dims, start=start_dim, tolerance=tolerance, max_dim=max_dim or full_dim
+        dims, start=start_dim, tolerance=tolerance, max_dim=max_dim or limit
     )
     return driver.run()
 
