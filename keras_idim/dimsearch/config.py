@@ -312,7 +312,33 @@ def check_model_fn(
         )
     if measure is not None:
         return measure(first)
-    return int(sum(int(np.prod(v.shape)) for v in first.trainable_variables))
+    return weight_counts(first)[0]
+
+
+def weight_counts(model: keras.Model) -> tuple[int, int]:
+    """D, the model's trainable weights, and the number of their tensors."""
+    variables = model.trainable_variables
+    return int(sum(int(np.prod(v.shape)) for v in variables)), len(variables)
+
+
+def check_said_dims(dims: Any, start_dim: int, tensors: int) -> None:
+    """Refuses a d that SAID cannot use: it trains one scale per weight
+    tensor, so every d must exceed the number of tensors (a d-search of a
+    transformer would otherwise fail run after run, each at wrap time)."""
+    low = [d for d in dims if d <= tensors] if dims != "auto" else []
+    if low:
+        raise ValueError(
+            "With `structure_aware=True`, every d should exceed the number of "
+            f"trainable weight tensors of the model ({tensors}), one SAID scale "
+            f"each. Received: `dims={dims!r}`"
+        )
+    if dims == "auto" and start_dim <= tensors:
+        raise ValueError(
+            "With `structure_aware=True`, `start_dim` should exceed the number "
+            f"of trainable weight tensors of the model ({tensors}), one SAID "
+            f"scale each (e.g. `start_dim={2 * tensors}`). Received: "
+            f"`start_dim={start_dim}`"
+        )
 
 
 def check_dims_fit(

@@ -22,11 +22,13 @@ def auto_next_dim(
     start: int = 10,
     tolerance: float = 0.1,
     max_dim: int,
+    min_dim: int = 1,
 ) -> int | None:
     """The next d to try in an automatic search, or `None` when it is done.
 
     A pure function of the pass/fail outcomes so far. It brackets by doubling
-    from `start` (or halving, if `start` already passes) until one d fails
+    from `start` (or halving, down to `min_dim`, if `start` already passes)
+    until one d fails
     and a d at most twice as large passes, then bisects on a log scale (the
     geometric mean of the bracket, rounded) until `hi / lo <= 1 + tolerance`
     or no integer is left between them. The answer is then the smallest
@@ -43,6 +45,8 @@ def auto_next_dim(
         tolerance: float. Stop when the bracket's ratio is at most
             `1 + tolerance`. Defaults to `0.1`.
         max_dim: int. The largest d to try.
+        min_dim: int. The smallest d to try (SAID needs more than one per
+            weight tensor). Defaults to `1`.
 
     Returns:
         The next d, or `None`.
@@ -66,7 +70,7 @@ def auto_next_dim(
     hi = min(passing)
     failing = [d for d, ok in outcomes.items() if not ok and d < hi]
     if not failing:
-        return None if hi <= 1 else hi // 2
+        return None if hi <= min_dim else max(hi // 2, min_dim)
     lo = max(failing)
     if hi / lo <= 1 + tolerance or hi - lo <= 1:
         return None
@@ -191,16 +195,22 @@ def make_strategy(
     start: int = 10,
     tolerance: float = 0.1,
     max_dim: int | None = None,
+    min_dim: int = 1,
 ) -> Strategy:
     """The strategy of a search: `"auto"` (see `auto_next_dim`, which then
-    needs `max_dim`) or a list of d (see `sweep_next_dim`)."""
+    needs `max_dim`, and halves no lower than `min_dim`) or a list of d
+    (see `sweep_next_dim`)."""
     if dims == "auto":
         if max_dim is None:
             raise ValueError("An automatic search needs `max_dim`.")
 
         def next_dim(outcomes: Mapping[int, bool]) -> int | None:
             return auto_next_dim(
-                outcomes, start=start, tolerance=tolerance, max_dim=max_dim
+                outcomes,
+                start=start,
+                tolerance=tolerance,
+                max_dim=max_dim,
+                min_dim=min_dim,
             )
 
     else:

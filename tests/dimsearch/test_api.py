@@ -253,6 +253,19 @@ def test_dims_beyond_the_model_are_refused(kwargs, match):
         search(tiny_fc, train, val, **{**TINY, **kwargs})
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [  # tiny_fc has 4 weight tensors: SAID needs d >= 5.
+        ({"dims": [4, 10]}, r"every d should exceed .* \(4\).*`dims=\[4, 10\]`"),
+        ({"dims": "auto", "start_dim": 3}, r"`start_dim` should exceed .* \(4\)"),
+    ],
+)
+def test_said_dims_below_the_tensor_count_are_refused_first(kwargs, match):
+    train, val = digits_arrays()
+    with pytest.raises(ValueError, match=match):
+        search(tiny_fc, train, val, structure_aware=True, **{**TINY, **kwargs})
+
+
 def test_numpy_integers_are_accepted_everywhere():
     train, val = digits_arrays()
     result = search(

@@ -37,6 +37,18 @@ def test_auto_halves_when_the_start_passes():
     assert drive_auto(3, start=10, tolerance=0.1, max_dim=100) == (3, [10, 5, 2, 3])
 
 
+def test_auto_halves_no_lower_than_min_dim():
+    # SAID with 25 weight tensors: min_dim 26. 100, 50 pass; 25 would be
+    # next, so 26 is tried instead; it passes and nothing below is left.
+    assert drive_auto(3, start=100, max_dim=1000, min_dim=26) == (26, [100, 50, 26])
+    # 26 fails: the bracket (26, 50] is bisected as usual: sqrt(26*50) = 36.1
+    # fails, sqrt(36*50) = 42.4 passes, sqrt(36*42) = 38.9 fails, 42/39 <= 1.1.
+    assert drive_auto(40, start=100, max_dim=1000, min_dim=26) == (
+        42,
+        [100, 50, 26, 36, 42, 39],
+    )
+
+
 def test_auto_gives_up_at_max_dim():
     assert drive_auto(10**9, start=10, max_dim=100) == (None, [10, 20, 40, 80, 100])
 
