@@ -9,7 +9,8 @@ standardised float32 features and targets, for `loss="mse"`.
 
 `tensorflow_datasets` is imported only when TFDS data are asked for (by
 `load("tfds:NAME")` or by using `tfds_dataset`), never by importing this
-package.
+package. `tfds_splits` loads any TFDS dataset (text too) with the same
+offline checks.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ SPECS = (
 
 
 def __getattr__(name: str) -> Any:
-    # `tfds_dataset` imports tensorflow_datasets: only on first use.
-    if name == "tfds_dataset":
-        from keras_idim.data.tfds import tfds_dataset
+    # These import tensorflow_datasets: only on first use.
+    if name in ("tfds_dataset", "tfds_splits"):
+        from keras_idim.data import tfds
 
-        return tfds_dataset
+        return getattr(tfds, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

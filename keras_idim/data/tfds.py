@@ -80,6 +80,15 @@ def _remove_new_empty_folders(root: str, before: set[str]) -> None:
             pass
 
 
+def _check_data_dir(data_dir: Any) -> str | None:
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise ValueError(
+            "`data_dir` should be a path (str) or `None`. "
+            f"{received('data_dir', data_dir)}"
+        )
+    return None if data_dir is None else os.fspath(data_dir)
+
+
 def _download_error(
     name: str, data_dir: str | None, download: bool, err: Exception
 ) -> RuntimeError:
@@ -102,6 +111,118 @@ def _download_error(
         "`download=False` (`--data-dir /copied/dir --no-download` on the "
         "command line)."
     )
+
+
+def tfds_splits(
+    name: str,
+    splits: list[str],
+    *,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    as_supervised: bool = False,
+) -> tuple[list[tf.data.Dataset], Any]:
+    """Splits of any TFDS dataset, as `tfds.load` gives them, or a clear error.
+
+    `tfds.load` with the checks that a d-search needs before any work: an
+    unknown name or split is a `ValueError` that says so; a dataset that is
+    not prepared in `data_dir` and cannot be downloaded (offline: one probe
+    of TFDS's mirror answers within seconds, where a download would retry
+    for minutes) is a `RuntimeError` that says how to prepare it elsewhere
+    and copy it here. Folders that a failed load created are removed.
+    `tfds_dataset` builds on it; text pipelines (e.g. GLUE in
+    `examples/said_glue.py`) use it directly.
+
+    Args:
+        name: str. TFDS name, e.g. `"glue/mrpc"`, optionally with a version.
+        splits: list of str. The splits, e.g. `["train", "validation"]`.
+        data_dir: str or None. Where prepared TFDS datasets are (and
+            downloads go). Defaults to `None`: TFDS's default,
+            `~/tensorflow_datasets` or `$TFDS_DATA_DIR`.
+        download: bool. Download and prepare the dataset when it is not in
+            `data_dir`. Defaults to `True`.
+        as_supervised: bool. Give `(input, label)` pairs, as `tfds.load`.
+            Defaults to `False` (feature dicts).
+
+    Returns:
+        `(datasets, info)`: one unbatched `tf.data.Dataset` per split, and
+        the TFDS `DatasetInfo`.
+    """
+    name = check_name("name", name)
+    if (
+        not isinstance(splits, (list, tuple))
+        or not splits
+        or not all(isinstance(x, str) and x for x in splits)
+    ):
+        raise ValueError(
+            "`splits` should be a non-empty list of TFDS split names, e.g. "
+            f"['train', 'validation']. {received('splits', splits)}"
+        )
+    data_dir = _check_data_dir(data_dir)
+    download = check_bool("download", download)
+    as_supervised = check_bool("as_supervised", as_supervised)
+    return _load(
+        name,
+        list(splits),
+        data_dir,
+        download,
+        as_supervised,
+        dataset_echo=received("name", name),
+        splits_echo=received("splits", list(splits)),
+    )
+
+
+def _load(
+    name: str,
+    splits: list[str],
+    data_dir: str | None,
+    download: bool,
+    as_supervised: bool,
+    *,
+    dataset_echo: str,
+    splits_echo: str,
+) -> tuple[list[tf.data.Dataset], Any]:
+    """`tfds.load` of checked arguments; errors end with the echoes of the
+    caller's own arguments."""
+    root = (
+        data_dir
+        or os.environ.get("TFDS_DATA_DIR")
+        or os.path.expanduser("~/tensorflow_datasets")
+    )
+    before = _folders(root)
+    try:
+        if download and _would_download(name, data_dir) and not _online():
+            raise OSError(
+                f"no network: {PROBE_ADDRESS[0]} did not answer within "
+                f"{PROBE_TIMEOUT:g} s (offline?)"
+            )
+        datasets, info = tfds.load(
+            name,
+            split=list(splits),
+            as_supervised=as_supervised,
+            with_info=True,
+            data_dir=data_dir,
+            download=download,
+        )
+    except tfds.core.DatasetNotFoundError as err:
+        lines = str(err).splitlines()
+        hint = " ".join([lines[0]] + [s for s in lines if s.startswith("Did you")])
+        raise ValueError(
+            f"Unknown TFDS dataset {name!r} ({hint}). It should be a TFDS "
+            f"dataset name (see `tfds.list_builders()`). {dataset_echo}"
+        ) from err
+    except ValueError as err:
+        if "split" not in str(err).lower():
+            _remove_new_empty_folders(root, before)
+            raise _download_error(name, data_dir, download, err) from err
+        raise ValueError(
+            f"Unknown or malformed split of the TFDS dataset {name!r}: {err} "
+            f"{splits_echo}"
+        ) from err
+    except Exception as err:
+        _remove_new_empty_folders(root, before)
+        raise _download_error(name, data_dir, download, err) from err
+
+    return datasets, info
 
 
 def tfds_dataset(
@@ -166,58 +287,23 @@ def tfds_dataset(
     name = check_name("name", name)
     batch_size = check_positive_int("batch_size", batch_size)
     seed = check_seed(seed)
-    if data_dir is not None:
-        if not isinstance(data_dir, (str, os.PathLike)):
-            raise ValueError(
-                "`data_dir` should be a path (str) or `None`. "
-                f"{received('data_dir', data_dir)}"
-            )
-        data_dir = os.fspath(data_dir)
     train_split = check_name("train_split", train_split)
     val_split = check_name("val_split", val_split)
+    data_dir = _check_data_dir(data_dir)
     download = check_bool("download", download)
-
-    root = (
-        data_dir
-        or os.environ.get("TFDS_DATA_DIR")
-        or os.path.expanduser("~/tensorflow_datasets")
+    (train, val), info = _load(
+        name,
+        [train_split, val_split],
+        data_dir,
+        download,
+        True,
+        dataset_echo=(
+            f"`dataset` should be 'tfds:NAME'. Received: `dataset='tfds:{name}'`"
+        ),
+        splits_echo=(
+            f"Received: `train_split={train_split!r}`, `val_split={val_split!r}`"
+        ),
     )
-    before = _folders(root)
-    try:
-        if download and _would_download(name, data_dir) and not _online():
-            raise OSError(
-                f"no network: {PROBE_ADDRESS[0]} did not answer within "
-                f"{PROBE_TIMEOUT:g} s (offline?)"
-            )
-        (train, val), info = tfds.load(
-            name,
-            split=[train_split, val_split],
-            as_supervised=True,
-            with_info=True,
-            data_dir=data_dir,
-            download=download,
-        )
-    except tfds.core.DatasetNotFoundError as err:
-        lines = str(err).splitlines()
-        hint = " ".join([lines[0]] + [s for s in lines if s.startswith("Did you")])
-        raise ValueError(
-            f"Unknown TFDS dataset {name!r} ({hint}). `dataset` should be "
-            "'tfds:NAME' with NAME a TFDS dataset (see "
-            f"`tfds.list_builders()`). Received: `dataset='tfds:{name}'`"
-        ) from err
-    except ValueError as err:
-        if "split" not in str(err).lower():
-            _remove_new_empty_folders(root, before)
-            raise _download_error(name, data_dir, download, err) from err
-        raise ValueError(
-            f"Unknown or malformed split of the TFDS dataset {name!r}: {err} "
-            f"Received: `train_split={train_split!r}`, "
-            f"`val_split={val_split!r}`"
-        ) from err
-    except Exception as err:
-        _remove_new_empty_folders(root, before)
-        raise _download_error(name, data_dir, download, err) from err
-
     features = info.features
     keys = tuple(info.supervised_keys or ())
     if (
@@ -272,4 +358,4 @@ def tfds_dataset(
     return train, val, data_info
 
 
-__all__ = ["SHUFFLE_BUFFER", "tfds_dataset"]
+__all__ = ["SHUFFLE_BUFFER", "tfds_dataset", "tfds_splits"]

@@ -196,3 +196,44 @@ def test_tfds_dataset_bad_arguments(monkeypatch, kwargs, match):
     kwargs = {"name": "mnist", **kwargs}
     with pytest.raises(ValueError, match=re.escape(match)):
         data.tfds_dataset(**kwargs)
+
+
+# tfds_splits: any TFDS dataset (text too), with the same checks
+
+
+def test_tfds_splits_gives_feature_dicts_of_a_text_dataset():
+    with tfds.testing.mock_data(num_examples=7):
+        (train, val), info = data.tfds_splits("glue/mrpc", ["train", "validation"])
+    assert info.features["label"].num_classes == 2
+    rows = list(train.as_numpy_iterator())
+    assert len(rows) == 7 and len(list(val)) == 7
+    assert {"sentence1", "sentence2", "label"} <= set(rows[0])
+    assert isinstance(rows[0]["sentence1"], bytes)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"splits": "train"}, r"`splits` should be a non-empty list.*`splits='train'`"),
+        ({"splits": []}, r"`splits=\[\]`"),
+        ({"data_dir": 3}, r"`data_dir` should be a path.*`data_dir=3`"),
+        ({"download": "no"}, r"`download='no'`"),
+    ],
+)
+def test_tfds_splits_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.tfds_splits("glue/mrpc", **{"splits": ["train"], **kwargs})
+
+
+def test_tfds_splits_unknown_split_and_name_echo_their_arguments(monkeypatch, online):
+    with pytest.raises(
+        ValueError, match=r"(?s)Unknown TFDS dataset.*`name='glu/mrpc'`"
+    ):
+        data.tfds_splits("glu/mrpc", ["train"])
+
+    def load_without_split(*args, **kwargs):
+        raise ValueError("Unknown split 'dev'. Should be one of ['train'].")
+
+    monkeypatch.setattr(tfds, "load", load_without_split)
+    with pytest.raises(ValueError, match=r"Unknown split 'dev'.*`splits=\['dev'\]`"):
+        data.tfds_splits("glue/mrpc", ["dev"])
