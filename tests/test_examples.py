@@ -103,3 +103,41 @@ def test_lora_vs_subspace_example_runs_shrunk(load, tmp_path):
         assert got["seconds"][method] > 0
         if got[method].d_int is not None:
             assert got["compact_bytes"][method] > 0
+
+
+def test_said_glue_example_runs_offline_on_a_tiny_backbone(load, tmp_path, capsys):
+    pytest.importorskip("keras_hub")  # the [hub] extra, part of [dev]
+    said_glue = load("said_glue")
+    with tfds.testing.mock_data(num_examples=32):
+        x, y = next(
+            iter(
+                said_glue.glue_dataset(
+                    "mrpc",
+                    "train",
+                    preset="tiny-random",
+                    batch_size=8,
+                    sequence_length=16,
+                    shuffle=True,
+                )
+            )
+        )
+        # Token ids, tokenised in the pipeline: [CLS] first, a [SEP] per text.
+        assert set(x) == {"token_ids", "padding_mask", "segment_ids"}
+        assert x["token_ids"].shape == (8, 16) and y.shape == (8,)
+        assert (x["token_ids"][:, 0].numpy() == 2).all()
+        assert ((x["token_ids"].numpy() == 3).sum(axis=1) >= 1).all()
+        result = said_glue.main(
+            preset="tiny-random",
+            dims=[60],
+            epochs=1,
+            batch_size=16,
+            sequence_length=16,
+            out=str(tmp_path),
+        )
+    assert result.config["structure_aware"] is True
+    assert result.config["projection"] == "fastfood"
+    assert [r.dim for r in result.runs] == [60]
+    assert all(r.status == "ok" for r in result.runs)
+    assert result.baseline[1] == "local"
+    assert (tmp_path / "results.json").exists() and (tmp_path / "curve.png").exists()
+    assert "majority-class accuracy on validation" in capsys.readouterr().out
