@@ -19,11 +19,21 @@ The same from the command line:
     keras-idim search --out runs/subspace
     keras-idim search --method lora --out runs/lora
     keras-idim compare runs/subspace runs/lora --out runs/compare.png
+
+With keras-hub installed (`pip install "keras-idim[hub]"`), `--hub PRESET`
+asks the same question of fine-tuning: the text classifier of
+examples/said_glue.py on a GLUE task (default MRPC), SAID subspaces against
+LoRA on the backbone's own targets (its attention's query and value
+projections), the new classification head ("logits") trained in full
+beside the adapters and counted in LoRA's trained parameters:
+
+    python examples/lora_vs_subspace.py --hub bert_small_en_uncased --task mrpc
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 
@@ -39,7 +49,7 @@ def main(
     lora_ranks: str | list[int] = "auto",
     verbose: int = 1,
 ) -> dict:
-    """Runs both searches and the comparison.
+    """Runs both searches on digits and the comparison.
 
     Args:
         out: str. Output folder. Defaults to `"runs/lora_vs_subspace"`.
@@ -54,33 +64,109 @@ def main(
         size, `None` when nothing passed) and `"table"` (the comparison).
     """
     train, val, info = keras_idim.data.load("digits", arrays=True)
-    model_fn = keras_idim.models.from_spec("fc", info)
-    recipe = dict(
-        epochs=epochs,
-        batch_size=32,
-        learning_rate=0.03,
-        baseline_learning_rate=1e-3,
-        name="fc on digits",
+    return compare_methods(
+        keras_idim.models.from_spec("fc", info),
+        train,
+        val,
+        out=out,
+        searches={
+            "subspace": dict(dims=subspace_dims, start_dim=10),
+            "lora": dict(dims=lora_ranks, start_dim=1),
+        },
+        recipe=dict(
+            epochs=epochs,
+            batch_size=32,
+            learning_rate=0.03,
+            baseline_learning_rate=1e-3,
+            name="fc on digits",
+        ),
         verbose=verbose,
     )
+
+
+def main_hub(
+    preset: str = "bert_small_en_uncased",
+    task: str = "mrpc",
+    out: str = "runs/lora_vs_said",
+    epochs: int = 3,
+    subspace_dims: str | list[int] = "auto",
+    lora_ranks: str | list[int] = "auto",
+    batch_size: int = 32,
+    sequence_length: int = 128,
+    train_split: str = "train",
+    data_dir: str | None = None,
+    verbose: int = 1,
+) -> dict:
+    """Both searches on the keras-hub classifier of examples/said_glue.py.
+
+    SAID subspaces (d from twice the number of weight tensors) against
+    LoRA on the backbone's own targets with the head ("logits") trained in
+    full; the same data, epochs and local baseline (full fine-tuning, Adam
+    at 2e-5). Arguments as in `main` and `said_glue.main`.
+
+    Returns:
+        As `main`.
+    """
+    import said_glue  # beside this file
+
+    spec = said_glue.TASKS[task]
+    model_fn = functools.partial(
+        said_glue.classifier, preset, spec.num_classes, sequence_length
+    )
+    data = functools.partial(
+        said_glue.glue_dataset,
+        task,
+        preset=preset,
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        data_dir=data_dir,
+    )
+    return compare_methods(
+        model_fn,
+        functools.partial(data, train_split, shuffle=True),
+        functools.partial(data, spec.validation, shuffle=False),
+        out=out,
+        searches={
+            "subspace": dict(
+                dims=subspace_dims,
+                start_dim=2 * len(model_fn().trainable_variables),
+                structure_aware=True,
+                learning_rate=1e-3,
+            ),
+            "lora": dict(
+                dims=lora_ranks, start_dim=1, lora_train=["logits"], learning_rate=1e-3
+            ),
+        },
+        recipe=dict(
+            epochs=epochs,
+            baseline_learning_rate=2e-5,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            name=f"{preset} on glue/{task}",
+        ),
+        verbose=verbose,
+    )
+
+
+def compare_methods(
+    model_fn, train, val, *, out: str, searches: dict, recipe: dict, verbose: int
+) -> dict:
+    """Runs one search per method (`searches`: method -> its own arguments,
+    `recipe`: the arguments they share) and compares them in OUT."""
     results, seconds, sizes = {}, {}, {}
-    for method, dims, start in (
-        ("subspace", subspace_dims, 10),
-        ("lora", lora_ranks, 1),
-    ):
+    for method, arguments in searches.items():
         started = time.perf_counter()
         results[method] = keras_idim.search(
             model_fn,
             train,
             val,
             method=method,
-            dims=dims,
-            start_dim=start,
             results_path=os.path.join(out, method, "results.json"),
+            verbose=verbose,
             **recipe,
+            **arguments,
         )
         seconds[method] = time.perf_counter() - started
-        sizes[method] = _compact_size(results[method], model_fn, train, out, method)
+        sizes[method] = _compact_size(results[method], model_fn, out, arguments)
     table = keras_idim.compare(
         [results["subspace"], results["lora"]], path=os.path.join(out, "compare.png")
     )
@@ -100,7 +186,7 @@ def main(
     }
 
 
-def _compact_size(result, model_fn, train, out, method) -> int | None:
+def _compact_size(result, model_fn, out, arguments) -> int | None:
     """The size in bytes of the answer's compact file, without its base
     (`None` when nothing passed). The model is built at the answer's d or
     r and saved untrained: a file's size does not depend on the values."""
@@ -108,18 +194,40 @@ def _compact_size(result, model_fn, train, out, method) -> int | None:
         return None
     keras.utils.set_random_seed(0)
     model = model_fn()
-    if method == "lora":
-        keras_idim.lora.enable(model, result.d_int)
+    if result.method == "lora":
+        keras_idim.lora.enable(model, result.d_int, train=arguments.get("lora_train"))
     else:
-        model = keras_idim.SubspaceModel(model, result.d_int)
-    path = os.path.join(out, method, "compact.npz")
+        model = keras_idim.SubspaceModel(
+            model,
+            result.d_int,
+            structure_aware=arguments.get("structure_aware", False),
+        )
+    path = os.path.join(out, result.method, "compact.npz")
     keras_idim.save_compact(model, path, include_base=False, overwrite=True)
     return os.path.getsize(path)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/lora_vs_subspace")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--out", default=None, help="default runs/lora_vs_subspace")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="default 10 on digits, 3 with --hub"
+    )
+    parser.add_argument(
+        "--hub", metavar="PRESET", help="a keras-hub classifier preset, on GLUE"
+    )
+    parser.add_argument("--task", default="mrpc", help="the GLUE task, with --hub")
+    parser.add_argument("--train-split", default="train", help="with --hub")
+    parser.add_argument("--data-dir", default=None, help="TFDS data_dir, with --hub")
     args = parser.parse_args()
-    main(out=args.out, epochs=args.epochs)
+    if args.hub:
+        main_hub(
+            preset=args.hub,
+            task=args.task,
+            out=args.out or "runs/lora_vs_said",
+            epochs=args.epochs or 3,
+            train_split=args.train_split,
+            data_dir=args.data_dir,
+        )
+    else:
+        main(out=args.out or "runs/lora_vs_subspace", epochs=args.epochs or 10)

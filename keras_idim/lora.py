@@ -39,8 +39,18 @@ def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
 def _hub_backbone(model: keras.Model) -> Any:
     """The keras-hub backbone of a task model, if it has LoRA targets."""
     backbone = getattr(model, "backbone", None)
-    if backbone is not None and hasattr(backbone, "get_lora_target_names"):
+    if backbone is not None and _hub_target_names(backbone) is not None:
         return backbone
+    return None
+
+
+def _hub_target_names(backbone: Any) -> list[str] | None:
+    """The names of the layers a keras-hub backbone's own `enable_lora`
+    adapts: `default_lora_layer_names()` (keras-hub 0.2x and later), or
+    `get_lora_target_names()` (earlier releases); `None` without either."""
+    for method in ("default_lora_layer_names", "get_lora_target_names"):
+        if callable(getattr(backbone, method, None)):
+            return list(getattr(backbone, method)())
     return None
 
 
@@ -81,7 +91,7 @@ def targets(model: keras.Model, selector: Selector | None = None) -> list:
     if selector is None:
         backbone = _hub_backbone(model)
         if backbone is not None:
-            names = set(backbone.get_lora_target_names())
+            names = set(_hub_target_names(backbone))
             chosen = [
                 layer
                 for layer in all_layers(backbone)
@@ -91,7 +101,10 @@ def targets(model: keras.Model, selector: Selector | None = None) -> list:
             chosen = [
                 layer
                 for layer in all_layers(model)
-                if hasattr(layer, "enable_lora") and layer.built and layer.weights
+                if hasattr(layer, "enable_lora")
+                and not isinstance(layer, keras.Model)  # a backbone's own
+                and layer.built
+                and layer.weights
             ]
     else:
         chosen = _select(model, selector, "lora_targets")

@@ -141,3 +141,30 @@ def test_said_glue_example_runs_offline_on_a_tiny_backbone(load, tmp_path, capsy
     assert result.baseline[1] == "local"
     assert (tmp_path / "results.json").exists() and (tmp_path / "curve.png").exists()
     assert "majority-class accuracy on validation" in capsys.readouterr().out
+
+
+def test_lora_vs_subspace_example_on_the_hub_classifier_offline(load, tmp_path):
+    pytest.importorskip("keras_hub")  # the [hub] extra, part of [dev]
+    example = load("lora_vs_subspace")
+    with tfds.testing.mock_data(num_examples=32):
+        got = example.main_hub(
+            preset="tiny-random",
+            out=str(tmp_path),
+            epochs=1,
+            subspace_dims=[60],
+            lora_ranks=[2],
+            batch_size=16,
+            sequence_length=16,
+            verbose=0,
+        )
+    said, lora = got["subspace"], got["lora"]
+    assert said.config["structure_aware"] is True and lora.method == "lora"
+    assert said.config["train_data"] == lora.config["train_data"]
+    assert all(r.status == "ok" for r in said.runs + lora.runs)
+    # LoRA on the backbone's own targets (query and value of 2 layers, each
+    # kernel 32 x (2 heads x 16) as Keras splits it: A 64 x r, B r x 16),
+    # plus the head "logits" (32 x 2 + 2) trained in full.
+    assert lora.runs[0].trainable_params == 4 * 2 * (64 + 16) + 66
+    assert said.runs[0].trainable_params == 60
+    assert (tmp_path / "compare.png").stat().st_size > 0
+    assert "lora" in got["table"] and "subspace" in got["table"]

@@ -112,3 +112,54 @@ def test_lora_compact_file_holds_the_adapters_only(tmp_path):
         load_compact(path, base_model=other)
     with pytest.raises(ValueError, match="holds LoRA adapters only"):
         load_compact(path)
+
+
+def tiny_bert_classifier():
+    """A random-init keras-hub BERT classifier: 2 layers, hidden 32, 2 heads
+    of 16, so each query/value kernel is 32 x 2 x 16."""
+    keras_hub = pytest.importorskip("keras_hub")  # the [hub] extra, in [dev]
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=16,
+    )
+    return keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=None
+    )
+
+
+def test_a_keras_hub_model_gets_its_backbones_own_targets():
+    model = tiny_bert_classifier()
+    chosen = lora.targets(model)
+    # The attention's query and value projections of both layers, nothing
+    # else: not the backbone (a keras.Model with an enable_lora of its own),
+    # not the embeddings or the feed-forward layers.
+    assert sorted(layer.name for layer in chosen) == [
+        "query",
+        "query",
+        "value",
+        "value",
+    ]
+    assert all(type(layer).__name__ == "EinsumDense" for layer in chosen)
+    # Keras splits an EinsumDense kernel (32, 2, 16) as A (32, 2, r), B (r, 16):
+    # 64 r + 16 r per target; the new head (32 x 2 + 2) trains in full.
+    assert lora.enable(model, 3, train=["logits"]) == 4 * 3 * (64 + 16) + 66
+    assert lora.max_rank(tiny_bert_classifier()) == 16
+    x = {
+        "token_ids": np.ones((2, 16), "int32"),
+        "padding_mask": np.ones((2, 16), "int32"),
+        "segment_ids": np.zeros((2, 16), "int32"),
+    }
+    assert model(x).shape == (2, 2)
+
+
+def test_without_a_hub_backbone_a_nested_model_is_not_a_target():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="inner")])
+    inner.enable_lora = lambda rank: None  # as a keras-hub Backbone has one
+    outer = keras.Sequential(
+        [keras.Input((4,)), inner, keras.layers.Dense(2, name="out")]
+    )
+    assert sorted(layer.name for layer in lora.targets(outer)) == ["inner", "out"]
