@@ -58,6 +58,29 @@ def fwht(x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(x, shape)
 
 
+#: About how many numbers each group of stacked blocks draws (version 2),
+#: and each slice of rows that an intermediate is computed on.
+BUILD_CHUNK = 2**22
+
+#: About how many numbers each pass of a product works on at a time: the
+#: products loop over groups of stacked blocks of this size.
+PASS_CHUNK = 2**20
+
+#: The versions of how a FastfoodProjection is drawn from its seed.
+VERSIONS = (1, 2)
+
+
+def _by_rows(fn, rows: int, row_length: int) -> tf.Tensor:
+    """`fn(slice)` over consecutive slices of `rows` rows (about
+    `BUILD_CHUNK` elements each, `row_length` elements a row), concatenated
+    along the first axis: what `fn(slice(0, rows))` gives when `fn` is
+    row-wise, with intermediates of one piece at a time."""
+    step = max(1, BUILD_CHUNK // row_length)
+    return tf.concat(
+        [fn(slice(i, min(i + step, rows))) for i in range(0, rows, step)], axis=0
+    )
+
+
 def next_power_of_two(n: int) -> int:
     return 1 << (int(n) - 1).bit_length()
 
@@ -102,6 +125,15 @@ class FastfoodProjection(Projection):
             functions (also inside a train step that Keras does not
             compile); they measured 1.3 to 2 times faster here. Defaults to
             `True`.
+        version: int. How P is drawn from the seed. `2`: the random
+            tensors of stacked blocks are drawn per group of blocks (about
+            `BUILD_CHUNK` numbers, each group its own stream), so that
+            building P takes little more memory than P itself (version 1
+            took five times P's size, 8 GiB at D ~ 10^8). `1`: each drawn
+            whole, the P of keras_idim before it; a configuration without a
+            version (a file saved before) is version 1. Both have the same
+            statistics; a single block is drawn the same way by both.
+            Defaults to `2`.
 
     Example:
 
@@ -119,10 +151,18 @@ class FastfoodProjection(Projection):
         seed: int = 0,
         blocks: str = "auto",
         jit_compile: bool = True,
+        version: int = 2,
     ):
         super().__init__(full_dim, dim, seed)
         self.jit_compile = check_bool("jit_compile", jit_compile)
         check_choice("blocks", blocks, ("auto", *_BLOCKS))
+        if version not in VERSIONS:
+            raise ValueError(
+                f"`version` should be one of {VERSIONS} (how P is drawn from "
+                "the seed; a newer keras_idim may have written this one). "
+                f"Received: `version={version!r}`"
+            )
+        self.version = version
         length = next_power_of_two(max(self.full_dim, self.dim))
         small = next_power_of_two(self.dim)
         if blocks == "auto":
@@ -132,53 +172,157 @@ class FastfoodProjection(Projection):
         self.blocks = blocks
         self.block_length = length if blocks == "single" else small
         self.num_blocks = -(-self.full_dim // self.block_length)
-        shape = [self.num_blocks, self.block_length]
-        self.signs = tf.cast(
-            tf.random.stateless_uniform(
-                shape, derive_seed(self.seed, 5), minval=0, maxval=2, dtype=tf.int32
+        # The products run over groups of `group_rows` blocks, one at a time
+        # (`PASS_CHUNK`): their workspace is a group's, not D's. The blocks
+        # are padded to whole groups with zero signs and Gaussians (rows
+        # that are cut off), each group's permutation kept as indices into
+        # the group, and the signs as int8 (+-1 exactly).
+        self.group_rows = min(self.num_blocks, max(1, PASS_CHUNK // self.block_length))
+        self.num_groups = -(-self.num_blocks // self.group_rows)
+        if version == 1 or blocks == "single":
+            draws = [(0, self.num_blocks, ())]
+        else:
+            step = max(1, BUILD_CHUNK // self.block_length)
+            draws = [
+                (start, min(start + step, self.num_blocks), (i,))
+                for i, start in enumerate(range(0, self.num_blocks, step))
+            ]
+        kinds = [list(kind) for kind in zip(*(self._draw(*d) for d in draws))]
+        pad = self.num_groups * self.group_rows - self.num_blocks
+        if pad:  # whole groups: cut-off blocks, each its own identity
+            kinds[0].append(tf.zeros([pad, self.block_length], tf.int8))
+            kinds[1].append(
+                tf.reshape(tf.range(pad * self.block_length, dtype=tf.int32), [pad, -1])
+                + (self.num_blocks % self.group_rows) * self.block_length
             )
-            * 2
-            - 1,
-            tf.float32,
+            kinds[2].append(tf.zeros([pad, self.block_length], tf.float32))
+        grouped = [self.num_groups, self.group_rows, self.block_length]
+        whole = []
+        for shape in (grouped, [self.num_groups, -1], grouped, [-1]):
+            parts = kinds.pop(0)  # each kind's parts freed once joined
+            joined = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+            del parts
+            whole.append(tf.reshape(joined, shape))
+            del joined
+        self.signs, self.permutation, self.gauss, self.row_scale = whole
+
+    def _draw(
+        self, first: int, stop: int, stream: tuple[int, ...]
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Blocks `first` to `stop - 1`: their signs, permutation (as indices
+        into their group of blocks, flattened), Gaussians and kept rows'
+        scales, drawn
+        from the streams `(kind, *stream)`. Intermediates several times
+        their size (int64 sort keys, float64 draws) live one slice of
+        blocks at a time, with the same results as whole."""
+        length = self.block_length
+        shape = [stop - first, length]
+        uniform = tf.random.stateless_uniform(
+            shape,
+            derive_seed(self.seed, 5, *stream),
+            minval=0,
+            maxval=2,
+            dtype=tf.int32,
         )
-        if blocks == "single":
+        signs = tf.cast(uniform * 2 - 1, tf.int8)
+        del uniform
+        if self.blocks == "single":
             perm = tf.random.experimental.stateless_shuffle(
                 tf.range(length, dtype=tf.int32), derive_seed(self.seed, 6)
             )[None, :]
         else:  # one random permutation per block: argsort of random keys
             keys = tf.random.stateless_uniform(
                 shape,
-                derive_seed(self.seed, 9),
+                derive_seed(self.seed, 9, *stream),
                 dtype=tf.int64,
                 minval=None,
                 maxval=None,
             )
-            perm = tf.argsort(keys, axis=1, stable=True, direction="ASCENDING")
-        offsets = tf.range(self.num_blocks, dtype=tf.int32)[:, None] * self.block_length
-        self.permutation = tf.reshape(tf.cast(perm, tf.int32) + offsets, [-1])
+            perm = _by_rows(
+                lambda rows: tf.argsort(
+                    keys[rows], axis=1, stable=True, direction="ASCENDING"
+                ),
+                shape[0],
+                length,
+            )
+            del keys
+        # As indices into the block's group of the products (see __init__).
+        in_group = tf.range(first, stop, dtype=tf.int32) % self.group_rows
+        perm = tf.cast(perm, tf.int32) + in_group[:, None] * length
         gauss = tf.random.stateless_normal(
-            shape, derive_seed(self.seed, 7), dtype=tf.float64
+            shape, derive_seed(self.seed, 7, *stream), dtype=tf.float64
         )
+        block_scale = _by_rows(
+            lambda rows, g=gauss: (
+                1.0 / tf.sqrt(self.full_dim * tf.reduce_sum(g[rows] ** 2, axis=1))
+            ),
+            shape[0],
+            length,
+        )
+        gauss32 = tf.cast(gauss, tf.float32)
+        del gauss
+        kept = min(stop * length, self.full_dim) - first * length
         chi2 = 2.0 * tf.random.stateless_gamma(
-            [self.full_dim],
-            derive_seed(self.seed, 8),
-            alpha=self.block_length / 2.0,
+            [kept],
+            derive_seed(self.seed, 8, *stream),
+            alpha=length / 2.0,
             dtype=tf.float64,
         )
-        row_scale = tf.sqrt(chi2 / self.block_length)
-        block_scale = 1.0 / tf.sqrt(self.full_dim * tf.reduce_sum(gauss**2, axis=1))
-        rows_block = tf.range(self.full_dim) // self.block_length
-        self.gauss = tf.cast(gauss, tf.float32)
-        # S and the normalisation, folded into one vector over the kept rows.
-        self.row_scale = tf.cast(
-            row_scale * tf.gather(block_scale, rows_block), tf.float32
-        )
+
+        def row_scale(rows: slice) -> tf.Tensor:
+            # S and the normalisation, folded into one vector over kept rows.
+            scale = tf.sqrt(chi2[rows] / length)
+            blocks = tf.range(rows.start, rows.stop) // length
+            return tf.cast(scale * tf.gather(block_scale, blocks), tf.float32)
+
+        return signs, perm, gauss32, _by_rows(row_scale, kept, 1)
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
-        x = tf.pad(v, [[0, self.block_length - self.dim]])[None, :] * self.signs
-        x = tf.gather(tf.reshape(fwht(x), [-1]), self.permutation)
-        x = fwht(tf.reshape(x, [self.num_blocks, self.block_length]) * self.gauss)
-        return tf.reshape(x, [-1])[: self.full_dim] * self.row_scale
+        x = tf.pad(v, [[0, self.block_length - self.dim]])[None, :]
+        rows, length = self.group_rows, self.block_length
+
+        def group(c: tf.Tensor) -> tf.Tensor:
+            # B, H, Pi, G, H on one group of blocks: (rows * length,).
+            y = fwht(x * tf.cast(self.signs[c], tf.float32))
+            y = tf.gather(tf.reshape(y, [-1]), self.permutation[c])
+            return tf.reshape(fwht(tf.reshape(y, [rows, length]) * self.gauss[c]), [-1])
+
+        if self.num_groups == 1:
+            out = group(0)
+        else:
+            out = tf.map_fn(
+                group,
+                tf.range(self.num_groups),
+                fn_output_signature=tf.TensorSpec([rows * length], tf.float32),
+                parallel_iterations=1,
+            )
+        return tf.reshape(out, [-1])[: self.full_dim] * self.row_scale
+
+    def _transpose(self, g: tf.Tensor) -> tf.Tensor:
+        # P^T = B H Pi^T G H S (H symmetric, B G S diagonal), group by group,
+        # summed over the blocks (the transpose of feeding v to every block).
+        rows, length = self.group_rows, self.block_length
+        size = rows * length
+        g = tf.pad(g * self.row_scale, [[0, self.num_groups * size - self.full_dim]])
+        g = tf.reshape(g, [self.num_groups, rows, length])
+
+        def group(c: tf.Tensor) -> tf.Tensor:
+            y = tf.reshape(fwht(g[c]) * self.gauss[c], [-1])
+            # Pi^T: the gather y[j] = x[perm[j]] transposed scatters back.
+            y = tf.scatter_nd(self.permutation[c][:, None], y, [size])
+            y = fwht(tf.reshape(y, [rows, length])) * tf.cast(self.signs[c], tf.float32)
+            return tf.reduce_sum(y, axis=0)
+
+        if self.num_groups == 1:
+            total = group(0)
+        else:
+            total = tf.foldl(
+                lambda acc, c: acc + group(c),
+                tf.range(self.num_groups),
+                initializer=tf.zeros([length], tf.float32),
+                parallel_iterations=1,
+            )
+        return total[: self.dim]
 
     @property
     def memory_bytes(self) -> int:
@@ -186,5 +330,12 @@ class FastfoodProjection(Projection):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(blocks=self.blocks, jit_compile=self.jit_compile)
+        config.update(
+            blocks=self.blocks, jit_compile=self.jit_compile, version=self.version
+        )
         return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> FastfoodProjection:
+        # Saved before P had versions: drawn as version 1 draws it.
+        return cls(**{"version": 1, **config})

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from keras_idim.projections import (
     DenseProjection,
     FastfoodProjection,
     SparseProjection,
+    fastfood,
 )
 from keras_idim.projections.fastfood import fwht
 
@@ -206,14 +208,15 @@ def test_fastfood_allows_dim_above_full_dim():
 def test_fastfood_block_choice_and_memory_bytes():
     single = FastfoodProjection(1000, 10, blocks="single")
     assert (single.block_length, single.num_blocks) == (1024, 1)
-    assert single.memory_bytes == 4 * (3 * 1024 + 1000)
+    # int8 signs, float32 Gaussians, int32 permutation; float32 row scales.
+    assert single.memory_bytes == (1 + 4 + 4) * 1024 + 4 * 1000
     stacked = FastfoodProjection(1000, 10)  # "auto": 16 <= 1024 / 4
     assert (stacked.blocks, stacked.block_length, stacked.num_blocks) == (
         "stacked",
         16,
         63,
     )
-    assert stacked.memory_bytes == 4 * (3 * 63 * 16 + 1000)
+    assert stacked.memory_bytes == (1 + 4 + 4) * 63 * 16 + 4 * 1000
     assert FastfoodProjection(1000, 300).blocks == "single"  # 512 > 1024 / 4
     with pytest.raises(ValueError, match=r"Received: `blocks='many'`"):
         FastfoodProjection(1000, 10, blocks="many")
@@ -277,3 +280,94 @@ def test_dense_on_the_fly_warns_once_when_a_step_would_take_minutes():
     (warning,) = caught
     assert "regenerated on the fly" in str(warning.message)
     assert "minutes of random numbers per training step" in str(warning.message)
+
+
+# Fastfood's versions and its products over groups of blocks
+
+#: SHA-256 of Fastfood's random tensors (signs as float32 +-1, Gaussians, row
+#: scales; then the flat permutation, int32) as keras_idim 0.1.0 drew them
+#: (commit a3027e3, before versions), computed with that code.
+V1_TENSORS = {
+    (1500, 30, 1, "stacked"): ("d6dc85461d89d153", "311c712f7326e38b"),
+    (700, 12, 0, "single"): ("78e745afe2673310", "665e61fd5de0c15e"),
+}
+
+
+def as_drawn(p):
+    """P's random tensors in the order drawn: blocks of signs, Gaussians and
+    the flat permutation into the stacked blocks, without the group padding."""
+    rows, length = p.num_blocks, p.block_length
+    signs = tf.reshape(p.signs, [-1, length])[:rows].numpy().astype(np.float32)
+    gauss = tf.reshape(p.gauss, [-1, length])[:rows].numpy()
+    size = p.group_rows * length
+    starts = np.arange(p.num_groups, dtype=np.int32)[:, None] * size
+    perm = (p.permutation.numpy() + starts).ravel()[: rows * length]
+    return signs, gauss, p.row_scale.numpy(), perm
+
+
+@pytest.mark.parametrize("key", list(V1_TENSORS))
+@pytest.mark.parametrize("pass_chunk", [2**20, 64])
+def test_version_1_draws_the_p_of_keras_idim_0_1_0(key, pass_chunk, monkeypatch):
+    monkeypatch.setattr(fastfood, "PASS_CHUNK", pass_chunk)
+    full_dim, dim, seed, blocks = key
+    p = FastfoodProjection(full_dim, dim, seed=seed, blocks=blocks, version=1)
+    signs, gauss, scale, perm = as_drawn(p)
+    digest = hashlib.sha256(np.concatenate([signs.ravel(), gauss.ravel(), scale]))
+    assert digest.hexdigest()[:16] == V1_TENSORS[key][0]
+    assert hashlib.sha256(perm.tobytes()).hexdigest()[:16] == V1_TENSORS[key][1]
+
+
+def test_version_2_draws_groups_of_blocks_from_their_own_streams(monkeypatch):
+    monkeypatch.setattr(fastfood, "BUILD_CHUNK", 4 * 32)  # 4 blocks of 32 a group
+    v1 = FastfoodProjection(1500, 30, seed=1, version=1)
+    v2 = FastfoodProjection(1500, 30, seed=1, version=2)
+    signs1, gauss1, _, perm1 = as_drawn(v1)
+    signs2, gauss2, _, perm2 = as_drawn(v2)
+    # The first group of version 2 is not version 1's first blocks, and no
+    # two groups share a stream.
+    assert not np.array_equal(gauss1[:4], gauss2[:4])
+    assert not np.array_equal(gauss2[:4], gauss2[4:8])
+    # Every block is still a permutation with +-1 signs.
+    for perm in (perm1, perm2):
+        blocks = perm.reshape(-1, 32) - np.arange(len(perm) // 32)[:, None] * 32
+        assert (np.sort(blocks, axis=1) == np.arange(32)).all()
+    assert set(np.unique(signs2)) == {-1.0, 1.0}
+    # Unit columns in expectation, as version 1.
+    norms = np.linalg.norm(materialize(v2), axis=0)
+    assert abs(norms.mean() - 1) < 0.05
+
+
+def test_a_configuration_without_a_version_is_version_1():
+    p = FastfoodProjection(300, 8, seed=4)
+    assert p.version == 2 and p.get_config()["version"] == 2
+    old = {k: v for k, v in p.get_config().items() if k != "version"}
+    assert FastfoodProjection.from_config(old).version == 1
+    np.testing.assert_array_equal(
+        materialize(FastfoodProjection.from_config(old)),
+        materialize(FastfoodProjection(300, 8, seed=4, version=1)),
+    )
+    with pytest.raises(
+        ValueError, match=r"`version` should be one of \(1, 2\).*`version=3`"
+    ):
+        FastfoodProjection(300, 8, version=3)
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+@pytest.mark.parametrize("version", [1, 2])
+def test_products_over_many_groups_are_p_and_its_transpose(
+    version, jit_compile, monkeypatch
+):
+    # Groups of 2 blocks of 32: 47 blocks in 24 groups, the last one padded.
+    monkeypatch.setattr(fastfood, "PASS_CHUNK", 64)
+    p = FastfoodProjection(1500, 30, seed=1, version=version, jit_compile=jit_compile)
+    assert (p.block_length, p.num_blocks, p.group_rows, p.num_groups) == (32, 47, 2, 24)
+    mat = materialize(p)
+    # The same P as one group makes.
+    monkeypatch.setattr(fastfood, "PASS_CHUNK", 2**20)
+    whole = FastfoodProjection(1500, 30, seed=1, version=version)
+    assert whole.num_groups == 1
+    np.testing.assert_allclose(mat, materialize(whole), rtol=1e-5, atol=1e-6)
+    g = np.random.default_rng(0).standard_normal(1500).astype(np.float32)
+    np.testing.assert_allclose(
+        p.transpose(g).numpy(), mat.T.astype(np.float64) @ g, rtol=1e-4, atol=1e-5
+    )
