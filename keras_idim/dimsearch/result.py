@@ -164,6 +164,7 @@ class SearchResult:
     # -- files --
 
     def to_dict(self) -> dict:
+        """The result as a dict, in the results file's format."""
         return store.state_dict(
             self.config,
             monitor=self.monitor,
