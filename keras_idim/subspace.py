@@ -191,17 +191,17 @@ class SubspaceModel(keras.Model):
             and not projection.jit_compile
         )
 
-        theta_0 = tf.concat(
-            [tf.reshape(tf.cast(v, tf.float32), [-1]) for v in base_vars.variables],
-            axis=0,
-        )
+        # Initialised with the joined weights themselves: a zero variable
+        # assigned afterwards would hold a second (D,) buffer for a moment.
         self.theta_0 = self.add_weight(
             shape=(full_dim,),
-            initializer="zeros",
+            initializer=lambda shape, dtype: tf.concat(
+                [tf.reshape(tf.cast(v, tf.float32), [-1]) for v in base_vars.variables],
+                axis=0,
+            ),
             trainable=False,
             name="theta_0",
         )
-        self.theta_0.assign(theta_0)
         self.theta_d = self.add_weight(
             shape=(sub_dim,),
             initializer="zeros",
@@ -253,20 +253,33 @@ class SubspaceModel(keras.Model):
         With SAID, tensor t gets `theta_0,t + lambda_t (P theta_d)_t`: each
         piece is scaled on its own, so that no tensor larger than D is ever
         built (a per-weight (D,) scale from `tf.repeat` tiled to (number of
-        tensors) x (largest tensor) floats).
+        tensors) x (largest tensor) floats). Without SAID the sum is made in
+        the projection's own pass (`Projection.affine`). The variables are
+        written one at a time, each piece made after the last was written.
         """
-        offset = self.projection(tf.convert_to_tensor(self.theta_d))
+        theta_d = tf.convert_to_tensor(self.theta_d)
+        theta_0 = tf.convert_to_tensor(self.theta_0)
         if self.structure_aware:
-            self.offset.assign(offset)  # P theta_d, for the lambdas' gradient
-            lambdas = tf.unstack(tf.convert_to_tensor(self.lambdas))
-            offset = tf.concat(
-                [lam * u for lam, u in zip(lambdas, self._per_tensor(offset))], axis=0
+            # P theta_d, kept for the lambdas' gradient, and read back from
+            # the variable: the product's own buffer is then free at once.
+            self.offset.assign(self.projection(theta_d))
+            with tf.control_dependencies([self.offset.value]):
+                offset = tf.convert_to_tensor(self.offset)
+            pieces = zip(
+                self._per_tensor(theta_0),
+                tf.unstack(tf.convert_to_tensor(self.lambdas)),
+                self._per_tensor(offset),
             )
-        theta = tf.convert_to_tensor(self.theta_0) + offset
-        for v, piece, shape in zip(
-            self._base.variables, self._per_tensor(theta), self._base.shapes
-        ):
-            v.assign(tf.cast(tf.reshape(piece, shape), v.dtype))
+            theta = (base + lam * u for base, lam, u in pieces)
+        else:  # theta_0 + P theta_d in one pass: the only (D,) tensor made
+            theta = iter(self._per_tensor(self.projection.affine(theta_d, theta_0)))
+        # One tensor at a time: each piece is made after the last one is
+        # written, so that the pieces never add up to another (D,) tensor.
+        written = []
+        for v, shape in zip(self._base.variables, self._base.shapes):
+            with tf.control_dependencies(written[-1:]):
+                piece = tf.reshape(next(theta), shape)
+                written.append(v.value.assign(tf.cast(piece, v.dtype)))
 
     def subspace_gradients(self, grads: list) -> list[tf.Tensor]:
         """Maps gradients w.r.t. the base weights to the trainable variables.
@@ -287,15 +300,20 @@ class SubspaceModel(keras.Model):
             for g, n in zip(grads, self._base.sizes)
         ]
         if not self.structure_aware:
-            return [self.projection.transpose(tf.concat(pieces, axis=0))]
+            return [self.projection.transpose_pieces(pieces)]
         # Per tensor: d/dlambda_t = g_t . (P theta_d)_t; the chain rule to
         # theta_d carries lambda_t * g_t. Scaled piece by piece (see
         # `sync_base_weights`).
         lambdas = tf.unstack(tf.convert_to_tensor(self.lambdas))
         offsets = self._per_tensor(tf.convert_to_tensor(self.offset))
-        grad_lambdas = tf.stack([tf.reduce_sum(g * u) for g, u in zip(pieces, offsets)])
-        scaled = tf.concat([lam * g for lam, g in zip(lambdas, pieces)], axis=0)
-        return [self.projection.transpose(scaled), grad_lambdas]
+        # Dot products (no product tensor made); and only then the scaling,
+        # which may then write into each gradient's own buffer.
+        grad_lambdas = tf.stack(
+            [tf.tensordot(g, u, axes=1) for g, u in zip(pieces, offsets)]
+        )
+        with tf.control_dependencies([grad_lambdas]):
+            scaled = [lam * g for lam, g in zip(lambdas, pieces)]
+        return [self.projection.transpose_pieces(scaled), grad_lambdas]
 
     # -- training ----------------------------------------------------------
 

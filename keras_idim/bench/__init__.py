@@ -15,6 +15,11 @@ any dense step: the plain step plus two passes.
 
     keras-idim bench            # bench/results.json, RESULTS.md, ratio.png
     keras-idim bench --quick    # a tiny model, in seconds
+    keras-idim bench --configs bert-base,roberta-large-size --no-search-cost
+
+The pretrained-size rows (`keras_idim.bench.scale`, keras-hub BERTs of 10^8
+weights) run only when named: plain and subspace in separate processes,
+for their peak memory.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import platform
 import time
 from collections.abc import Sequence
 
+from keras_idim.bench import scale
 from keras_idim.bench.configs import jobs, skip_reason
 from keras_idim.bench.micro import product_timings, search_cost
 from keras_idim.bench.report import describe, markdown, plot
@@ -63,8 +69,10 @@ def run(
     import keras
     import tensorflow as tf
 
+    scale_names = [n for n in names or () if n in scale.NAMES]
+    names = [n for n in names or () if n not in scale.NAMES] or None
     records = []
-    for spec in jobs(quick, jit_modes, names):
+    for spec in [] if scale_names and not names else jobs(quick, jit_modes, names):
         label = (
             f"{spec['name']:>12} d={spec['dim']:<7} {spec['projection']:>8} "
             f"{'xla' if spec['jit'] else '   '}"
@@ -79,6 +87,21 @@ def run(
         records.append(record)
         if verbose:
             print(f"{label}  {describe(record)}", flush=True)
+    scale_records = []
+    for spec in scale.jobs(scale_names):
+        label = (
+            f"{spec['name']:>18} {spec['side']:>8} {spec['projection'] or '':>8}"
+            f"{' SAID' if spec['said'] else ''}"
+        )
+        reason = scale.skip_reason(spec)
+        record = (
+            {**spec, "status": "skipped", "message": reason}
+            if reason
+            else run_job(spec, timeout=timeout)
+        )
+        scale_records.append(record)
+        if verbose:
+            print(f"{label}  {scale.describe(record)}", flush=True)
     result = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -95,6 +118,8 @@ def run(
         + {(False,): "", (True,): " --xla on"}.get(tuple(jit_modes), " --xla both"),
         "records": records,
     }
+    if scale_records:
+        result["scale"] = scale.rows(scale_records)
     result["products"] = product_timings(quick, verbose)
     if with_search_cost if with_search_cost is not None else not quick:
         result["search_cost"] = search_cost(verbose)
@@ -115,7 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="bench")
     parser.add_argument("--xla", choices=("off", "on", "both"), default="off")
     parser.add_argument(
-        "--configs", default=None, help="comma-separated names, e.g. fc-mnist"
+        "--configs",
+        default=None,
+        help="comma-separated names, e.g. fc-mnist; the pretrained-size rows "
+        f"({', '.join(scale.NAMES)}) run only when named",
     )
     parser.add_argument(
         "--no-search-cost",
@@ -126,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:  # one configuration, in the process that `run_job` started
-        print(json.dumps(run_config(json.loads(args.worker))), flush=True)
+        spec = json.loads(args.worker)
+        record = scale.run_side(spec) if "side" in spec else run_config(spec)
+        print(json.dumps(record), flush=True)
         return 0
     modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.xla]
     names = args.configs.split(",") if args.configs else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from keras_idim.bench import scale
 from keras_idim.bench.configs import PROJECTIONS, parameter_count
 from keras_idim.utils.plotting import log_x_axes
 
@@ -57,6 +58,8 @@ def markdown(result: dict) -> str:
             f"{_bytes(r['projection_bytes'])} | {_bytes(r['peak_rss_bytes'])} | "
             f"{bound} |"
         )
+    if result.get("scale"):
+        lines += scale.markdown(result["scale"])
     if result.get("products"):
         lines += [
             "",

@@ -76,14 +76,17 @@ class Projection:
         """Returns `P @ v` for a float32 tensor `v` of shape (dim,)."""
         raise NotImplementedError
 
-    def __call__(self, v: Any) -> tf.Tensor:
+    def _checked(self, v: Any) -> tf.Tensor:
         v = tf.convert_to_tensor(v, dtype=tf.float32)
         if v.shape.rank != 1 or (v.shape[0] is not None and v.shape[0] != self.dim):
             raise ValueError(
                 f"The input of a {type(self).__name__} should have shape "
                 f"({self.dim},). Received: shape={tuple(v.shape)}"
             )
-        return self._maybe_compiled("call", self.call)(v)
+        return v
+
+    def __call__(self, v: Any) -> tf.Tensor:
+        return self._maybe_compiled("call", self.call)(self._checked(v))
 
     def transpose(self, g: Any) -> tf.Tensor:
         """Returns `P^T @ g` for a tensor `g` of shape (full_dim,).
@@ -95,6 +98,31 @@ class Projection:
         """
         g = tf.convert_to_tensor(g, dtype=tf.float32)
         return self._maybe_compiled("transpose", self._transpose)(g)
+
+    def affine(self, v: Any, base: Any) -> tf.Tensor:
+        """Returns `base + P @ v`, for `v` of shape (dim,), `base` (full_dim,).
+
+        One pass of the map; compiled (`jit_compile`), the sum is fused into
+        its last step, so that no (full_dim,) tensor is made besides the
+        result (a subspace model's `theta_0 + P theta_d`).
+        """
+        v = self._checked(v)
+        base = tf.convert_to_tensor(base, dtype=tf.float32)
+        return self._maybe_compiled("affine", self._affine)(v, base)
+
+    def _affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
+        return base + self.call(v)
+
+    def transpose_pieces(self, pieces: list) -> tf.Tensor:
+        """Returns `P^T @ g` for `g` given as consecutive 1-D pieces (e.g.
+        one per weight tensor), whose lengths add up to full_dim.
+
+        The same as `transpose(tf.concat(pieces, 0))`; a projection may
+        join the pieces in the layout its products want (Fastfood: padded
+        to whole groups of blocks), so that `g` is copied once. (Joining
+        them inside the compiled pass measured more memory, not less.)
+        """
+        return self.transpose(tf.concat(pieces, axis=0))
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
         v = tf.zeros([self.dim], tf.float32)

@@ -175,8 +175,8 @@ class FastfoodProjection(Projection):
         # The products run over groups of `group_rows` blocks, one at a time
         # (`PASS_CHUNK`): their workspace is a group's, not D's. The blocks
         # are padded to whole groups with zero signs and Gaussians (rows
-        # that are cut off), each group's permutation kept as indices into
-        # the group, and the signs as int8 (+-1 exactly).
+        # that are cut off), each block's permutation kept as indices into
+        # the block (int16 up to blocks of 2^15), the signs as int8 (+-1).
         self.group_rows = min(self.num_blocks, max(1, PASS_CHUNK // self.block_length))
         self.num_groups = -(-self.num_blocks // self.group_rows)
         if version == 1 or blocks == "single":
@@ -187,31 +187,40 @@ class FastfoodProjection(Projection):
                 (start, min(start + step, self.num_blocks), (i,))
                 for i, start in enumerate(range(0, self.num_blocks, step))
             ]
-        kinds = [list(kind) for kind in zip(*(self._draw(*d) for d in draws))]
-        pad = self.num_groups * self.group_rows - self.num_blocks
-        if pad:  # whole groups: cut-off blocks, each its own identity
-            kinds[0].append(tf.zeros([pad, self.block_length], tf.int8))
-            kinds[1].append(
-                tf.reshape(tf.range(pad * self.block_length, dtype=tf.int32), [pad, -1])
-                + (self.num_blocks % self.group_rows) * self.block_length
-            )
-            kinds[2].append(tf.zeros([pad, self.block_length], tf.float32))
-        grouped = [self.num_groups, self.group_rows, self.block_length]
-        whole = []
-        for shape in (grouped, [self.num_groups, -1], grouped, [-1]):
-            parts = kinds.pop(0)  # each kind's parts freed once joined
-            joined = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+        # Each group of blocks is copied into place as it is drawn, and
+        # freed: TensorFlow's allocator (oneDNN's, a pool that it keeps)
+        # then holds one group's intermediates, not every part of P twice
+        # (as joining the parts took). Padded to whole groups: cut-off
+        # blocks with zero signs and Gaussians, each its own identity.
+        rows, length = self.num_groups * self.group_rows, self.block_length
+        arrays = [
+            np.zeros([rows, length], np.int8),
+            np.empty([rows, length], self._index_dtype),
+            np.zeros([rows, length], self._storage_dtype),
+            np.zeros([rows * length], self._storage_dtype),
+            np.zeros([rows], np.float32),
+        ]
+        cut = self.num_blocks
+        arrays[1][cut:] = np.arange(length)  # cut-off blocks: the identity
+        for first, stop, stream in draws:
+            parts = self._draw(first, stop, stream)
+            for i, (array, part) in enumerate(zip(arrays, parts)):
+                start = first * length if i == 3 else first
+                array[start : start + part.shape[0]] = part.numpy()
             del parts
-            whole.append(tf.reshape(joined, shape))
-            del joined
-        self.signs, self.permutation, self.gauss, self.row_scale = whole
+        grouped = [self.num_groups, self.group_rows, length]
+        whole = []
+        for shape in (grouped, grouped, grouped, [-1], grouped[:2]):
+            whole.append(tf.reshape(tf.convert_to_tensor(arrays.pop(0)), shape))
+        self.signs, self.permutation, self.gauss, self.row_scale = whole[:4]
+        self.block_scale = whole[4]
 
     def _draw(
         self, first: int, stop: int, stream: tuple[int, ...]
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Blocks `first` to `stop - 1`: their signs, permutation (as indices
-        into their group of blocks, flattened), Gaussians and kept rows'
-        scales, drawn
+    ) -> tuple[tf.Tensor, ...]:
+        """Blocks `first` to `stop - 1`: their signs, permutations (indices
+        into each block), Gaussians, kept rows' scales and blocks' scales,
+        drawn
         from the streams `(kind, *stream)`. Intermediates several times
         their size (int64 sort keys, float64 draws) live one slice of
         blocks at a time, with the same results as whole."""
@@ -246,12 +255,12 @@ class FastfoodProjection(Projection):
                 length,
             )
             del keys
-        # As indices into the block's group of the products (see __init__).
-        in_group = tf.range(first, stop, dtype=tf.int32) % self.group_rows
-        perm = tf.cast(perm, tf.int32) + in_group[:, None] * length
+        perm = tf.cast(perm, self._index_dtype)  # indices into the block
         gauss = tf.random.stateless_normal(
             shape, derive_seed(self.seed, 7, *stream), dtype=tf.float64
         )
+        if self.version >= 2:  # G as stored, so that the norms are exact
+            gauss = tf.cast(tf.cast(gauss, tf.float16), tf.float64)
         block_scale = _by_rows(
             lambda rows, g=gauss: (
                 1.0 / tf.sqrt(self.full_dim * tf.reduce_sum(g[rows] ** 2, axis=1))
@@ -259,8 +268,7 @@ class FastfoodProjection(Projection):
             shape[0],
             length,
         )
-        gauss32 = tf.cast(gauss, tf.float32)
-        del gauss
+        gauss = tf.cast(gauss, self._storage_dtype)
         kept = min(stop * length, self.full_dim) - first * length
         chi2 = 2.0 * tf.random.stateless_gamma(
             [kept],
@@ -270,12 +278,19 @@ class FastfoodProjection(Projection):
         )
 
         def row_scale(rows: slice) -> tf.Tensor:
-            # S and the normalisation, folded into one vector over kept rows.
+            # S (chi-distributed, about 1); version 1 folds the blocks'
+            # normalisation in too, version 2 keeps it apart (`block_scale`,
+            # one float32 a block), as float16 could not hold it (~1e-6).
             scale = tf.sqrt(chi2[rows] / length)
-            blocks = tf.range(rows.start, rows.stop) // length
-            return tf.cast(scale * tf.gather(block_scale, blocks), tf.float32)
+            if self.version == 1:
+                blocks = tf.range(rows.start, rows.stop) // length
+                scale = scale * tf.gather(block_scale, blocks)
+            return tf.cast(scale, self._storage_dtype)
 
-        return signs, perm, gauss32, _by_rows(row_scale, kept, 1)
+        rows_scale = _by_rows(row_scale, kept, 1)
+        if self.version == 1:  # folded into the rows' scales
+            block_scale = tf.ones_like(block_scale)
+        return signs, perm, gauss, rows_scale, tf.cast(block_scale, tf.float32)
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
         x = tf.pad(v, [[0, self.block_length - self.dim]])[None, :]
@@ -284,8 +299,9 @@ class FastfoodProjection(Projection):
         def group(c: tf.Tensor) -> tf.Tensor:
             # B, H, Pi, G, H on one group of blocks: (rows * length,).
             y = fwht(x * tf.cast(self.signs[c], tf.float32))
-            y = tf.gather(tf.reshape(y, [-1]), self.permutation[c])
-            return tf.reshape(fwht(tf.reshape(y, [rows, length]) * self.gauss[c]), [-1])
+            y = tf.gather(tf.reshape(y, [-1]), self._group_permutation(c))
+            y = fwht(tf.reshape(y, [rows, length]) * self._group_gauss(c))
+            return tf.reshape(y, [-1])
 
         if self.num_groups == 1:
             out = group(0)
@@ -296,20 +312,58 @@ class FastfoodProjection(Projection):
                 fn_output_signature=tf.TensorSpec([rows * length], tf.float32),
                 parallel_iterations=1,
             )
-        return tf.reshape(out, [-1])[: self.full_dim] * self.row_scale
+        scale = tf.cast(self.row_scale, tf.float32)
+        return (tf.reshape(out, [-1]) * scale)[: self.full_dim]
+
+    @property
+    def _index_dtype(self) -> type:
+        """The permutation's indices into a block: int16 when they fit."""
+        return np.int16 if self.block_length <= 2**15 else np.int32
+
+    @property
+    def _storage_dtype(self) -> type:
+        """G and S as stored: float16 (version 2; G ~ N(0, 1) and S ~ 1
+        need no more), float32 (version 1, the scales folded into S)."""
+        return np.float16 if self.version >= 2 else np.float32
+
+    def _group_gauss(self, c: tf.Tensor) -> tf.Tensor:
+        """Group c's Gaussians, each block's times its normalisation."""
+        gauss = tf.cast(self.gauss[c], tf.float32)
+        return gauss * self.block_scale[c][:, None]
+
+    def _group_permutation(self, c: tf.Tensor) -> tf.Tensor:
+        """Group c's permutation as indices into the group, flattened."""
+        starts = tf.range(self.group_rows, dtype=tf.int32)[:, None] * self.block_length
+        return tf.reshape(tf.cast(self.permutation[c], tf.int32) + starts, [-1])
+
+    @property
+    def _padding(self) -> int:
+        """Rows after the D kept ones, up to whole groups of blocks."""
+        return self.num_groups * self.group_rows * self.block_length - self.full_dim
+
+    def transpose_pieces(self, pieces: list) -> tf.Tensor:
+        # Joined with the padding in one copy, in the layout of the groups.
+        pad = [tf.zeros([self._padding], tf.float32)] if self._padding else []
+        g = tf.concat([tf.cast(p, tf.float32) for p in pieces] + pad, axis=0)
+        return self._maybe_compiled("transpose_padded", self._transpose_padded)(g)
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
+        return self._transpose_padded(tf.pad(g, [[0, self._padding]]))
+
+    def _transpose_padded(self, g: tf.Tensor) -> tf.Tensor:
         # P^T = B H Pi^T G H S (H symmetric, B G S diagonal), group by group,
         # summed over the blocks (the transpose of feeding v to every block).
         rows, length = self.group_rows, self.block_length
         size = rows * length
-        g = tf.pad(g * self.row_scale, [[0, self.num_groups * size - self.full_dim]])
-        g = tf.reshape(g, [self.num_groups, rows, length])
+        g = tf.reshape(g, [self.num_groups, size])
+        scale = tf.reshape(self.row_scale, [self.num_groups, size])
 
         def group(c: tf.Tensor) -> tf.Tensor:
-            y = tf.reshape(fwht(g[c]) * self.gauss[c], [-1])
+            y = g[c] * tf.cast(scale[c], tf.float32)
+            y = fwht(tf.reshape(y, [rows, length]))
+            y = tf.reshape(y * self._group_gauss(c), [-1])
             # Pi^T: the gather y[j] = x[perm[j]] transposed scatters back.
-            y = tf.scatter_nd(self.permutation[c][:, None], y, [size])
+            y = tf.scatter_nd(self._group_permutation(c)[:, None], y, [size])
             y = fwht(tf.reshape(y, [rows, length])) * tf.cast(self.signs[c], tf.float32)
             return tf.reduce_sum(y, axis=0)
 
@@ -326,7 +380,9 @@ class FastfoodProjection(Projection):
 
     @property
     def memory_bytes(self) -> int:
-        return tensor_bytes(self.signs, self.permutation, self.gauss, self.row_scale)
+        return tensor_bytes(
+            self.signs, self.permutation, self.gauss, self.row_scale, self.block_scale
+        )
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -208,15 +208,18 @@ def test_fastfood_allows_dim_above_full_dim():
 def test_fastfood_block_choice_and_memory_bytes():
     single = FastfoodProjection(1000, 10, blocks="single")
     assert (single.block_length, single.num_blocks) == (1024, 1)
-    # int8 signs, float32 Gaussians, int32 permutation; float32 row scales.
-    assert single.memory_bytes == (1 + 4 + 4) * 1024 + 4 * 1000
+    # Per row of the whole blocks (past D: zeros): int8 signs, an int16
+    # permutation, float16 Gaussians and row scales; a float32 scale a block.
+    assert single.memory_bytes == (1 + 2 + 2 + 2) * 1024 + 4
+    v1 = FastfoodProjection(1000, 10, blocks="single", version=1)
+    assert v1.memory_bytes == (1 + 2 + 4 + 4) * 1024 + 4  # float32 G and S
     stacked = FastfoodProjection(1000, 10)  # "auto": 16 <= 1024 / 4
     assert (stacked.blocks, stacked.block_length, stacked.num_blocks) == (
         "stacked",
         16,
         63,
     )
-    assert stacked.memory_bytes == (1 + 4 + 4) * 63 * 16 + 4 * 1000
+    assert stacked.memory_bytes == (1 + 2 + 2 + 2) * 63 * 16 + 4 * 63
     assert FastfoodProjection(1000, 300).blocks == "single"  # 512 > 1024 / 4
     with pytest.raises(ValueError, match=r"Received: `blocks='many'`"):
         FastfoodProjection(1000, 10, blocks="many")
@@ -299,10 +302,9 @@ def as_drawn(p):
     rows, length = p.num_blocks, p.block_length
     signs = tf.reshape(p.signs, [-1, length])[:rows].numpy().astype(np.float32)
     gauss = tf.reshape(p.gauss, [-1, length])[:rows].numpy()
-    size = p.group_rows * length
-    starts = np.arange(p.num_groups, dtype=np.int32)[:, None] * size
-    perm = (p.permutation.numpy() + starts).ravel()[: rows * length]
-    return signs, gauss, p.row_scale.numpy(), perm
+    starts = np.arange(rows, dtype=np.int32)[:, None] * length
+    perm = (p.permutation.numpy().reshape(-1, length)[:rows] + starts).ravel()
+    return signs, gauss, p.row_scale.numpy()[: p.full_dim], perm
 
 
 @pytest.mark.parametrize("key", list(V1_TENSORS))
@@ -371,3 +373,23 @@ def test_products_over_many_groups_are_p_and_its_transpose(
     np.testing.assert_allclose(
         p.transpose(g).numpy(), mat.T.astype(np.float64) @ g, rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_affine_and_transpose_of_pieces_are_p(kind, monkeypatch):
+    monkeypatch.setattr(fastfood, "PASS_CHUNK", 64)  # Fastfood: 24 groups
+    p = projections.get(kind)(full_dim=1500, dim=30, seed=1)
+    mat = materialize(p).astype(np.float64)
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(30).astype(np.float32)
+    base = rng.standard_normal(1500).astype(np.float32)
+    np.testing.assert_allclose(
+        p.affine(v, base).numpy(), base + mat @ v, rtol=1e-4, atol=1e-5
+    )
+    g = rng.standard_normal(1500).astype(np.float32)
+    pieces = [tf.constant(x) for x in np.split(g, [7, 700, 701])]
+    np.testing.assert_allclose(
+        p.transpose_pieces(pieces).numpy(), mat.T @ g, rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(ValueError, match=r"shape \(30,\)"):
+        p.affine(np.zeros(29, np.float32), base)

@@ -1,0 +1,239 @@
+"""Pretrained-size models: the subspace step of a 10^8-weight transformer.
+
+A random-init keras-hub BERT of a pretrained model's size (BERT-base:
+109,483,778 weights; RoBERTa-large's shape: about 355M), a classification
+head, batch 8 x 128 tokens, Adam. Peak memory is what these rows are about,
+so plain fine-tuning and each subspace run in processes of their own:
+
+- the plain process builds the model, trains `steps` steps after a warm-up
+  step, and reports its peak RSS and median step;
+- each subspace process wraps the same model (same seed), trains likewise
+  and reports its peak RSS; then, unless the row is memory only, it builds
+  the plain model too and times both in alternating rounds, so that the
+  step ratio is measured in one process (the peak is taken before).
+
+    keras-idim bench --configs bert-base --no-search-cost
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+#: (name, BertBackbone arguments, d, projections, memory only).
+SCALE = [
+    (
+        "bert-base",
+        {
+            "vocabulary_size": 30522,
+            "num_layers": 12,
+            "num_heads": 12,
+            "hidden_dim": 768,
+            "intermediate_dim": 3072,
+        },
+        1_000,
+        ("dense", "sparse", "fastfood"),
+        False,
+    ),
+    (
+        "roberta-large-size",
+        {
+            "vocabulary_size": 50265,
+            "num_layers": 24,
+            "num_heads": 16,
+            "hidden_dim": 1024,
+            "intermediate_dim": 4096,
+        },
+        1_000,
+        ("fastfood",),
+        True,
+    ),
+]
+NAMES = tuple(row[0] for row in SCALE)
+#: Tokens of the synthetic batch: examples x sequence length.
+BATCH, SEQUENCE = 8, 128
+TIMING = {"warmup": 1, "steps": 3, "rounds": 2, "round_steps": 2}
+
+
+def jobs(names) -> list[dict]:
+    """The processes of the named rows: one plain, one per subspace kind."""
+    out = []
+    for name, backbone, dim, projections, memory_only in SCALE:
+        if name not in names:
+            continue
+        base = {"name": name, "backbone": backbone, "dim": dim, **TIMING}
+        out.append({**base, "side": "plain", "projection": None, "said": False})
+        for projection in projections:
+            for said in (False, True):
+                out.append(
+                    {
+                        **base,
+                        "side": "subspace",
+                        "projection": projection,
+                        "said": said,
+                        "memory_only": memory_only,
+                    }
+                )
+    return out
+
+
+def skip_reason(spec: dict) -> str | None:
+    """Why a row is not run: a dense P of 10^11 entries."""
+    if spec["projection"] == "dense":
+        return (
+            "dense P of about 1e11 entries (D x d): regenerating it on the fly "
+            "would take hours per step here"
+        )
+    return None
+
+
+def _peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_side(spec: dict) -> dict:
+    """One process of `jobs`: its peak RSS and median step, and for a timed
+    subspace row the paired ratio to plain steps in this process."""
+    import keras
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_idim.bench.timer import StepTimer, median
+    from keras_idim.subspace import SubspaceModel
+
+    vocabulary = spec["backbone"]["vocabulary_size"]
+
+    def model() -> keras.Model:
+        keras.utils.set_random_seed(0)
+        backbone = keras_hub.models.BertBackbone(
+            max_sequence_length=512, **spec["backbone"]
+        )
+        return keras_hub.models.BertTextClassifier(
+            backbone, num_classes=2, preprocessor=None
+        )
+
+    def compiled(m: keras.Model) -> keras.Model:
+        m.compile(
+            optimizer=keras.optimizers.Adam(1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return m
+
+    rng = np.random.default_rng(0)
+    x = {
+        "token_ids": rng.integers(0, vocabulary, (BATCH, SEQUENCE)).astype("int32"),
+        "padding_mask": np.ones((BATCH, SEQUENCE), "int32"),
+        "segment_ids": np.zeros((BATCH, SEQUENCE), "int32"),
+    }
+    data = tf.data.Dataset.from_tensors((x, rng.integers(0, 2, BATCH))).repeat()
+
+    def steps(m: keras.Model, n: int) -> list[float]:
+        timer = StepTimer()
+        m.fit(data, epochs=1, steps_per_epoch=n, callbacks=[timer.callback], verbose=0)
+        return timer.times
+
+    first = model()
+    full_dim = sum(int(np.prod(v.shape)) for v in first.trainable_variables)
+    record = {**spec, "full_dim": full_dim}
+    if spec["side"] == "subspace":
+        started = time.perf_counter()
+        first = SubspaceModel(
+            first,
+            spec["dim"],
+            projection=spec["projection"],
+            seed=0,
+            structure_aware=spec["said"],
+        )
+        record["build_seconds"] = time.perf_counter() - started
+        record["projection_bytes"] = first.projection.memory_bytes
+    compiled(first)
+    steps(first, spec["warmup"])
+    record["step_ms"] = 1e3 * median(steps(first, spec["steps"]))
+    record["peak_rss_bytes"] = _peak()
+    if spec["side"] == "subspace" and not spec.get("memory_only"):
+        plain = compiled(model())
+        steps(plain, spec["warmup"])
+        ratios = []
+        for _ in range(spec["rounds"]):
+            p = median(steps(plain, spec["round_steps"]))
+            s = median(steps(first, spec["round_steps"]))
+            ratios.append(s / p)
+        record.update(
+            ratio=median(ratios), ratio_min=min(ratios), ratio_max=max(ratios)
+        )
+    record["status"] = "ok"
+    return record
+
+
+def rows(records: list[dict]) -> list[dict]:
+    """Each subspace record beside its model's plain one: the RSS ratio."""
+    plain = {r["name"]: r for r in records if r["side"] == "plain"}
+    out = []
+    for r in records:
+        if r["side"] != "subspace":
+            continue
+        p = plain.get(r["name"], {})
+        row = {**r, "plain_peak_rss_bytes": p.get("peak_rss_bytes")}
+        row["plain_step_ms"] = p.get("step_ms")
+        if r["status"] == "ok" and p.get("status") == "ok":
+            row["rss_ratio"] = r["peak_rss_bytes"] / p["peak_rss_bytes"]
+        out.append(row)
+    return out
+
+
+def describe(r: dict) -> str:
+    """One line of a record, for the progress printout."""
+    if r["status"] != "ok":
+        return f"{r['status']}: {r.get('message')}"
+    text = f"step {_s(r['step_ms'])} s  peak RSS {_gib(r['peak_rss_bytes'])}"
+    if "ratio" in r:
+        spread = f"[{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]"
+        text += f"  ratio to plain {r['ratio']:.2f} {spread}"
+    return text
+
+
+def markdown(rows_: list[dict]) -> list[str]:
+    """The section of RESULTS.md for the pretrained-size rows."""
+    lines = [
+        "",
+        "## Pretrained-size transformers",
+        "",
+        f"A random-init keras-hub BERT classifier, batch {BATCH} x {SEQUENCE} "
+        "tokens, Adam; d = 1,000. Peak RSS of plain fine-tuning and of each "
+        "subspace in processes of their own; the step ratio is paired in the "
+        "subspace's process (alternating rounds, after its peak was read).",
+        "",
+        "| model | D | projection | SAID | plain step s | subspace step s | "
+        "ratio [spread] | plain peak RSS | subspace peak RSS | RSS ratio | P bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows_:
+        head = (
+            f"| {r['name']} | {r.get('full_dim', '')} | {r['projection']} | "
+            f"{'yes' if r['said'] else 'no'} |"
+        )
+        if r["status"] != "ok":
+            lines.append(f"{head} {r['status']}: {r.get('message', '')} |||||||")
+            continue
+        ratio = (
+            f"{r['ratio']:.2f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]"
+            if "ratio" in r
+            else "memory only"
+        )
+        plain = r.get("plain_peak_rss_bytes")
+        rss_ratio = f"{r['rss_ratio']:.2f}" if "rss_ratio" in r else ""
+        lines.append(
+            f"{head} {_s(r.get('plain_step_ms'))} | {_s(r['step_ms'])} | {ratio} | "
+            f"{_gib(plain)} | {_gib(r['peak_rss_bytes'])} | {rss_ratio} | "
+            f"{_gib(r.get('projection_bytes'))} |"
+        )
+    return lines
+
+
+def _s(ms: float | None) -> str:
+    return "" if ms is None else f"{ms / 1e3:.2f}"
+
+
+def _gib(n: float | None) -> str:
+    return "" if n is None else f"{n / 2**30:.2f} GiB"
