@@ -127,13 +127,13 @@ class FastfoodProjection(Projection):
             `True`.
         version: int. How P is drawn from the seed. `2`: the random
             tensors of stacked blocks are drawn per group of blocks (about
-            `BUILD_CHUNK` numbers, each group its own stream), so that
-            building P takes little more memory than P itself (version 1
-            took five times P's size, 8 GiB at D ~ 10^8). `1`: each drawn
-            whole, the P of keras_idim before it; a configuration without a
-            version (a file saved before) is version 1. Both have the same
-            statistics; a single block is drawn the same way by both.
-            Defaults to `2`.
+            `BUILD_CHUNK` numbers; the groups after the first from streams
+            of their own), so that drawing P takes little more memory than
+            P itself. `1`: each drawn whole, the P of keras_idim 0.1.0 (at
+            D ~ 10^8 drawing it took 8 GiB for a 1.6 GiB P); a
+            configuration without a version (saved by 0.1.0) is version 1.
+            Both have the same statistics, and the same P where one group
+            holds every block (below about 4M weights). Defaults to `2`.
 
     Example:
 
@@ -183,8 +183,8 @@ class FastfoodProjection(Projection):
             draws = [(0, self.num_blocks, ())]
         else:
             step = max(1, BUILD_CHUNK // self.block_length)
-            draws = [
-                (start, min(start + step, self.num_blocks), (i,))
+            draws = [  # the first group from version 1's streams
+                (start, min(start + step, self.num_blocks), (i,) if i else ())
                 for i, start in enumerate(range(0, self.num_blocks, step))
             ]
         # Each group of blocks is copied into place as it is drawn, and
@@ -196,9 +196,8 @@ class FastfoodProjection(Projection):
         arrays = [
             np.zeros([rows, length], np.int8),
             np.empty([rows, length], self._index_dtype),
-            np.zeros([rows, length], self._storage_dtype),
-            np.zeros([rows * length], self._storage_dtype),
-            np.zeros([rows], np.float32),
+            np.zeros([rows, length], np.float32),
+            np.zeros([rows * length], np.float32),
         ]
         cut = self.num_blocks
         arrays[1][cut:] = np.arange(length)  # cut-off blocks: the identity
@@ -210,17 +209,15 @@ class FastfoodProjection(Projection):
             del parts
         grouped = [self.num_groups, self.group_rows, length]
         whole = []
-        for shape in (grouped, grouped, grouped, [-1], grouped[:2]):
+        for shape in (grouped, grouped, grouped, [-1]):
             whole.append(tf.reshape(tf.convert_to_tensor(arrays.pop(0)), shape))
-        self.signs, self.permutation, self.gauss, self.row_scale = whole[:4]
-        self.block_scale = whole[4]
+        self.signs, self.permutation, self.gauss, self.row_scale = whole
 
     def _draw(
         self, first: int, stop: int, stream: tuple[int, ...]
     ) -> tuple[tf.Tensor, ...]:
         """Blocks `first` to `stop - 1`: their signs, permutations (indices
-        into each block), Gaussians, kept rows' scales and blocks' scales,
-        drawn
+        into each block), Gaussians and kept rows' scales, drawn
         from the streams `(kind, *stream)`. Intermediates several times
         their size (int64 sort keys, float64 draws) live one slice of
         blocks at a time, with the same results as whole."""
@@ -259,8 +256,6 @@ class FastfoodProjection(Projection):
         gauss = tf.random.stateless_normal(
             shape, derive_seed(self.seed, 7, *stream), dtype=tf.float64
         )
-        if self.version >= 2:  # G as stored, so that the norms are exact
-            gauss = tf.cast(tf.cast(gauss, tf.float16), tf.float64)
         block_scale = _by_rows(
             lambda rows, g=gauss: (
                 1.0 / tf.sqrt(self.full_dim * tf.reduce_sum(g[rows] ** 2, axis=1))
@@ -268,7 +263,8 @@ class FastfoodProjection(Projection):
             shape[0],
             length,
         )
-        gauss = tf.cast(gauss, self._storage_dtype)
+        gauss32 = tf.cast(gauss, tf.float32)
+        del gauss
         kept = min(stop * length, self.full_dim) - first * length
         chi2 = 2.0 * tf.random.stateless_gamma(
             [kept],
@@ -278,19 +274,12 @@ class FastfoodProjection(Projection):
         )
 
         def row_scale(rows: slice) -> tf.Tensor:
-            # S (chi-distributed, about 1); version 1 folds the blocks'
-            # normalisation in too, version 2 keeps it apart (`block_scale`,
-            # one float32 a block), as float16 could not hold it (~1e-6).
+            # S and the normalisation, folded into one vector over kept rows.
             scale = tf.sqrt(chi2[rows] / length)
-            if self.version == 1:
-                blocks = tf.range(rows.start, rows.stop) // length
-                scale = scale * tf.gather(block_scale, blocks)
-            return tf.cast(scale, self._storage_dtype)
+            blocks = tf.range(rows.start, rows.stop) // length
+            return tf.cast(scale * tf.gather(block_scale, blocks), tf.float32)
 
-        rows_scale = _by_rows(row_scale, kept, 1)
-        if self.version == 1:  # folded into the rows' scales
-            block_scale = tf.ones_like(block_scale)
-        return signs, perm, gauss, rows_scale, tf.cast(block_scale, tf.float32)
+        return signs, perm, gauss32, _by_rows(row_scale, kept, 1)
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
         x = tf.pad(v, [[0, self.block_length - self.dim]])[None, :]
@@ -300,7 +289,7 @@ class FastfoodProjection(Projection):
             # B, H, Pi, G, H on one group of blocks: (rows * length,).
             y = fwht(x * tf.cast(self.signs[c], tf.float32))
             y = tf.gather(tf.reshape(y, [-1]), self._group_permutation(c))
-            y = fwht(tf.reshape(y, [rows, length]) * self._group_gauss(c))
+            y = fwht(tf.reshape(y, [rows, length]) * self.gauss[c])
             return tf.reshape(y, [-1])
 
         if self.num_groups == 1:
@@ -312,24 +301,12 @@ class FastfoodProjection(Projection):
                 fn_output_signature=tf.TensorSpec([rows * length], tf.float32),
                 parallel_iterations=1,
             )
-        scale = tf.cast(self.row_scale, tf.float32)
-        return (tf.reshape(out, [-1]) * scale)[: self.full_dim]
+        return (tf.reshape(out, [-1]) * self.row_scale)[: self.full_dim]
 
     @property
     def _index_dtype(self) -> type:
         """The permutation's indices into a block: int16 when they fit."""
         return np.int16 if self.block_length <= 2**15 else np.int32
-
-    @property
-    def _storage_dtype(self) -> type:
-        """G and S as stored: float16 (version 2; G ~ N(0, 1) and S ~ 1
-        need no more), float32 (version 1, the scales folded into S)."""
-        return np.float16 if self.version >= 2 else np.float32
-
-    def _group_gauss(self, c: tf.Tensor) -> tf.Tensor:
-        """Group c's Gaussians, each block's times its normalisation."""
-        gauss = tf.cast(self.gauss[c], tf.float32)
-        return gauss * self.block_scale[c][:, None]
 
     def _group_permutation(self, c: tf.Tensor) -> tf.Tensor:
         """Group c's permutation as indices into the group, flattened."""
@@ -359,9 +336,8 @@ class FastfoodProjection(Projection):
         scale = tf.reshape(self.row_scale, [self.num_groups, size])
 
         def group(c: tf.Tensor) -> tf.Tensor:
-            y = g[c] * tf.cast(scale[c], tf.float32)
-            y = fwht(tf.reshape(y, [rows, length]))
-            y = tf.reshape(y * self._group_gauss(c), [-1])
+            y = fwht(tf.reshape(g[c] * scale[c], [rows, length]))
+            y = tf.reshape(y * self.gauss[c], [-1])
             # Pi^T: the gather y[j] = x[perm[j]] transposed scatters back.
             y = tf.scatter_nd(self._group_permutation(c)[:, None], y, [size])
             y = fwht(tf.reshape(y, [rows, length])) * tf.cast(self.signs[c], tf.float32)
@@ -380,9 +356,7 @@ class FastfoodProjection(Projection):
 
     @property
     def memory_bytes(self) -> int:
-        return tensor_bytes(
-            self.signs, self.permutation, self.gauss, self.row_scale, self.block_scale
-        )
+        return tensor_bytes(self.signs, self.permutation, self.gauss, self.row_scale)
 
     def get_config(self) -> dict:
         config = super().get_config()

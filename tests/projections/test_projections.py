@@ -209,17 +209,15 @@ def test_fastfood_block_choice_and_memory_bytes():
     single = FastfoodProjection(1000, 10, blocks="single")
     assert (single.block_length, single.num_blocks) == (1024, 1)
     # Per row of the whole blocks (past D: zeros): int8 signs, an int16
-    # permutation, float16 Gaussians and row scales; a float32 scale a block.
-    assert single.memory_bytes == (1 + 2 + 2 + 2) * 1024 + 4
-    v1 = FastfoodProjection(1000, 10, blocks="single", version=1)
-    assert v1.memory_bytes == (1 + 2 + 4 + 4) * 1024 + 4  # float32 G and S
+    # permutation, float32 Gaussians and row scales.
+    assert single.memory_bytes == (1 + 2 + 4 + 4) * 1024
     stacked = FastfoodProjection(1000, 10)  # "auto": 16 <= 1024 / 4
     assert (stacked.blocks, stacked.block_length, stacked.num_blocks) == (
         "stacked",
         16,
         63,
     )
-    assert stacked.memory_bytes == (1 + 2 + 2 + 2) * 63 * 16 + 4 * 63
+    assert stacked.memory_bytes == (1 + 2 + 4 + 4) * 63 * 16
     assert FastfoodProjection(1000, 300).blocks == "single"  # 512 > 1024 / 4
     with pytest.raises(ValueError, match=r"Received: `blocks='many'`"):
         FastfoodProjection(1000, 10, blocks="many")
@@ -319,16 +317,25 @@ def test_version_1_draws_the_p_of_keras_idim_0_1_0(key, pass_chunk, monkeypatch)
     assert hashlib.sha256(perm.tobytes()).hexdigest()[:16] == V1_TENSORS[key][1]
 
 
+def test_version_2_is_version_1_where_one_group_holds_every_block():
+    for one, two in zip(
+        as_drawn(FastfoodProjection(1500, 30, seed=1, version=1)),
+        as_drawn(FastfoodProjection(1500, 30, seed=1, version=2)),
+    ):
+        np.testing.assert_array_equal(one, two)
+
+
 def test_version_2_draws_groups_of_blocks_from_their_own_streams(monkeypatch):
     monkeypatch.setattr(fastfood, "BUILD_CHUNK", 4 * 32)  # 4 blocks of 32 a group
     v1 = FastfoodProjection(1500, 30, seed=1, version=1)
     v2 = FastfoodProjection(1500, 30, seed=1, version=2)
     signs1, gauss1, _, perm1 = as_drawn(v1)
     signs2, gauss2, _, perm2 = as_drawn(v2)
-    # The first group of version 2 is not version 1's first blocks, and no
-    # two groups share a stream.
-    assert not np.array_equal(gauss1[:4], gauss2[:4])
-    assert not np.array_equal(gauss2[:4], gauss2[4:8])
+    # The first group draws from version 1's streams; the next ones from
+    # streams of their own, which no two groups share.
+    np.testing.assert_array_equal(gauss1[:4], gauss2[:4])
+    assert not np.array_equal(gauss1[4:8], gauss2[4:8])
+    assert not np.array_equal(gauss2[4:8], gauss2[8:12])
     # Every block is still a permutation with +-1 signs.
     for perm in (perm1, perm2):
         blocks = perm.reshape(-1, 32) - np.arange(len(perm) // 32)[:, None] * 32
