@@ -38,6 +38,8 @@ def markdown(result: dict) -> str:
         "[spread] | P bytes | peak RSS | dense bound ms (ratio to it) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for note in result.get("notes", []):  # e.g. sections measured again
+        lines[4:4] = [note, ""]
     for r in result["records"]:
         head = (
             f"| {r['name']} | {r.get('full_dim', parameter_count(r)) or ''} "
@@ -66,8 +68,9 @@ def markdown(result: dict) -> str:
             "## The projection's products alone",
             "",
             "Median ms of one forward product `P v` and one transposed product "
-            "`P^T g` (autodiff through the forward map), each a `tf.function`; "
-            "`jit_compile` is the projection's own XLA switch.",
+            "`P^T g` (autodiff through the forward map; Fastfood's transpose "
+            "written out), each a `tf.function`; `jit_compile` is the "
+            "projection's own XLA switch.",
             "",
             "| D | d | projection | options | P v ms | P^T g ms |",
             "|---|---|---|---|---|---|",
