@@ -156,7 +156,7 @@ class FastfoodProjection(Projection):
         super().__init__(full_dim, dim, seed)
         self.jit_compile = check_bool("jit_compile", jit_compile)
         check_choice("blocks", blocks, ("auto", *_BLOCKS))
-        if version not in VERSIONS:
+        if isinstance(version, bool) or version not in VERSIONS:
             raise ValueError(
                 f"`version` should be one of {VERSIONS} (how P is drawn from "
                 "the seed; a newer keras_idim may have written this one). "
@@ -190,8 +190,7 @@ class FastfoodProjection(Projection):
         # Each group of blocks is copied into place as it is drawn, and
         # freed: TensorFlow's allocator (oneDNN's, a pool that it keeps)
         # then holds one group's intermediates, not every part of P twice
-        # (as joining the parts took). Padded to whole groups: cut-off
-        # blocks with zero signs and Gaussians, each its own identity.
+        # (as joining the parts took).
         rows, length = self.num_groups * self.group_rows, self.block_length
         arrays = [
             np.zeros([rows, length], np.int8),

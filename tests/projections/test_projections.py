@@ -359,6 +359,8 @@ def test_a_configuration_without_a_version_is_version_1():
         ValueError, match=r"`version` should be one of \(1, 2\).*`version=3`"
     ):
         FastfoodProjection(300, 8, version=3)
+    with pytest.raises(ValueError, match=r"`version=True`"):
+        FastfoodProjection(300, 8, version=True)
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])
