@@ -129,7 +129,7 @@ def main_hub(
         searches={
             "subspace": dict(
                 dims=subspace_dims,
-                start_dim=2 * len(model_fn().trainable_variables),
+                start_dim=said_glue.said_start_dim(model_fn),
                 structure_aware=True,
                 learning_rate=1e-3,
             ),

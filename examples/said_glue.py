@@ -164,6 +164,12 @@ def glue_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def said_start_dim(model_fn) -> int:
+    """A first d for SAID: twice the model's weight tensors (SAID trains one
+    scale per tensor, so every d must exceed their number)."""
+    return 2 * len(model_fn().trainable_variables)
+
+
 def majority_accuracy(task: str, split: str, data_dir: str | None = None) -> float:
     """The accuracy of always answering the most frequent label of `split`."""
     (ds,), _ = keras_idim.data.tfds_splits(f"glue/{task}", [split], data_dir=data_dir)
@@ -236,7 +242,7 @@ def main(
         data_dir=data_dir,
     )
     if start_dim is None:
-        start_dim = 2 * len(model_fn().trainable_variables)
+        start_dim = said_start_dim(model_fn)
     majority = majority_accuracy(task, spec.validation, data_dir)
     result = keras_idim.search(
         model_fn,

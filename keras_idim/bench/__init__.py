@@ -72,7 +72,9 @@ def run(
     scale_names = [n for n in names or () if n in scale.NAMES]
     names = [n for n in names or () if n not in scale.NAMES] or None
     records = []
-    for spec in [] if scale_names and not names else jobs(quick, jit_modes, names):
+    # Only pretrained-size rows named: none of the other table.
+    table = jobs(quick, jit_modes, names) if names or not scale_names else []
+    for spec in table:
         label = (
             f"{spec['name']:>12} d={spec['dim']:<7} {spec['projection']:>8} "
             f"{'xla' if spec['jit'] else '   '}"

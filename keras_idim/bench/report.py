@@ -34,12 +34,12 @@ def markdown(result: dict) -> str:
         f"{m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
         f"{m['date']}. Made by `{result.get('command', 'keras-idim bench')}`.",
         "",
+        # e.g. which sections were measured again, and when
+        *[line for note in result.get("notes", []) for line in (note, "")],
         "| model | D | d | projection | XLA | plain ms | subspace ms | ratio "
         "[spread] | P bytes | peak RSS | dense bound ms (ratio to it) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for note in result.get("notes", []):  # e.g. sections measured again
-        lines[4:4] = [note, ""]
     for r in result["records"]:
         head = (
             f"| {r['name']} | {r.get('full_dim', parameter_count(r)) or ''} "

@@ -327,7 +327,7 @@ def search(
         results_path=results_path,
         say=say,
     )
-    tensors = 0
+    min_dim = 1
     if method == "lora":  # the largest useful rank, before any training
         limit = cfg.check_model_fn(
             model_fn, seeds[0], lambda m: lora.max_rank(m, lora_targets)
@@ -340,13 +340,13 @@ def search(
         cfg.check_dims_fit(dims, start_dim, max_dim, limit)
         if structure_aware:
             cfg.check_said_dims(dims, start_dim, tensors)
+            min_dim = tensors + 1  # one SAID scale per weight tensor, and more
     driver.strategy = make_strategy(
         dims,
         start=start_dim,
         tolerance=tolerance,
         max_dim=max_dim or limit,
-        # SAID trains one scale per weight tensor, and theta_d the rest.
-        min_dim=tensors + 1 if structure_aware and method != "lora" else 1,
+        min_dim=min_dim,
     )
     return driver.run()
 
