@@ -185,11 +185,9 @@ class SubspaceModel(keras.Model):
         self.structure_aware = structure_aware
         self.projection = projection
         self._base = base_vars
-        # XLA cannot compile tf.sparse ops: Keras then refuses jit_compile.
-        self.supports_jit = not (
-            isinstance(projection, projections_module.SparseProjection)
-            and not projection.jit_compile
-        )
+        # XLA cannot compile tf.sparse ops, nor Fastfood's compiled kernel:
+        # Keras then refuses jit_compile.
+        self.supports_jit = projection.supports_xla
 
         # Initialised with the joined weights themselves: a zero variable
         # assigned afterwards would hold a second (D,) buffer for a moment.

@@ -13,6 +13,12 @@ For a dense projection the benchmark also measures one pass over P (the
 forward product alone) and prints the bound that memory bandwidth sets on
 any dense step: the plain step plus two passes.
 
+Each projection's products are also timed alone, against the machine's
+copy bandwidth (one large `np.copyto`): a product's bound is the time that
+moving the bytes it must move takes (P's stored tensors read once, its
+input read, its output written), and the report gives each product's
+ratio to it.
+
     keras-idim bench            # bench/results.json, RESULTS.md, ratio.png
     keras-idim bench --quick    # a tiny model, in seconds
     keras-idim bench --configs bert-base,roberta-large-size --no-search-cost
@@ -33,7 +39,7 @@ from collections.abc import Sequence
 
 from keras_idim.bench import scale
 from keras_idim.bench.configs import jobs, skip_reason
-from keras_idim.bench.micro import product_timings, search_cost
+from keras_idim.bench.micro import copy_bandwidth, product_timings, search_cost
 from keras_idim.bench.report import describe, markdown, plot
 from keras_idim.bench.timer import BATCH, run_config, run_job
 from keras_idim.utils.io import atomic_write
@@ -122,7 +128,9 @@ def run(
     }
     if scale_records:
         result["scale"] = scale.rows(scale_records)
-    result["products"] = product_timings(quick, verbose)
+    bandwidth = copy_bandwidth(quick)
+    result["bandwidth"] = bandwidth
+    result["products"] = product_timings(quick, verbose, bandwidth["bytes_per_s"])
     if with_search_cost if with_search_cost is not None else not quick:
         result["search_cost"] = search_cost(verbose)
     atomic_write(os.path.join(out, "results.json"), json.dumps(result, indent=1))
@@ -172,4 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "markdown", "plot", "product_timings", "run", "search_cost"]
+__all__ = [
+    "copy_bandwidth",
+    "main",
+    "markdown",
+    "plot",
+    "product_timings",
+    "run",
+    "search_cost",
+]

@@ -22,17 +22,80 @@ PRODUCTS = [
 ]
 
 
-def product_timings(quick: bool = False, verbose: int = 1) -> list[dict]:
+def copy_bandwidth(quick: bool = False) -> dict:
+    """The machine's memory bandwidth, as one large copy measures it.
+
+    Median over 7 copies (`np.copyto`) of a 256 MiB float32 array (4 MiB
+    with `quick`, which then stays in cache): bytes read plus bytes
+    written, per second.
+
+    Args:
+        quick: bool. A small array. Defaults to `False`.
+
+    Returns:
+        A dict: bytes_per_s, array_bytes and method.
+    """
+    import numpy as np
+
+    size = 2**20 if quick else 2**26
+    source = np.random.default_rng(0).random(size, dtype=np.float32)
+    target = np.empty_like(source)
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        np.copyto(target, source)
+        times.append(time.perf_counter() - t)
+    return {
+        "bytes_per_s": 2 * source.nbytes / median(times),
+        "array_bytes": source.nbytes,
+        "method": "np.copyto",
+    }
+
+
+def traffic_bytes(projection) -> int | None:
+    """The fewest bytes one product must move through memory: the stored
+    tensors of P that it reads, once, the input read and the output written
+    (float32), for `P v` and `P^T g` alike. A sparse P compiled with XLA
+    reads its values and int32 coordinates (not the int64 indices that it
+    also keeps); without XLA, its SparseTensor. `None` for a P that is not
+    stored (a dense P over its budget, made on the fly), which no bandwidth
+    bounds."""
+    from keras_idim.projections import SparseProjection
+    from keras_idim.projections.base import tensor_bytes
+
+    if isinstance(projection, SparseProjection):
+        m = projection.matrix
+        read = (
+            tensor_bytes(m.values, projection._rows, projection._cols)
+            if projection.jit_compile
+            else tensor_bytes(m)
+        )
+    else:
+        read = projection.memory_bytes
+    if read == 0:
+        return None
+    return read + 4 * (projection.full_dim + projection.dim)
+
+
+def product_timings(
+    quick: bool = False, verbose: int = 1, bandwidth: float | None = None
+) -> list[dict]:
     """Median ms of P v and P^T g for each projection variant (`PRODUCTS`).
 
     Args:
         quick: bool. The first seven variants at D=700, d=20, timed 3 times.
             Defaults to `False`.
         verbose: int. Print a line per variant when nonzero. Defaults to `1`.
+        bandwidth: float or None. The machine's copy bandwidth in bytes per
+            second (`copy_bandwidth`): each variant then gets the time that
+            moving `traffic_bytes` takes at it (`bound_ms`) and each
+            product's ratio to that bound. Defaults to `None`.
 
     Returns:
         One dict per variant: full_dim, dim, projection, options,
-        forward_ms and transpose_ms.
+        forward_ms and transpose_ms; with a bandwidth, also traffic_bytes,
+        bound_ms, forward_bound_ratio and transpose_bound_ratio (where P is
+        stored).
     """
     import tensorflow as tf
 
@@ -53,6 +116,15 @@ def product_timings(quick: bool = False, verbose: int = 1) -> list[dict]:
                 fn(arg).numpy()
                 times.append(time.perf_counter() - t)
             timing[f"{name}_ms"] = 1e3 * median(times)
+        traffic = traffic_bytes(proj)
+        if bandwidth and traffic:
+            bound_ms = 1e3 * traffic / bandwidth
+            timing.update(
+                traffic_bytes=traffic,
+                bound_ms=bound_ms,
+                forward_bound_ratio=timing["forward_ms"] / bound_ms,
+                transpose_bound_ratio=timing["transpose_ms"] / bound_ms,
+            )
         out.append(
             {
                 "full_dim": full_dim,
@@ -63,9 +135,17 @@ def product_timings(quick: bool = False, verbose: int = 1) -> list[dict]:
             }
         )
         if verbose:
+            bound = (
+                f" (bandwidth bound {timing['bound_ms']:.2f} ms: x"
+                f"{timing['forward_bound_ratio']:.1f} / "
+                f"x{timing['transpose_bound_ratio']:.1f})"
+                if "bound_ms" in timing
+                else ""
+            )
             print(
                 f"products D={full_dim} d={dim} {kind} {options}: "
-                f"{timing['forward_ms']:.2f} / {timing['transpose_ms']:.2f} ms",
+                f"{timing['forward_ms']:.2f} / {timing['transpose_ms']:.2f} ms"
+                f"{bound}",
                 flush=True,
             )
     return out

@@ -70,16 +70,24 @@ def markdown(result: dict) -> str:
             "Median ms of one forward product `P v` and one transposed product "
             "`P^T g` (autodiff through the forward map; Fastfood's transpose "
             "written out), each a `tf.function`; `jit_compile` is the "
-            "projection's own XLA switch.",
+            "projection's own XLA switch."
+            + _bandwidth_sentence(result.get("bandwidth")),
             "",
-            "| D | d | projection | options | P v ms | P^T g ms |",
-            "|---|---|---|---|---|---|",
+            "| D | d | projection | options | P v ms | P^T g ms | bytes moved "
+            "| bound ms | P v / bound | P^T g / bound |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in result["products"]:
             opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+            bound = (
+                f"{_bytes(r['traffic_bytes'])} | {r['bound_ms']:.2f} | "
+                f"{r['forward_bound_ratio']:.1f} | {r['transpose_bound_ratio']:.1f}"
+                if "bound_ms" in r
+                else " | | | "
+            )
             lines.append(
                 f"| {r['full_dim']} | {r['dim']} | {r['projection']} | {opts} | "
-                f"{r['forward_ms']:.2f} | {r['transpose_ms']:.2f} |"
+                f"{r['forward_ms']:.2f} | {r['transpose_ms']:.2f} | {bound} |"
             )
     cost = result.get("search_cost")
     if cost:
@@ -100,6 +108,19 @@ def markdown(result: dict) -> str:
             f"{w['runs']} | {w['seconds']:.0f} | {w['d_int']} |",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _bandwidth_sentence(bandwidth: dict | None) -> str:
+    """The products' bound, as the report states it (empty without one)."""
+    if not bandwidth:
+        return ""
+    return (
+        f" Copy bandwidth: {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s (bytes "
+        f"read plus written by `{bandwidth['method']}` of "
+        f"{_bytes(bandwidth['array_bytes'])}); a product's bound is the time "
+        "its bytes moved take at it: P's stored tensors that it reads, once, "
+        "its input read and its output written. A P made on the fly has none."
+    )
 
 
 def _bytes(n: float) -> str:

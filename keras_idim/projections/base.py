@@ -59,6 +59,12 @@ class Projection:
         self.seed = check_seed(seed)
         self._compiled: dict[str, tf.types.experimental.GenericFunction] = {}
 
+    @property
+    def supports_xla(self) -> bool:
+        """Whether a train step that uses this projection may be compiled by
+        XLA (a `SubspaceModel`'s `supports_jit`)."""
+        return True
+
     def _maybe_compiled(self, name: str, fn):
         """`fn`, or its XLA-compiled `tf.function` when `jit_compile`.
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_idim.projections import kernel
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
 from keras_idim.utils.validation import check_bool, check_choice
 
@@ -211,6 +212,41 @@ class FastfoodProjection(Projection):
         for shape in (grouped, grouped, grouped, [-1]):
             whole.append(tf.reshape(tf.convert_to_tensor(arrays.pop(0)), shape))
         self.signs, self.permutation, self.gauss, self.row_scale = whole
+        self._ops = self._kernel_ops()
+
+    def _kernel_ops(self):
+        """The compiled kernel's ops (`keras_idim.projections.kernel`) when
+        this P's products should use them, else `None`."""
+        if not kernel.wanted(self.full_dim):
+            return None
+        ops = kernel.load()
+        if ops is None and kernel.mode() == "on":
+            raise RuntimeError(
+                f"{kernel.ENV}=1 asks for Fastfood's compiled kernel, which is "
+                f"unavailable: {kernel.unavailable_reason()}. Set {kernel.ENV}"
+                "=auto (or 0) to use TensorFlow ops instead."
+            )
+        if ops is None:
+            kernel.warn_once(self.full_dim)
+        return ops
+
+    @property
+    def uses_kernel(self) -> bool:
+        """Whether the products run in the compiled kernel (see
+        `keras_idim.projections.kernel`), not in TensorFlow ops."""
+        return self._ops is not None
+
+    @property
+    def supports_xla(self) -> bool:
+        # XLA cannot compile the kernel's op.
+        return self._ops is None
+
+    def _maybe_compiled(self, name: str, fn):
+        # The kernel is one pass already; XLA could not compile it.
+        return fn if self._ops is not None else super()._maybe_compiled(name, fn)
+
+    def _kernel_args(self) -> tuple:
+        return self.signs, self.permutation, self.gauss, self.row_scale
 
     def _draw(
         self, first: int, stop: int, stream: tuple[int, ...]
@@ -281,6 +317,10 @@ class FastfoodProjection(Projection):
         return signs, perm, gauss32, _by_rows(row_scale, kept, 1)
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
+        if self._ops is not None:
+            return self._ops.keras_idim_fastfood_forward(
+                v, tf.zeros([0]), *self._kernel_args(), full_dim=self.full_dim
+            )
         x = tf.pad(v, [[0, self.block_length - self.dim]])[None, :]
         rows, length = self.group_rows, self.block_length
 
@@ -317,13 +357,28 @@ class FastfoodProjection(Projection):
         """Rows after the D kept ones, up to whole groups of blocks."""
         return self.num_groups * self.group_rows * self.block_length - self.full_dim
 
+    def _affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
+        if self._ops is not None:  # the sum made in the kernel's pass
+            return self._ops.keras_idim_fastfood_forward(
+                v, base, *self._kernel_args(), full_dim=self.full_dim
+            )
+        return super()._affine(v, base)
+
     def transpose_pieces(self, pieces: list) -> tf.Tensor:
+        if self._ops is not None:  # the kernel reads D rows: no padding
+            return self._transpose(
+                tf.concat([tf.cast(p, tf.float32) for p in pieces], axis=0)
+            )
         # Joined with the padding in one copy, in the layout of the groups.
         pad = [tf.zeros([self._padding], tf.float32)] if self._padding else []
         g = tf.concat([tf.cast(p, tf.float32) for p in pieces] + pad, axis=0)
         return self._maybe_compiled("transpose_padded", self._transpose_padded)(g)
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
+        if self._ops is not None:
+            return self._ops.keras_idim_fastfood_transpose(
+                g, *self._kernel_args(), full_dim=self.full_dim, dim=self.dim
+            )
         return self._transpose_padded(tf.pad(g, [[0, self._padding]]))
 
     def _transpose_padded(self, g: tf.Tensor) -> tf.Tensor:

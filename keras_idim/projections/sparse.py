@@ -134,6 +134,11 @@ class SparseProjection(Projection):
         return tf.sparse.sparse_dense_matmul(self.matrix, v[:, None])[:, 0]
 
     @property
+    def supports_xla(self) -> bool:
+        # XLA cannot compile tf.sparse ops.
+        return self.jit_compile
+
+    @property
     def memory_bytes(self) -> int:
         extra = (self._rows, self._cols) if self.jit_compile else ()
         return tensor_bytes(self.matrix, *extra)

@@ -48,8 +48,25 @@ def result():
                 "options": {"blocks": "single"},
                 "forward_ms": 0.5,
                 "transpose_ms": 0.25,
-            }
+            },
+            {
+                "full_dim": 700,
+                "dim": 20,
+                "projection": "sparse",
+                "options": {"jit_compile": True},
+                "forward_ms": 0.5,
+                "transpose_ms": 0.75,
+                "traffic_bytes": 2048,
+                "bound_ms": 0.25,
+                "forward_bound_ratio": 2.0,
+                "transpose_bound_ratio": 3.0,
+            },
         ],
+        "bandwidth": {
+            "bytes_per_s": 2.5e10,
+            "array_bytes": 2**28,
+            "method": "np.copyto",
+        },
     }
 
 
@@ -63,7 +80,13 @@ def test_markdown_by_hand():
     ) in table
     # A skipped row: D from the configuration, and the reason.
     assert "| fc-tiny | 2410 | 20 | sparse | no | skipped: too big |" in table
-    assert "| 700 | 20 | fastfood | blocks=single | 0.50 | 0.25 |" in table
+    # Without a bound (as in results.json files from before it): empty cells.
+    assert "| 700 | 20 | fastfood | blocks=single | 0.50 | 0.25 |  | | |  |" in table
+    assert (
+        "| 700 | 20 | sparse | jit_compile=True | 0.50 | 0.75 | 2.0 KiB | 0.25 "
+        "| 2.0 | 3.0 |"
+    ) in table
+    assert "Copy bandwidth: 25.0 GB/s" in table and "of 256.0 MiB" in table
     assert "What the d-search costs" not in table
 
 

@@ -21,6 +21,8 @@ def test_quick_benchmark_writes_well_formed_results(tmp_path):
     dense = next(r for r in records if r["projection"] == "dense")
     assert dense["bound_ms"] > dense["plain_ms"]
     assert len(stored["products"]) == 7
+    assert stored["bandwidth"]["bytes_per_s"] > 0
+    assert all(r["bound_ms"] > 0 for r in stored["products"])
     table = (tmp_path / "RESULTS.md").read_text()
     assert table.count("| fc-tiny |") == 3
     assert "CPU cores" in table and "TensorFlow" in table

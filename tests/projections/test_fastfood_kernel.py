@@ -1,0 +1,209 @@
+"""Fastfood's compiled kernel against its TensorFlow ops: both ways tested.
+
+The kernel is built once for this module, into a folder of its own; every
+test that needs it is skipped only where the machine has no C++ compiler
+(then the fallback tests below still run). A build that fails on a machine
+with a compiler fails these tests.
+"""
+
+import os
+import shutil
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import materialize
+
+from keras_idim import SubspaceModel
+from keras_idim.projections import FastfoodProjection, fastfood, kernel
+
+HAS_COMPILER = bool(os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++"))
+needs_compiler = pytest.mark.skipif(
+    not HAS_COMPILER, reason="no C++ compiler: the kernel cannot be built here"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel_cache(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("kernel_cache")
+    patch.setenv("KERAS_IDIM_CACHE_DIR", str(folder))
+    kernel.reset()
+    yield folder
+    patch.undo()
+    kernel.reset()
+
+
+def pair(monkeypatch, *args, **kwargs):
+    """The same P twice: its products in TensorFlow ops, then in the kernel."""
+    monkeypatch.setenv(kernel.ENV, "0")
+    ops = FastfoodProjection(*args, **kwargs)
+    monkeypatch.setenv(kernel.ENV, "1")
+    compiled = FastfoodProjection(*args, **kwargs)
+    assert not ops.uses_kernel and compiled.uses_kernel
+    for a, b in zip(ops._kernel_args(), compiled._kernel_args()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    return ops, compiled
+
+
+def close(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    # Sums rounded in another order: about 1e-7 of the vector's size.
+    assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max()), np.abs(a - b).max()
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "full_dim, dim, blocks, pass_chunk",
+    [
+        (700, 20, "auto", None),  # stacked blocks of 32, one group
+        (5000, 20, "stacked", 2**8),  # 20 groups of 8 blocks, padded
+        (3000, 300, "single", None),  # one block of 4096
+        (300_000, 33_000, "stacked", None),  # blocks of 2^16: int32 indices
+        (5, 1, "auto", None),  # a block of one number
+    ],
+)
+def test_kernel_products_are_the_tensorflow_ops_products(
+    full_dim, dim, blocks, pass_chunk, monkeypatch
+):
+    if pass_chunk:
+        monkeypatch.setattr(fastfood, "PASS_CHUNK", pass_chunk)
+    ops, compiled = pair(monkeypatch, full_dim, dim, seed=4, blocks=blocks)
+    if pass_chunk:
+        assert compiled.num_groups == 20 and compiled._padding > 0
+    if full_dim == 300_000:
+        assert compiled.permutation.dtype == tf.int32
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(dim).astype(np.float32)
+    g = rng.standard_normal(full_dim).astype(np.float32)
+    base = rng.standard_normal(full_dim).astype(np.float32)
+    close(compiled(v), ops(v))
+    close(compiled.transpose(g), ops.transpose(g))
+    close(compiled.affine(v, base), ops.affine(v, base))
+    pieces = np.split(g, [full_dim // 3, full_dim // 2])
+    close(compiled.transpose_pieces(pieces), ops.transpose(g))
+    # Inside a tf.function too (as in a train step).
+    close(tf.function(compiled.transpose)(g), ops.transpose(g))
+
+
+@needs_compiler
+def test_kernel_transpose_is_the_transpose_of_its_forward(monkeypatch):
+    ops, compiled = pair(monkeypatch, 300, 7, seed=2)
+    mat = materialize(compiled)
+    np.testing.assert_allclose(mat, materialize(ops), atol=1e-6)
+    g = np.random.default_rng(1).standard_normal(300).astype(np.float32)
+    np.testing.assert_allclose(
+        compiled.transpose(g).numpy(), mat.T.astype(np.float64) @ g, atol=1e-5
+    )
+
+
+@needs_compiler
+def test_kernel_theta_d_zero_gives_exactly_the_base(monkeypatch):
+    _, compiled = pair(monkeypatch, 5000, 20, seed=0)
+    base = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
+    np.testing.assert_array_equal(compiled.affine(np.zeros(20), base).numpy(), base)
+
+
+def fc():
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(9, "tanh"), keras.layers.Dense(2)]
+    )
+
+
+@needs_compiler
+def test_subspace_model_trains_through_the_kernel(monkeypatch):
+    x = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    trained = []
+    for setting in ("0", "1"):
+        monkeypatch.setenv(kernel.ENV, setting)
+        keras.utils.set_random_seed(0)
+        model = SubspaceModel(fc(), dim=12, seed=1)
+        assert model.projection.uses_kernel == (setting == "1")
+        # XLA cannot compile the kernel's op: Keras is told so.
+        assert model.supports_jit == (setting == "0")
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        trained.append(model.theta_d.numpy())
+        # The base weights hold theta_0 + P theta_d after the steps.
+        flat = np.concatenate([v.numpy().ravel() for v in model.base_variables])
+        expected = model.theta_0.numpy() + materialize(model.projection) @ trained[-1]
+        np.testing.assert_allclose(flat, expected, atol=1e-5)
+    np.testing.assert_allclose(trained[1], trained[0], atol=1e-5)
+
+
+@needs_compiler
+def test_kernel_gradient_is_p_transpose_times_the_full_gradient(monkeypatch):
+    monkeypatch.setenv(kernel.ENV, "1")
+    model = SubspaceModel(fc(), dim=10, seed=3, structure_aware=True)
+    assert model.projection.uses_kernel
+    model.lambdas.assign([0.5, 2.0, -1.0, 3.0])
+    model.theta_d.assign(np.linspace(-1, 1, 6))
+    model.sync_base_weights()
+    variables = model.base_variables
+    grads = [tf.random.normal(v.shape, seed=i) for i, v in enumerate(variables)]
+    sub, lambdas = model.subspace_gradients(grads)
+    flat = np.concatenate([g.numpy().ravel() for g in grads])
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    tensor = np.repeat(np.arange(4), sizes)
+    p = materialize(model.projection).astype(np.float64)
+    np.testing.assert_allclose(
+        sub.numpy(), p.T @ (model.lambdas.numpy()[tensor] * flat), atol=1e-5
+    )
+    offset = p @ model.theta_d.numpy()
+    expected = [flat[tensor == t] @ offset[tensor == t] for t in range(4)]
+    np.testing.assert_allclose(lambdas.numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@needs_compiler
+def test_the_kernel_is_built_once_into_the_cache(kernel_cache, monkeypatch):
+    monkeypatch.setenv(kernel.ENV, "1")
+    FastfoodProjection(100, 5)
+    built = sorted(kernel_cache.glob("*.so"))
+    assert len(built) == 1 and built[0].name.startswith("fastfood_kernel-")
+    stamp = built[0].stat().st_mtime_ns
+    kernel.reset()
+    assert FastfoodProjection(100, 5).uses_kernel
+    assert [p.stat().st_mtime_ns for p in kernel_cache.glob("*.so")] == [stamp]
+    assert not list(kernel_cache.glob("*.tmp*"))
+
+
+def test_auto_keeps_tensorflow_ops_below_min_full_dim(monkeypatch):
+    monkeypatch.delenv(kernel.ENV, raising=False)
+    assert kernel.mode() == "auto"
+    assert not kernel.wanted(kernel.MIN_FULL_DIM - 1)
+    assert not FastfoodProjection(5000, 20).uses_kernel
+    monkeypatch.setenv(kernel.ENV, "0")
+    assert not kernel.wanted(10**9)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", ""])
+def test_a_bad_kernel_setting_names_the_variable(value, monkeypatch):
+    monkeypatch.setenv(kernel.ENV, value)
+    with pytest.raises(ValueError, match=f"{kernel.ENV}.*Received: {kernel.ENV}="):
+        FastfoodProjection(100, 5)
+
+
+def test_without_a_compiler_auto_falls_back_and_on_refuses(monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    kernel.reset()
+    try:
+        monkeypatch.setenv(kernel.ENV, "1")
+        with pytest.raises(RuntimeError, match="unavailable: no C\\+\\+ compiler"):
+            FastfoodProjection(100, 5)
+        # auto, at a size that wants the kernel: TensorFlow ops, one warning.
+        monkeypatch.setenv(kernel.ENV, "auto")
+        monkeypatch.setattr(kernel, "MIN_FULL_DIM", 50)
+        with pytest.warns(UserWarning, match="compiled kernel is unavailable"):
+            p = FastfoodProjection(100, 5, seed=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            FastfoodProjection(100, 5, seed=1)  # no second warning
+        assert not p.uses_kernel and p.supports_xla
+        monkeypatch.setenv(kernel.ENV, "0")
+        ops = FastfoodProjection(100, 5, seed=1)
+        np.testing.assert_array_equal(p(np.ones(5)).numpy(), ops(np.ones(5)).numpy())
+    finally:
+        kernel.reset()
