@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 
 from keras_idim.bench.timer import median
 
 #: Projection micro-benchmark: (D, d, kind, options) for one forward product
-#: and one transposed product, each as a tf.function.
+#: and one transposed product, each as a tf.function. `"kernel": True`: in
+#: Fastfood's compiled kernel (`keras_idim.projections.kernel`); every other
+#: variant in TensorFlow ops.
 PRODUCTS = [
     (199_210, 1_000, "fastfood", {"blocks": "single", "jit_compile": False}),
     (199_210, 1_000, "fastfood", {"blocks": "single", "jit_compile": True}),
@@ -19,6 +23,7 @@ PRODUCTS = [
     (11_050_000, 10_000, "fastfood", {"blocks": "single", "jit_compile": True}),
     (11_050_000, 10_000, "fastfood", {"blocks": "stacked", "jit_compile": False}),
     (11_050_000, 10_000, "fastfood", {"blocks": "stacked", "jit_compile": True}),
+    (11_050_000, 10_000, "fastfood", {"blocks": "stacked", "kernel": True}),
 ]
 
 
@@ -77,6 +82,22 @@ def traffic_bytes(projection) -> int | None:
     return read + 4 * (projection.full_dim + projection.dim)
 
 
+@contextlib.contextmanager
+def _kernel_setting(value: str):
+    """`KERAS_IDIM_FASTFOOD_KERNEL` set to `value` while projections are made."""
+    from keras_idim.projections import kernel
+
+    before = os.environ.get(kernel.ENV)
+    os.environ[kernel.ENV] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[kernel.ENV]
+        else:
+            os.environ[kernel.ENV] = before
+
+
 def product_timings(
     quick: bool = False, verbose: int = 1, bandwidth: float | None = None
 ) -> list[dict]:
@@ -104,7 +125,14 @@ def product_timings(
     out = []
     table = [(700, 20, k, o) for _, _, k, o in PRODUCTS[:7]] if quick else PRODUCTS
     for full_dim, dim, kind, options in table:
-        proj = projections.get(kind)(full_dim, dim, seed=0, **options)
+        # Fastfood's compiled kernel where the variant names it, else not.
+        with _kernel_setting("1" if options.get("kernel") else "0"):
+            proj = projections.get(kind)(
+                full_dim,
+                dim,
+                seed=0,
+                **{k: v for k, v in options.items() if k != "kernel"},
+            )
         v, g = tf.random.normal([dim]), tf.random.normal([full_dim])
         forward, transpose = tf.function(proj.__call__), tf.function(proj.transpose)
         timing = {}

@@ -43,7 +43,8 @@ def markdown(result: dict) -> str:
     for r in result["records"]:
         head = (
             f"| {r['name']} | {r.get('full_dim', parameter_count(r)) or ''} "
-            f"| {r['dim']} | {r['projection']} | {'yes' if r['jit'] else 'no'} |"
+            f"| {r['dim']} | {scale.projection_label(r)} | "
+            f"{'yes' if r['jit'] else 'no'} |"
         )
         if r["status"] != "ok":
             lines.append(f"{head} {r['status']}: {r.get('message', '')} |||||| ")

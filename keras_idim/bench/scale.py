@@ -147,6 +147,7 @@ def run_side(spec: dict) -> dict:
         )
         record["build_seconds"] = time.perf_counter() - started
         record["projection_bytes"] = first.projection.memory_bytes
+        record["kernel"] = getattr(first.projection, "uses_kernel", False)
     compiled(first)
     steps(first, spec["warmup"])
     record["step_ms"] = 1e3 * median(steps(first, spec["steps"]))
@@ -210,7 +211,7 @@ def markdown(rows_: list[dict]) -> list[str]:
     ]
     for r in rows_:
         head = (
-            f"| {r['name']} | {r.get('full_dim', '')} | {r['projection']} | "
+            f"| {r['name']} | {r.get('full_dim', '')} | {projection_label(r)} | "
             f"{'yes' if r['said'] else 'no'} |"
         )
         if r["status"] != "ok":
@@ -229,6 +230,12 @@ def markdown(rows_: list[dict]) -> list[str]:
             f"{_gib(r.get('projection_bytes'))} |"
         )
     return lines
+
+
+def projection_label(r: dict) -> str:
+    """A row's projection, and "(kernel)" where Fastfood's compiled kernel
+    made its products."""
+    return f"{r['projection']}{' (kernel)' if r.get('kernel') else ''}"
 
 
 def _s(ms: float | None) -> str:

@@ -124,6 +124,7 @@ def run_config(spec: dict) -> dict:
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
         "projection_bytes": sub.projection.memory_bytes,
+        "kernel": getattr(sub.projection, "uses_kernel", False),
         "build_seconds": build_seconds,
         "jit_effective": bool(sub.jit_compile),
         "traces": traces["n"],

@@ -101,3 +101,13 @@ def test_plot_writes_a_png_and_nothing_else(tmp_path):
     plot(result(), str(tmp_path / "ratio.png"))
     assert (tmp_path / "ratio.png").read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in tmp_path.iterdir()] == ["ratio.png"]
+
+
+def test_a_row_made_by_the_kernel_says_so():
+    data = result()
+    data["records"][0] = {
+        **data["records"][0],
+        "projection": "fastfood",
+        "kernel": True,
+    }
+    assert "| fc-tiny | 2410 | 20 | fastfood (kernel) | no |" in markdown(data)
