@@ -34,6 +34,14 @@ class _BaseVariables:
         self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
 
 
+class _Holder:
+    """One variable, held where Keras' attribute tracking does not see it
+    (so that it is neither a weight of the model nor saved)."""
+
+    def __init__(self, variable):
+        self.variable = variable
+
+
 @keras.saving.register_keras_serializable(package="keras_idim")
 class SubspaceModel(keras.Model):
     """Trains a built Keras model only in a random d-dimensional subspace.
@@ -213,12 +221,17 @@ class SubspaceModel(keras.Model):
                 trainable=True,
                 name="said_lambdas",
             )
-            # P theta_d, kept for the gradient of the lambdas.
-            self.offset = self.add_weight(
-                shape=(full_dim,),
-                initializer="zeros",
-                trainable=False,
-                name="offset",
+            # P theta_d, kept for the gradient of the lambdas where the
+            # projection cannot make it again on the fly (`fuses_pieces`:
+            # Fastfood's kernel gives those dot products block by block). It
+            # follows from theta_d, so it is not a weight of the model and
+            # not saved (`load_own_variables` reads files that hold it).
+            self._offset = (
+                None
+                if projection.fuses_pieces
+                else _Holder(
+                    keras.Variable(tf.zeros([full_dim]), trainable=False, name="offset")
+                )
             )
         for v in base_vars.variables:
             v.trainable = False
@@ -257,12 +270,22 @@ class SubspaceModel(keras.Model):
         """
         theta_d = tf.convert_to_tensor(self.theta_d)
         theta_0 = tf.convert_to_tensor(self.theta_0)
-        if self.structure_aware:
+        if self.structure_aware and self._offset is None:
+            # theta_0 + lambda * P theta_d in the projection's one pass.
+            theta = iter(
+                self._per_tensor(
+                    self.projection.scaled_affine(
+                        theta_d, theta_0, self.lambdas, self._base.sizes
+                    )
+                )
+            )
+        elif self.structure_aware:
             # P theta_d, kept for the lambdas' gradient, and read back from
             # the variable: the product's own buffer is then free at once.
-            self.offset.assign(self.projection(theta_d))
-            with tf.control_dependencies([self.offset.value]):
-                offset = tf.convert_to_tensor(self.offset)
+            offset_var = self._offset.variable
+            offset_var.assign(self.projection(theta_d))
+            with tf.control_dependencies([offset_var.value]):
+                offset = tf.convert_to_tensor(offset_var)
             pieces = zip(
                 self._per_tensor(theta_0),
                 tf.unstack(tf.convert_to_tensor(self.lambdas)),
@@ -300,10 +323,15 @@ class SubspaceModel(keras.Model):
         if not self.structure_aware:
             return [self.projection.transpose_pieces(pieces)]
         # Per tensor: d/dlambda_t = g_t . (P theta_d)_t; the chain rule to
-        # theta_d carries lambda_t * g_t. Scaled piece by piece (see
-        # `sync_base_weights`).
+        # theta_d carries lambda_t * g_t.
+        if self._offset is None:  # both in passes of the projection
+            return [
+                self.projection.transpose_pieces(pieces, scales=self.lambdas),
+                self.projection.piece_dots(self.theta_d, pieces),
+            ]
+        # Scaled piece by piece (see `sync_base_weights`).
         lambdas = tf.unstack(tf.convert_to_tensor(self.lambdas))
-        offsets = self._per_tensor(tf.convert_to_tensor(self.offset))
+        offsets = self._per_tensor(tf.convert_to_tensor(self._offset.variable))
         # Dot products (no product tensor made); and only then the scaling,
         # which may then write into each gradient's own buffer.
         grad_lambdas = tf.stack(
@@ -312,6 +340,17 @@ class SubspaceModel(keras.Model):
         with tf.control_dependencies([grad_lambdas]):
             scaled = [lam * g for lam, g in zip(lambdas, pieces)]
         return [self.projection.transpose_pieces(scaled), grad_lambdas]
+
+    def load_own_variables(self, store: Any) -> None:
+        # Files saved by keras_idim 0.1.0 with structure_aware hold SAID's
+        # P theta_d as a fourth variable, after theta_d, the lambdas and
+        # theta_0: it is made again from theta_d instead.
+        own = len(self._trainable_variables) + len(self._non_trainable_variables)
+        if self.structure_aware and len(store.keys()) == own + 1:
+            store = {str(i): store[str(i)] for i in range(own)}
+        super().load_own_variables(store)
+        if self.structure_aware and self._offset is not None:
+            self._offset.variable.assign(self.projection(self.theta_d))
 
     # -- training ----------------------------------------------------------
 

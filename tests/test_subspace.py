@@ -377,3 +377,31 @@ def test_dim_above_D_is_refused_naming_D(projection):
     with pytest.raises(ValueError, match=r"`dim` should be at most D=15.*`dim=16`"):
         SubspaceModel(base, 16, projection=projection)
     assert SubspaceModel(base, 15, projection=projection).dim == 15
+
+
+def test_said_model_loads_variables_saved_with_its_offset_by_0_1_0():
+    # keras_idim 0.1.0 saved SAID's P theta_d as a fourth variable (after
+    # theta_d, the lambdas and theta_0); it is now made again from theta_d.
+    model = SubspaceModel(
+        mlp(), dim=9, projection="dense", seed=2, structure_aware=True
+    )
+    assert len(model.weights) - len(model.base_model.weights) == 3
+    rng = np.random.default_rng(0)
+    theta_d = rng.standard_normal(5).astype(np.float32)
+    lambdas = rng.uniform(0.5, 1.5, 4).astype(np.float32)
+    theta_0 = model.theta_0.numpy()
+    old_file = {"0": theta_d, "1": lambdas, "2": theta_0, "3": np.full(53, 7.0)}
+    model.load_own_variables(old_file)
+    np.testing.assert_array_equal(model.theta_d.numpy(), theta_d)
+    np.testing.assert_array_equal(model.lambdas.numpy(), lambdas)
+    # The lambdas' gradient uses P theta_d, not the file's stale numbers.
+    grads = [tf.ones(v.shape) for v in model.base_variables]
+    _, grad_lambdas = model.subspace_gradients(grads)
+    u = materialize(model.projection).astype(np.float64) @ theta_d
+    sizes = [int(np.prod(v.shape)) for v in model.base_variables]
+    np.testing.assert_allclose(
+        grad_lambdas.numpy(), np.add.reduceat(u, np.cumsum([0] + sizes[:-1])), rtol=1e-5
+    )
+    # A file of this version (three variables) loads as it was saved.
+    model.load_own_variables({"0": theta_d * 2, "1": lambdas, "2": theta_0})
+    np.testing.assert_array_equal(model.theta_d.numpy(), theta_d * 2)

@@ -119,16 +119,48 @@ class Projection:
     def _affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
         return base + self.call(v)
 
-    def transpose_pieces(self, pieces: list) -> tf.Tensor:
+    def transpose_pieces(self, pieces: list, scales: Any = None) -> tf.Tensor:
         """Returns `P^T @ g` for `g` given as consecutive 1-D pieces (e.g.
-        one per weight tensor), whose lengths add up to full_dim.
+        one per weight tensor), whose lengths add up to full_dim, piece t
+        times `scales[t]` when `scales` is given.
 
-        The same as `transpose(tf.concat(pieces, 0))`; a projection may
+        The same as `transpose(tf.concat([s_t * g_t], 0))`; a projection may
         join the pieces in the layout its products want (Fastfood: padded
-        to whole groups of blocks), so that `g` is copied once. (Joining
-        them inside the compiled pass measured more memory, not less.)
+        to whole groups of blocks), so that `g` is copied once, or read them
+        where they are (`fuses_pieces`). (Joining them inside the compiled
+        pass measured more memory, not less.)
         """
+        if scales is not None:
+            scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))
+            pieces = [s * p for s, p in zip(scales, pieces)]
         return self.transpose(tf.concat(pieces, axis=0))
+
+    #: Whether `transpose_pieces`, `scaled_affine` and `piece_dots` read and
+    #: write the pieces in one pass each, with no (full_dim,) temporary but
+    #: the result (then SAID needs no stored `P theta_d`).
+    fuses_pieces = False
+
+    def scaled_affine(self, v: Any, base: Any, scales: Any, sizes: list) -> tf.Tensor:
+        """Returns `base + s * (P @ v)`, where `s` is `scales[t]` on the t-th
+        of consecutive pieces of `sizes` rows (SAID's
+        `theta_0 + lambda * P theta_d`)."""
+        u = self(v)
+        base = tf.convert_to_tensor(base, tf.float32)
+        scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))
+        return tf.concat(
+            [
+                b + s * p
+                for b, s, p in zip(tf.split(base, sizes), scales, tf.split(u, sizes))
+            ],
+            axis=0,
+        )
+
+    def piece_dots(self, v: Any, pieces: list) -> tf.Tensor:
+        """Returns, for each of the consecutive 1-D `pieces` of a
+        (full_dim,) vector g, the dot product of that piece with the same
+        rows of `P @ v` (SAID's lambda gradients)."""
+        u = tf.split(self(v), [int(p.shape[0]) for p in pieces])
+        return tf.stack([tf.tensordot(p, q, axes=1) for p, q in zip(pieces, u)])
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
         v = tf.zeros([self.dim], tf.float32)

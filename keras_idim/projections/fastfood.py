@@ -68,7 +68,10 @@ BUILD_CHUNK = 2**22
 PASS_CHUNK = 2**20
 
 #: The versions of how a FastfoodProjection is drawn from its seed.
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
+
+#: The default version is 3 from this many rows (D), 2 below.
+HALF_FROM = 2**22
 
 
 def _by_rows(fn, rows: int, row_length: int) -> tf.Tensor:
@@ -126,15 +129,20 @@ class FastfoodProjection(Projection):
             functions (also inside a train step that Keras does not
             compile); they measured 1.3 to 2 times faster here. Defaults to
             `True`.
-        version: int. How P is drawn from the seed. `2`: the random
-            tensors of stacked blocks are drawn per group of blocks (about
-            `BUILD_CHUNK` numbers; the groups after the first from streams
-            of their own), so that drawing P takes little more memory than
-            P itself. `1`: each drawn whole, the P of keras_idim 0.1.0 (at
-            D ~ 10^8 drawing it took 8 GiB for a 1.6 GiB P); a
-            configuration without a version (saved by 0.1.0) is version 1.
-            Both have the same statistics, and the same P where one group
-            holds every block (below about 4M weights). Defaults to `2`.
+        version: int or None. How P is drawn from the seed and stored. `3`:
+            as `2`, with G and S stored as float16 (each block normalised
+            by its float16 G, the normalisations as float32): 7 bytes a
+            weight instead of 11. `2`: the random tensors of stacked blocks
+            are drawn per group of blocks (about `BUILD_CHUNK` numbers; the
+            groups after the first from streams of their own), so that
+            drawing P takes little more memory than P itself. `1`: each
+            drawn whole, the P of keras_idim 0.1.0 (at D ~ 10^8 drawing it
+            took 8 GiB for a 1.6 GiB P); a configuration without a version
+            (saved by 0.1.0) is version 1. All have the same statistics;
+            1 and 2 give the same P where one group holds every block
+            (below about 4M weights). Defaults to `None`: 3 from `HALF_FROM`
+            (2^22) weights, where P's size counts, and 2 below (so that
+            smaller models keep their P).
 
     Example:
 
@@ -152,11 +160,13 @@ class FastfoodProjection(Projection):
         seed: int = 0,
         blocks: str = "auto",
         jit_compile: bool = True,
-        version: int = 2,
+        version: int | None = None,
     ):
         super().__init__(full_dim, dim, seed)
         self.jit_compile = check_bool("jit_compile", jit_compile)
         check_choice("blocks", blocks, ("auto", *_BLOCKS))
+        if version is None:
+            version = 3 if self.full_dim >= HALF_FROM else 2
         if isinstance(version, bool) or version not in VERSIONS:
             raise ValueError(
                 f"`version` should be one of {VERSIONS} (how P is drawn from "
@@ -193,11 +203,13 @@ class FastfoodProjection(Projection):
         # then holds one group's intermediates, not every part of P twice
         # (as joining the parts took).
         rows, length = self.num_groups * self.group_rows, self.block_length
+        real = np.float16 if version == 3 else np.float32
         arrays = [
             np.zeros([rows, length], np.int8),
             np.empty([rows, length], self._index_dtype),
-            np.zeros([rows, length], np.float32),
-            np.zeros([rows * length], np.float32),
+            np.zeros([rows, length], real),
+            np.zeros([rows * length], real),
+            np.zeros([rows], np.float32),  # version 3's block scales
         ]
         cut = self.num_blocks
         arrays[1][cut:] = np.arange(length)  # cut-off blocks: the identity
@@ -205,13 +217,17 @@ class FastfoodProjection(Projection):
             parts = self._draw(first, stop, stream)
             for i, (array, part) in enumerate(zip(arrays, parts)):
                 start = first * length if i == 3 else first
-                array[start : start + part.shape[0]] = part.numpy()
+                if part is not None:
+                    array[start : start + part.shape[0]] = part.numpy()
             del parts
         grouped = [self.num_groups, self.group_rows, length]
         whole = []
-        for shape in (grouped, grouped, grouped, [-1]):
+        for shape in (grouped, grouped, grouped, [-1], grouped[:2]):
             whole.append(tf.reshape(tf.convert_to_tensor(arrays.pop(0)), shape))
-        self.signs, self.permutation, self.gauss, self.row_scale = whole
+        self.signs, self.permutation, self.gauss, self.row_scale = whole[:4]
+        #: Version 3: each block's normalisation, float32 (`row_scale` then
+        #: holds S alone, float16); `None` before (folded into `row_scale`).
+        self.block_scale = whole[4] if version == 3 else None
         self._ops = self._kernel_ops()
 
     def _kernel_ops(self):
@@ -241,12 +257,27 @@ class FastfoodProjection(Projection):
         # XLA cannot compile the kernel's op.
         return self._ops is None
 
+    @property
+    def fuses_pieces(self) -> bool:
+        return self._ops is not None
+
     def _maybe_compiled(self, name: str, fn):
         # The kernel is one pass already; XLA could not compile it.
         return fn if self._ops is not None else super()._maybe_compiled(name, fn)
 
     def _kernel_args(self) -> tuple:
-        return self.signs, self.permutation, self.gauss, self.row_scale
+        block_scale = tf.zeros([0]) if self.block_scale is None else self.block_scale
+        return self.signs, self.permutation, self.gauss, self.row_scale, block_scale
+
+    def _group_scale(self, c) -> tf.Tensor:
+        """The row scales of group c, float32, flattened: version 3's
+        float16 S times its blocks' float32 normalisation (as the kernel
+        makes them), or the stored float32 scales."""
+        size = self.group_rows * self.block_length
+        if self.block_scale is None:
+            return tf.reshape(self.row_scale, [self.num_groups, size])[c]
+        s = tf.reshape(self.row_scale, [self.num_groups, self.group_rows, -1])[c]
+        return tf.reshape(tf.cast(s, tf.float32) * self.block_scale[c][:, None], [-1])
 
     def _draw(
         self, first: int, stop: int, stream: tuple[int, ...]
@@ -291,6 +322,8 @@ class FastfoodProjection(Projection):
         gauss = tf.random.stateless_normal(
             shape, derive_seed(self.seed, 7, *stream), dtype=tf.float64
         )
+        if self.version == 3:  # G stored as float16, normalised as stored
+            gauss = tf.cast(tf.cast(gauss, tf.float16), tf.float64)
         block_scale = _by_rows(
             lambda rows, g=gauss: (
                 1.0 / tf.sqrt(self.full_dim * tf.reduce_sum(g[rows] ** 2, axis=1))
@@ -298,7 +331,7 @@ class FastfoodProjection(Projection):
             shape[0],
             length,
         )
-        gauss32 = tf.cast(gauss, tf.float32)
+        stored = tf.cast(gauss, tf.float16 if self.version == 3 else tf.float32)
         del gauss
         kept = min(stop * length, self.full_dim) - first * length
         chi2 = 2.0 * tf.random.stateless_gamma(
@@ -308,19 +341,25 @@ class FastfoodProjection(Projection):
             dtype=tf.float64,
         )
 
+        if self.version == 3:  # S alone as float16; the blocks' scales apart
+            scale = _by_rows(
+                lambda rows: tf.cast(tf.sqrt(chi2[rows] / length), tf.float16),
+                kept,
+                1,
+            )
+            return signs, perm, stored, scale, tf.cast(block_scale, tf.float32)
+
         def row_scale(rows: slice) -> tf.Tensor:
             # S and the normalisation, folded into one vector over kept rows.
             scale = tf.sqrt(chi2[rows] / length)
             blocks = tf.range(rows.start, rows.stop) // length
             return tf.cast(scale * tf.gather(block_scale, blocks), tf.float32)
 
-        return signs, perm, gauss32, _by_rows(row_scale, kept, 1)
+        return signs, perm, stored, _by_rows(row_scale, kept, 1), None
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
         if self._ops is not None:
-            return self._ops.keras_idim_fastfood_forward(
-                v, tf.zeros([0]), *self._kernel_args(), full_dim=self.full_dim
-            )
+            return self._kernel_forward(v, tf.zeros([0]), tf.zeros([0]), [])
         x = tf.pad(v, [[0, self.block_length - self.dim]])[None, :]
         rows, length = self.group_rows, self.block_length
 
@@ -328,8 +367,8 @@ class FastfoodProjection(Projection):
             # B, H, Pi, G, H on one group of blocks: (rows * length,).
             y = fwht(x * tf.cast(self.signs[c], tf.float32))
             y = tf.gather(tf.reshape(y, [-1]), self._group_permutation(c))
-            y = fwht(tf.reshape(y, [rows, length]) * self.gauss[c])
-            return tf.reshape(y, [-1])
+            y = fwht(tf.reshape(y, [rows, length]) * tf.cast(self.gauss[c], tf.float32))
+            return tf.reshape(y, [-1]) * self._group_scale(c)
 
         if self.num_groups == 1:
             out = group(0)
@@ -340,7 +379,7 @@ class FastfoodProjection(Projection):
                 fn_output_signature=tf.TensorSpec([rows * length], tf.float32),
                 parallel_iterations=1,
             )
-        return (tf.reshape(out, [-1]) * self.row_scale)[: self.full_dim]
+        return tf.reshape(out, [-1])[: self.full_dim]
 
     @property
     def _index_dtype(self) -> type:
@@ -357,18 +396,54 @@ class FastfoodProjection(Projection):
         """Rows after the D kept ones, up to whole groups of blocks."""
         return self.num_groups * self.group_rows * self.block_length - self.full_dim
 
+    def _kernel_forward(self, v, base, scales, sizes: list) -> tf.Tensor:
+        return self._ops.keras_idim_fastfood_forward(
+            v,
+            base,
+            scales,
+            *self._kernel_args(),
+            full_dim=self.full_dim,
+            sizes=[int(n) for n in sizes],
+        )
+
     def _affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
         if self._ops is not None:  # the sum made in the kernel's pass
-            return self._ops.keras_idim_fastfood_forward(
-                v, base, *self._kernel_args(), full_dim=self.full_dim
-            )
+            return self._kernel_forward(v, base, tf.zeros([0]), [])
         return super()._affine(v, base)
 
-    def transpose_pieces(self, pieces: list) -> tf.Tensor:
-        if self._ops is not None:  # the kernel reads D rows: no padding
-            return self._transpose(
-                tf.concat([tf.cast(p, tf.float32) for p in pieces], axis=0)
+    def scaled_affine(self, v, base, scales, sizes: list) -> tf.Tensor:
+        if self._ops is None:
+            return super().scaled_affine(v, base, scales, sizes)
+        return self._kernel_forward(
+            self._checked(v),
+            tf.convert_to_tensor(base, tf.float32),
+            tf.convert_to_tensor(scales, tf.float32),
+            sizes,
+        )
+
+    def piece_dots(self, v, pieces: list) -> tf.Tensor:
+        if self._ops is None:
+            return super().piece_dots(v, pieces)
+        return self._ops.keras_idim_fastfood_piece_dots(
+            self._checked(v),
+            [tf.cast(p, tf.float32) for p in pieces],
+            *self._kernel_args(),
+            full_dim=self.full_dim,
+        )
+
+    def transpose_pieces(self, pieces: list, scales=None) -> tf.Tensor:
+        if self._ops is not None:  # read where they are, scaled as read
+            return self._ops.keras_idim_fastfood_transpose(
+                [tf.cast(p, tf.float32) for p in pieces],
+                tf.zeros([0])
+                if scales is None
+                else tf.convert_to_tensor(scales, tf.float32),
+                *self._kernel_args(),
+                full_dim=self.full_dim,
+                dim=self.dim,
             )
+        if scales is not None:
+            return super().transpose_pieces(pieces, scales)
         # Joined with the padding in one copy, in the layout of the groups.
         pad = [tf.zeros([self._padding], tf.float32)] if self._padding else []
         g = tf.concat([tf.cast(p, tf.float32) for p in pieces] + pad, axis=0)
@@ -376,9 +451,7 @@ class FastfoodProjection(Projection):
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
         if self._ops is not None:
-            return self._ops.keras_idim_fastfood_transpose(
-                g, *self._kernel_args(), full_dim=self.full_dim, dim=self.dim
-            )
+            return self.transpose_pieces([g])
         return self._transpose_padded(tf.pad(g, [[0, self._padding]]))
 
     def _transpose_padded(self, g: tf.Tensor) -> tf.Tensor:
@@ -387,11 +460,10 @@ class FastfoodProjection(Projection):
         rows, length = self.group_rows, self.block_length
         size = rows * length
         g = tf.reshape(g, [self.num_groups, size])
-        scale = tf.reshape(self.row_scale, [self.num_groups, size])
 
         def group(c: tf.Tensor) -> tf.Tensor:
-            y = fwht(tf.reshape(g[c] * scale[c], [rows, length]))
-            y = tf.reshape(y * self.gauss[c], [-1])
+            y = fwht(tf.reshape(g[c] * self._group_scale(c), [rows, length]))
+            y = tf.reshape(y * tf.cast(self.gauss[c], tf.float32), [-1])
             # Pi^T: the gather y[j] = x[perm[j]] transposed scatters back.
             y = tf.scatter_nd(self._group_permutation(c)[:, None], y, [size])
             y = fwht(tf.reshape(y, [rows, length])) * tf.cast(self.signs[c], tf.float32)
@@ -410,7 +482,7 @@ class FastfoodProjection(Projection):
 
     @property
     def memory_bytes(self) -> int:
-        return tensor_bytes(self.signs, self.permutation, self.gauss, self.row_scale)
+        return tensor_bytes(*self._kernel_args())
 
     def get_config(self) -> dict:
         config = super().get_config()

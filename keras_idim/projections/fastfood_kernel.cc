@@ -9,12 +9,18 @@
 // copy of P's tensors moves, where the TensorFlow ops pass over D numbers
 // about ten times.
 //
-// Forward, block b (rows b*L to b*L + L - 1 of P v):
+// Forward, block b (rows b*L to b*L + L - 1 of u = P v):
 //   x = B_b v (v zero-padded to L), x = H x, y_j = G_b,j x_perm_b(j),
-//   y = H y, out_(b*L+j) = S_(b*L+j) y_j (+ base_(b*L+j)).
+//   y = H y, u_(b*L+j) = S_(b*L+j) y_j.
 // Transpose, summed over the blocks:
-//   t = S g_b, t = H t, t = G_b t, u_perm_b(j) = t_j, u = H u, acc += B_b u.
+//   t = S g_b, t = H t, t = G_b t, w_perm_b(j) = t_j, w = H w, acc += B_b w.
 // H is the unnormalised Walsh-Hadamard transform (symmetric, entries +-1).
+//
+// The D rows may be given as consecutive pieces (one per weight tensor of a
+// model), each with a scale (SAID's lambdas): the transpose then reads g from
+// the pieces, scaled, without joining them; the forward writes
+// base + scale * u; and the piece dots give each piece's g . u, u made block
+// by block and never stored.
 
 #include <algorithm>
 #include <cstdint>
@@ -89,39 +95,60 @@ inline void Fwht(float* x, int64_t n) {
   for (; h < n; h <<= 1) Butterflies(x, n, h);
 }
 
-// The inputs that both products share: P's stored tensors.
+// P's stored tensors, as both products read them. Real: float, or
+// Eigen::half (version 3 of P: G and S as float16, each block's
+// normalisation apart in block_scale).
+template <typename Real>
 struct Blocks {
   const int8_t* signs;
-  const float* gauss;
-  const float* row_scale;
-  int64_t length;     // L
-  int64_t stored;     // blocks stored (whole groups, padded)
-  int64_t full_dim;   // D
-  int64_t used;       // ceil(D / L): the blocks with kept rows
+  const Real* gauss;
+  const Real* row_scale;
+  const float* block_scale;  // one per block, or none (folded in row_scale)
+  int64_t length;            // L
+  int64_t used;              // ceil(D / L): the blocks with kept rows
+
+  // The scales S of block b's rows, as float32, into out (n rows).
+  void Scales(int64_t b, int64_t n, float* out) const {
+    const Real* s = row_scale + b * length;
+    if (block_scale) {
+      const float scale = block_scale[b];
+      for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(s[j]) * scale;
+    } else {
+      for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(s[j]);
+    }
+  }
 };
 
-// Reads and checks inputs first to first + 3 (signs, permutation, gauss,
-// row_scale); false (with the error set) when they do not fit.
-template <typename Index>
-bool ReadBlocks(OpKernelContext* c, int first, int64_t full_dim, Blocks* out,
+// Reads and checks the inputs signs, permutation, gauss and row_scale; false
+// (with the error set) when they do not fit.
+template <typename Index, typename Real>
+bool ReadBlocks(OpKernelContext* c, int64_t full_dim, Blocks<Real>* out,
                 const Index** perm) {
-  const Tensor& signs = c->input(first);
-  const Tensor& permutation = c->input(first + 1);
-  const Tensor& gauss = c->input(first + 2);
-  const Tensor& row_scale = c->input(first + 3);
-  if (signs.dims() < 1) {
+  const Tensor *signs, *permutation, *gauss, *row_scale, *block_scale;
+  for (auto [name, t] : {std::pair{"signs", &signs},
+                         {"permutation", &permutation},
+                         {"gauss", &gauss},
+                         {"row_scale", &row_scale},
+                         {"block_scale", &block_scale}}) {
+    auto status = c->input(name, t);
+    if (!status.ok()) {
+      c->CtxFailure(status);
+      return false;
+    }
+  }
+  if (signs->dims() < 1) {
     c->CtxFailure(errors::InvalidArgument("signs should have a block axis"));
     return false;
   }
-  const int64_t length = signs.dim_size(signs.dims() - 1);
-  const int64_t n = signs.NumElements();
+  const int64_t length = signs->dim_size(signs->dims() - 1);
+  const int64_t n = signs->NumElements();
   if (length <= 0 || (length & (length - 1)) != 0) {
     c->CtxFailure(errors::InvalidArgument(
         "the block length should be a power of two, got ", length));
     return false;
   }
-  if (permutation.NumElements() != n || gauss.NumElements() != n ||
-      row_scale.NumElements() != n) {
+  if (permutation->NumElements() != n || gauss->NumElements() != n ||
+      row_scale->NumElements() != n) {
     c->CtxFailure(errors::InvalidArgument(
         "signs, permutation, gauss and row_scale should have as many numbers "
         "each"));
@@ -132,14 +159,75 @@ bool ReadBlocks(OpKernelContext* c, int first, int64_t full_dim, Blocks* out,
                                           ", got ", full_dim));
     return false;
   }
-  out->signs = signs.flat<int8_t>().data();
-  out->gauss = gauss.flat<float>().data();
-  out->row_scale = row_scale.flat<float>().data();
+  if (block_scale->NumElements() != 0 &&
+      block_scale->NumElements() != n / length) {
+    c->CtxFailure(errors::InvalidArgument(
+        "block_scale should have one number per block or none"));
+    return false;
+  }
+  out->signs = signs->flat<int8_t>().data();
+  out->gauss = gauss->flat<Real>().data();
+  out->row_scale = row_scale->flat<Real>().data();
+  out->block_scale =
+      block_scale->NumElements() ? block_scale->flat<float>().data() : nullptr;
   out->length = length;
-  out->stored = n / length;
-  out->full_dim = full_dim;
   out->used = (full_dim + length - 1) / length;
-  *perm = permutation.flat<Index>().data();
+  *perm = permutation->flat<Index>().data();
+  return true;
+}
+
+// Consecutive pieces of the D rows: piece k holds rows start[k] to
+// start[k + 1] - 1.
+struct Pieces {
+  std::vector<const float*> data;
+  std::vector<int64_t> start{0};
+  const float* scales = nullptr;  // one per piece, or none
+
+  void Add(const float* d, int64_t n) {
+    data.push_back(d);
+    start.push_back(start.back() + n);
+  }
+  int64_t rows() const { return start.back(); }
+
+  // fn(piece, first row, number of rows) over the segments of rows
+  // [first, first + n), in order.
+  template <typename Fn>
+  void Segments(int64_t first, int64_t n, Fn fn) const {
+    int64_t k = std::upper_bound(start.begin(), start.end(), first) -
+                start.begin() - 1;
+    for (int64_t row = first, end = first + n; row < end; ++k) {
+      const int64_t stop = std::min(end, start[k + 1]);
+      if (stop > row) fn(k, row, stop - row);
+      row = stop;
+    }
+  }
+
+  // out[0 .. n) = rows [first, first + n), each times its piece's scale.
+  void Read(int64_t first, int64_t n, float* out) const {
+    Segments(first, n, [&](int64_t k, int64_t row, int64_t m) {
+      const float* src = data[k] + (row - start[k]);
+      float* dst = out + (row - first);
+      if (scales) {
+        const float s = scales[k];
+        for (int64_t i = 0; i < m; ++i) dst[i] = src[i] * s;
+      } else {
+        std::copy(src, src + m, dst);
+      }
+    });
+  }
+};
+
+// Sizes of pieces from an attribute, checked against D; false (with the
+// error set) when they do not add up.
+bool SizesPieces(OpKernelConstruction* c, const std::vector<int64_t>& sizes,
+                 int64_t full_dim) {
+  int64_t total = 0;
+  for (int64_t n : sizes) total += n;
+  if (!sizes.empty() && total != full_dim) {
+    c->CtxFailure(errors::InvalidArgument("sizes add up to ", total,
+                                          ", not full_dim (", full_dim, ")"));
+    return false;
+  }
   return true;
 }
 
@@ -150,19 +238,57 @@ inline int64_t BlockCost(int64_t length) {
   return 2 * length * (bits + 4);
 }
 
-template <typename Index>
+// y = the rows of block b of P v, before the row scales S (L numbers); x is
+// a workspace of L numbers.
+template <typename Index, typename Real>
+inline void BlockForward(const Blocks<Real>& p, const Index* perm,
+                         const float* v, int64_t dim, int64_t b, float* x,
+                         float* y) {
+  const int64_t L = p.length;
+  const int8_t* s = p.signs + b * L;
+  const Index* pm = perm + b * L;
+  const Real* g = p.gauss + b * L;
+  for (int64_t j = 0; j < dim; ++j) x[j] = v[j] * s[j];
+  std::fill(x + dim, x + L, 0.0f);
+  Fwht(x, L);
+  for (int64_t j = 0; j < L; ++j) y[j] = x[pm[j]] * static_cast<float>(g[j]);
+  Fwht(y, L);
+}
+
+// Runs fn(first shard, stop shard) over `shards` shards of the used blocks,
+// each a few blocks, on TensorFlow's CPU thread pool.
+template <typename Real, typename Fn>
+void OverShards(OpKernelContext* c, const Blocks<Real>& p, int64_t shards,
+                Fn fn) {
+  c->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+      shards, BlockCost(p.length) * (p.used / shards + 1), fn);
+}
+
+// A fixed number of shards (partial sums added up in a fixed order, so that
+// the result does not depend on how the pool ran them).
+template <typename Real>
+int64_t ShardCount(OpKernelContext* c, const Blocks<Real>& p) {
+  const int64_t threads =
+      c->device()->tensorflow_cpu_worker_threads()->workers->NumThreads();
+  return std::max<int64_t>(1, std::min<int64_t>(p.used, 4 * threads));
+}
+
+template <typename Index, typename Real>
 class ForwardOp : public OpKernel {
  public:
   explicit ForwardOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("full_dim", &full_dim_));
+    OP_REQUIRES_OK(c, c->GetAttr("sizes", &sizes_));
+    if (!SizesPieces(c, sizes_, full_dim_)) return;
   }
 
   void Compute(OpKernelContext* c) override {
-    Blocks p;
+    Blocks<Real> p;
     const Index* perm = nullptr;
-    if (!ReadBlocks<Index>(c, 2, full_dim_, &p, &perm)) return;
+    if (!ReadBlocks<Index, Real>(c, full_dim_, &p, &perm)) return;
     const Tensor& v = c->input(0);
     const Tensor& base = c->input(1);
+    const Tensor& scales = c->input(2);
     const int64_t dim = v.NumElements();
     OP_REQUIRES(c, dim <= p.length,
                 errors::InvalidArgument("v has ", dim, " numbers, more than a "
@@ -171,30 +297,41 @@ class ForwardOp : public OpKernel {
     OP_REQUIRES(c, !with_base || base.NumElements() == full_dim_,
                 errors::InvalidArgument("base should have full_dim (",
                                         full_dim_, ") numbers or none"));
+    const bool with_scales = scales.NumElements() > 0;
+    OP_REQUIRES(c,
+                !with_scales ||
+                    scales.NumElements() == static_cast<int64_t>(sizes_.size()),
+                errors::InvalidArgument("scales should have one number per "
+                                        "piece of sizes (", sizes_.size(),
+                                        ") or none"));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({full_dim_}), &out));
     const float* vv = v.flat<float>().data();
     const float* bs = with_base ? base.flat<float>().data() : nullptr;
     float* o = out->flat<float>().data();
+    // Each row's scale: one per piece of `sizes`, or none.
+    Pieces pieces;
+    for (int64_t n : sizes_) pieces.Add(nullptr, n);
+    const float* sc_piece = with_scales ? scales.flat<float>().data() : nullptr;
     const int64_t L = p.length;
     auto work = [&](int64_t start, int64_t stop) {
-      std::vector<float> x(L), y(L);
+      std::vector<float> x(L), y(L), sc(L);
       for (int64_t b = start; b < stop; ++b) {
-        const int8_t* s = p.signs + b * L;
-        const Index* pm = perm + b * L;
-        const float* g = p.gauss + b * L;
-        for (int64_t j = 0; j < dim; ++j) x[j] = vv[j] * s[j];
-        std::fill(x.begin() + dim, x.end(), 0.0f);
-        Fwht(x.data(), L);
-        for (int64_t j = 0; j < L; ++j) y[j] = x[pm[j]] * g[j];
-        Fwht(y.data(), L);
+        BlockForward(p, perm, vv, dim, b, x.data(), y.data());
         const int64_t first = b * L;
         const int64_t kept = std::min(L, full_dim_ - first);
-        const float* sc = p.row_scale + first;
-        if (with_base) {
-          for (int64_t j = 0; j < kept; ++j) o[first + j] = bs[first + j] + y[j] * sc[j];
+        p.Scales(b, kept, sc.data());
+        for (int64_t j = 0; j < kept; ++j) y[j] *= sc[j];  // u
+        if (sc_piece) {
+          pieces.Segments(first, kept, [&](int64_t k, int64_t row, int64_t m) {
+            const float s = sc_piece[k];
+            for (int64_t i = row - first; i < row - first + m; ++i) y[i] *= s;
+          });
+        }
+        if (bs) {
+          for (int64_t j = 0; j < kept; ++j) o[first + j] = bs[first + j] + y[j];
         } else {
-          for (int64_t j = 0; j < kept; ++j) o[first + j] = y[j] * sc[j];
+          std::copy(y.begin(), y.begin() + kept, o + first);
         }
       }
     };
@@ -204,9 +341,30 @@ class ForwardOp : public OpKernel {
 
  private:
   int64_t full_dim_;
+  std::vector<int64_t> sizes_;
 };
 
-template <typename Index>
+// The pieces of an op's "pieces" input, checked against D.
+bool ReadPieces(OpKernelContext* c, int64_t full_dim, Pieces* out) {
+  tensorflow::OpInputList list;
+  auto status = c->input_list("pieces", &list);
+  if (!status.ok()) {
+    c->CtxFailure(status);
+    return false;
+  }
+  for (int i = 0; i < list.size(); ++i) {
+    out->Add(list[i].flat<float>().data(), list[i].NumElements());
+  }
+  if (out->rows() != full_dim) {
+    c->CtxFailure(errors::InvalidArgument("the pieces have ", out->rows(),
+                                          " numbers in all, not full_dim (",
+                                          full_dim, ")"));
+    return false;
+  }
+  return true;
+}
+
+template <typename Index, typename Real>
 class TransposeOp : public OpKernel {
  public:
   explicit TransposeOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -215,47 +373,50 @@ class TransposeOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* c) override {
-    const Tensor& g = c->input(0);
-    Blocks p;
+    Blocks<Real> p;
     const Index* perm = nullptr;
-    if (!ReadBlocks<Index>(c, 1, full_dim_, &p, &perm)) return;
-    // g may carry padding after its D rows: those rows are not read.
-    OP_REQUIRES(c, g.NumElements() >= full_dim_,
-                errors::InvalidArgument("g has ", g.NumElements(),
-                                        " numbers, fewer than full_dim (",
-                                        full_dim_, ")"));
-    const int64_t rows = full_dim_;
+    if (!ReadBlocks<Index, Real>(c, full_dim_, &p, &perm)) return;
+    Pieces g;
+    if (!ReadPieces(c, full_dim_, &g)) return;
+    const Tensor* scales;
+    OP_REQUIRES_OK(c, c->input("scales", &scales));
+    OP_REQUIRES(c,
+                scales->NumElements() == 0 ||
+                    scales->NumElements() ==
+                        static_cast<int64_t>(g.data.size()),
+                errors::InvalidArgument("scales should have one number per "
+                                        "piece or none"));
+    if (scales->NumElements() > 0) g.scales = scales->flat<float>().data();
     const int64_t L = p.length;
-    OP_REQUIRES(c, dim_ > 0 && dim_ <= L,
-                errors::InvalidArgument("dim should be in [1, ", L, "], got ",
+    OP_REQUIRES(c, dim_ <= L,
+                errors::InvalidArgument("dim should be at most ", L, ", got ",
                                         dim_));
-    const float* gg = g.flat<float>().data();
-    auto* workers = c->device()->tensorflow_cpu_worker_threads()->workers;
-    // A partial sum per shard of blocks, added up in a fixed order, so that
-    // the result does not depend on how the pool ran the shards.
-    const int64_t shards = std::min<int64_t>(p.used, 4 * workers->NumThreads());
+    const int64_t shards = ShardCount(c, p);
     std::vector<float> acc(shards * L, 0.0f);
-    auto work = [&](int64_t start, int64_t stop) {
-      std::vector<float> t(L), u(L);
+    OverShards(c, p, shards, [&](int64_t start, int64_t stop) {
+      std::vector<float> t(L), w(L), sc(L);
       for (int64_t k = start; k < stop; ++k) {
         float* a = acc.data() + k * L;
-        for (int64_t b = k * p.used / shards; b < (k + 1) * p.used / shards; ++b) {
+        for (int64_t b = k * p.used / shards; b < (k + 1) * p.used / shards;
+             ++b) {
           const int8_t* s = p.signs + b * L;
           const Index* pm = perm + b * L;
-          const float* gs = p.gauss + b * L;
+          const Real* gs = p.gauss + b * L;
           const int64_t first = b * L;
-          const int64_t kept = std::min(L, rows - first);
-          const float* sc = p.row_scale + first;
-          for (int64_t j = 0; j < kept; ++j) t[j] = gg[first + j] * sc[j];
+          const int64_t kept = std::min(L, full_dim_ - first);
+          p.Scales(b, kept, sc.data());
+          g.Read(first, kept, t.data());
+          for (int64_t j = 0; j < kept; ++j) t[j] *= sc[j];
           std::fill(t.begin() + kept, t.end(), 0.0f);
           Fwht(t.data(), L);
-          for (int64_t j = 0; j < L; ++j) u[pm[j]] = t[j] * gs[j];
-          Fwht(u.data(), L);
-          for (int64_t j = 0; j < L; ++j) a[j] += u[j] * s[j];
+          for (int64_t j = 0; j < L; ++j) {
+            w[pm[j]] = t[j] * static_cast<float>(gs[j]);
+          }
+          Fwht(w.data(), L);
+          for (int64_t j = 0; j < L; ++j) a[j] += w[j] * s[j];
         }
       }
-    };
-    workers->ParallelFor(shards, BlockCost(L) * (p.used / shards + 1), work);
+    });
     Tensor* out = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({dim_}), &out));
     float* o = out->flat<float>().data();
@@ -271,15 +432,81 @@ class TransposeOp : public OpKernel {
   int64_t full_dim_;
 };
 
+template <typename Index, typename Real>
+class PieceDotsOp : public OpKernel {
+ public:
+  explicit PieceDotsOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("full_dim", &full_dim_));
+  }
+
+  void Compute(OpKernelContext* c) override {
+    Blocks<Real> p;
+    const Index* perm = nullptr;
+    if (!ReadBlocks<Index, Real>(c, full_dim_, &p, &perm)) return;
+    Pieces g;
+    if (!ReadPieces(c, full_dim_, &g)) return;
+    const Tensor& v = c->input(0);
+    const int64_t dim = v.NumElements();
+    const int64_t L = p.length;
+    OP_REQUIRES(c, dim <= L,
+                errors::InvalidArgument("v has ", dim, " numbers, more than a "
+                                        "block (", L, ")"));
+    const float* vv = v.flat<float>().data();
+    const int64_t n = g.data.size();
+    const int64_t shards = ShardCount(c, p);
+    std::vector<double> acc(shards * n, 0.0);
+    OverShards(c, p, shards, [&](int64_t start, int64_t stop) {
+      std::vector<float> x(L), y(L), sc(L);
+      for (int64_t k = start; k < stop; ++k) {
+        double* a = acc.data() + k * n;
+        for (int64_t b = k * p.used / shards; b < (k + 1) * p.used / shards;
+             ++b) {
+          BlockForward(p, perm, vv, dim, b, x.data(), y.data());
+          const int64_t first = b * L;
+          const int64_t kept = std::min(L, full_dim_ - first);
+          p.Scales(b, kept, sc.data());
+          g.Segments(first, kept, [&](int64_t i, int64_t row, int64_t m) {
+            const float* gi = g.data[i] + (row - g.start[i]);
+            const int64_t j0 = row - first;
+            double sum = 0.0;
+            for (int64_t j = 0; j < m; ++j) {
+              sum += static_cast<double>(gi[j]) * (y[j0 + j] * sc[j0 + j]);
+            }
+            a[i] += sum;
+          });
+        }
+      }
+    });
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({n}), &out));
+    float* o = out->flat<float>().data();
+    for (int64_t i = 0; i < n; ++i) {
+      double total = 0.0;
+      for (int64_t k = 0; k < shards; ++k) total += acc[k * n + i];
+      o[i] = static_cast<float>(total);
+    }
+  }
+
+ private:
+  int64_t full_dim_;
+};
+
+#define KERAS_IDIM_BLOCK_INPUTS              \
+  Input("signs: int8")                       \
+      .Input("permutation: Tindex")          \
+      .Input("gauss: Treal")                 \
+      .Input("row_scale: Treal")             \
+      .Input("block_scale: float")           \
+      .Attr("Tindex: {int16, int32}")        \
+      .Attr("Treal: {float, half}")          \
+      .Attr("full_dim: int >= 1")
+
 REGISTER_OP("KerasIdimFastfoodForward")
     .Input("v: float")
     .Input("base: float")
-    .Input("signs: int8")
-    .Input("permutation: Tindex")
-    .Input("gauss: float")
-    .Input("row_scale: float")
-    .Attr("Tindex: {int16, int32}")
-    .Attr("full_dim: int >= 1")
+    .Input("scales: float")
+    .KERAS_IDIM_BLOCK_INPUTS
+    .Attr("sizes: list(int) = []")
     .Output("out: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       int64_t full_dim;
@@ -289,13 +516,10 @@ REGISTER_OP("KerasIdimFastfoodForward")
     });
 
 REGISTER_OP("KerasIdimFastfoodTranspose")
-    .Input("g: float")
-    .Input("signs: int8")
-    .Input("permutation: Tindex")
-    .Input("gauss: float")
-    .Input("row_scale: float")
-    .Attr("Tindex: {int16, int32}")
-    .Attr("full_dim: int >= 1")
+    .Input("pieces: N * float")
+    .Input("scales: float")
+    .KERAS_IDIM_BLOCK_INPUTS
+    .Attr("N: int >= 1")
     .Attr("dim: int >= 1")
     .Output("out: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
@@ -305,17 +529,34 @@ REGISTER_OP("KerasIdimFastfoodTranspose")
       return absl::OkStatus();
     });
 
-#define KERAS_IDIM_REGISTER(Index)                                       \
-  REGISTER_KERNEL_BUILDER(Name("KerasIdimFastfoodForward")               \
-                              .Device(tensorflow::DEVICE_CPU)            \
-                              .TypeConstraint<Index>("Tindex"),          \
-                          ForwardOp<Index>);                             \
-  REGISTER_KERNEL_BUILDER(Name("KerasIdimFastfoodTranspose")             \
-                              .Device(tensorflow::DEVICE_CPU)            \
-                              .TypeConstraint<Index>("Tindex"),          \
-                          TransposeOp<Index>);
+REGISTER_OP("KerasIdimFastfoodPieceDots")
+    .Input("v: float")
+    .Input("pieces: N * float")
+    .KERAS_IDIM_BLOCK_INPUTS
+    .Attr("N: int >= 1")
+    .Output("out: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      int64_t n;
+      TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
+      c->set_output(0, c->Vector(n));
+      return absl::OkStatus();
+    });
 
-KERAS_IDIM_REGISTER(int16_t)
-KERAS_IDIM_REGISTER(int32_t)
+#define KERAS_IDIM_REGISTER(Op, Kernel, Index, Real)                  \
+  REGISTER_KERNEL_BUILDER(Name(Op)                                    \
+                              .Device(tensorflow::DEVICE_CPU)         \
+                              .TypeConstraint<Index>("Tindex")        \
+                              .TypeConstraint<Real>("Treal"),         \
+                          Kernel<Index, Real>);
+
+#define KERAS_IDIM_REGISTER_ALL(Op, Kernel)                           \
+  KERAS_IDIM_REGISTER(Op, Kernel, int16_t, float)                     \
+  KERAS_IDIM_REGISTER(Op, Kernel, int32_t, float)                     \
+  KERAS_IDIM_REGISTER(Op, Kernel, int16_t, Eigen::half)               \
+  KERAS_IDIM_REGISTER(Op, Kernel, int32_t, Eigen::half)
+
+KERAS_IDIM_REGISTER_ALL("KerasIdimFastfoodForward", ForwardOp)
+KERAS_IDIM_REGISTER_ALL("KerasIdimFastfoodTranspose", TransposeOp)
+KERAS_IDIM_REGISTER_ALL("KerasIdimFastfoodPieceDots", PieceDotsOp)
 
 }  // namespace keras_idim

@@ -45,6 +45,7 @@ def pair(monkeypatch, *args, **kwargs):
     assert not ops.uses_kernel and compiled.uses_kernel
     for a, b in zip(ops._kernel_args(), compiled._kernel_args()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert a.dtype == b.dtype
     return ops, compiled
 
 
@@ -56,21 +57,25 @@ def close(a, b):
 
 @needs_compiler
 @pytest.mark.parametrize(
-    "full_dim, dim, blocks, pass_chunk",
+    "full_dim, dim, blocks, pass_chunk, version",
     [
-        (700, 20, "auto", None),  # stacked blocks of 32, one group
-        (5000, 20, "stacked", 2**8),  # 20 groups of 8 blocks, padded
-        (3000, 300, "single", None),  # one block of 4096
-        (300_000, 33_000, "stacked", None),  # blocks of 2^16: int32 indices
-        (5, 1, "auto", None),  # a block of one number
+        (700, 20, "auto", None, 2),  # stacked blocks of 32, one group
+        (5000, 20, "stacked", 2**8, 2),  # 20 groups of 8 blocks, padded
+        (5000, 20, "stacked", 2**8, 3),  # float16 G and S
+        (3000, 300, "single", None, 2),  # one block of 4096
+        (3000, 300, "single", None, 3),
+        (300_000, 33_000, "stacked", None, 2),  # blocks of 2^16: int32 indices
+        (5, 1, "auto", None, 2),  # a block of one number
     ],
 )
 def test_kernel_products_are_the_tensorflow_ops_products(
-    full_dim, dim, blocks, pass_chunk, monkeypatch
+    full_dim, dim, blocks, pass_chunk, version, monkeypatch
 ):
     if pass_chunk:
         monkeypatch.setattr(fastfood, "PASS_CHUNK", pass_chunk)
-    ops, compiled = pair(monkeypatch, full_dim, dim, seed=4, blocks=blocks)
+    ops, compiled = pair(
+        monkeypatch, full_dim, dim, seed=4, blocks=blocks, version=version
+    )
     if pass_chunk:
         assert compiled.num_groups == 20 and compiled._padding > 0
     if full_dim == 300_000:
@@ -86,6 +91,20 @@ def test_kernel_products_are_the_tensorflow_ops_products(
     close(compiled.transpose_pieces(pieces), ops.transpose(g))
     # Inside a tf.function too (as in a train step).
     close(tf.function(compiled.transpose)(g), ops.transpose(g))
+    # SAID's products over pieces with a scale each (one piece may be empty).
+    sizes = [full_dim // 3, full_dim // 2 - full_dim // 3, full_dim - full_dim // 2]
+    scales = np.array([0.5, -2.0, 3.0], np.float32)
+    pieces = np.split(g, np.cumsum(sizes)[:-1])
+    scaled = np.concatenate([s * p for s, p in zip(scales, pieces)])
+    close(compiled.transpose_pieces(pieces, scales), ops.transpose(scaled))
+    u = ops(v).numpy().astype(np.float64)
+    close(
+        compiled.scaled_affine(v, base, scales, sizes),
+        base + np.repeat(scales, sizes) * u,
+    )
+    u_pieces = np.split(u, np.cumsum(sizes)[:-1])
+    close(compiled.piece_dots(v, pieces), [p @ q for p, q in zip(pieces, u_pieces)])
+    close(ops.piece_dots(v, pieces), [p @ q for p, q in zip(pieces, u_pieces)])
 
 
 @needs_compiler
@@ -113,24 +132,35 @@ def fc():
 
 
 @needs_compiler
-def test_subspace_model_trains_through_the_kernel(monkeypatch):
+@pytest.mark.parametrize("structure_aware", [False, True])
+def test_subspace_model_trains_through_the_kernel(structure_aware, monkeypatch):
     x = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
     trained = []
     for setting in ("0", "1"):
         monkeypatch.setenv(kernel.ENV, setting)
         keras.utils.set_random_seed(0)
-        model = SubspaceModel(fc(), dim=12, seed=1)
+        model = SubspaceModel(fc(), dim=12, seed=1, structure_aware=structure_aware)
         assert model.projection.uses_kernel == (setting == "1")
         # XLA cannot compile the kernel's op: Keras is told so.
         assert model.supports_jit == (setting == "0")
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-        trained.append(model.theta_d.numpy())
-        # The base weights hold theta_0 + P theta_d after the steps.
-        flat = np.concatenate([v.numpy().ravel() for v in model.base_variables])
-        expected = model.theta_0.numpy() + materialize(model.projection) @ trained[-1]
+        trained.append(model.trainable_variables[-1].numpy())
+        # The base weights hold theta_0 + lambda * P theta_d after the steps.
+        variables = model.base_variables
+        flat = np.concatenate([v.numpy().ravel() for v in variables])
+        scales = (
+            np.repeat(model.lambdas.numpy(), [np.size(v) for v in variables])
+            if structure_aware
+            else 1.0
+        )
+        offset = materialize(model.projection) @ model.theta_d.numpy()
+        expected = model.theta_0.numpy() + scales * offset
         np.testing.assert_allclose(flat, expected, atol=1e-5)
+    # The lambdas with SAID (they moved), theta_d without: the same in both.
+    if structure_aware:
+        assert np.abs(trained[1] - 1.0).max() > 1e-4
     np.testing.assert_allclose(trained[1], trained[0], atol=1e-5)
 
 

@@ -356,15 +356,15 @@ def test_a_configuration_without_a_version_is_version_1():
         materialize(FastfoodProjection(300, 8, seed=4, version=1)),
     )
     with pytest.raises(
-        ValueError, match=r"`version` should be one of \(1, 2\).*`version=3`"
+        ValueError, match=r"`version` should be one of \(1, 2, 3\).*`version=4`"
     ):
-        FastfoodProjection(300, 8, version=3)
+        FastfoodProjection(300, 8, version=4)
     with pytest.raises(ValueError, match=r"`version=True`"):
         FastfoodProjection(300, 8, version=True)
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_products_over_many_groups_are_p_and_its_transpose(
     version, jit_compile, monkeypatch
 ):
@@ -402,3 +402,42 @@ def test_affine_and_transpose_of_pieces_are_p(kind, monkeypatch):
     )
     with pytest.raises(ValueError, match=r"shape \(30,\)"):
         p.affine(np.zeros(29, np.float32), base)
+
+
+def test_version_3_is_version_2_with_g_and_s_stored_as_float16(monkeypatch):
+    monkeypatch.setattr(fastfood, "PASS_CHUNK", 64)  # 24 groups, padded
+    monkeypatch.setattr(fastfood, "BUILD_CHUNK", 4 * 32)  # streams of groups
+    v2 = FastfoodProjection(1500, 30, seed=1, version=2)
+    v3 = FastfoodProjection(1500, 30, seed=1, version=3)
+    assert (v3.gauss.dtype, v3.row_scale.dtype) == (tf.float16, tf.float16)
+    assert v3.block_scale.shape == (24, 2) and v2.block_scale is None
+    # The same draws: signs and permutations equal, G rounded to float16.
+    np.testing.assert_array_equal(v2.signs.numpy(), v3.signs.numpy())
+    np.testing.assert_array_equal(v2.permutation.numpy(), v3.permutation.numpy())
+    g2, g3 = v2.gauss.numpy(), v3.gauss.numpy()
+    np.testing.assert_array_equal(g2.astype(np.float16), g3)
+    # Each block normalised by its float16 G: 1 / sqrt(D * sum(G^2)).
+    blocks = g3.reshape(-1, 32).astype(np.float64)[:47]
+    expected = 1 / np.sqrt(1500 * (blocks**2).sum(axis=1))
+    np.testing.assert_allclose(v3.block_scale.numpy().ravel()[:47], expected, rtol=1e-6)
+    assert (v3.block_scale.numpy().ravel()[47:] == 0).all()  # padding
+    # S * normalisation: version 2's row scales, to float16's precision.
+    rows = v3.row_scale.numpy().astype(np.float32).reshape(-1, 32)
+    scale3 = (rows * v3.block_scale.numpy().reshape(-1, 1)).ravel()[:1500]
+    np.testing.assert_allclose(scale3, v2.row_scale.numpy()[:1500], rtol=2e-3)
+    # 7 bytes a row (int8, int16, two float16) and a float32 per block.
+    assert v3.memory_bytes == 7 * 48 * 32 + 4 * 48
+    # Unit columns in expectation, and its own transpose.
+    mat = materialize(v3)
+    assert abs(np.linalg.norm(mat, axis=0).mean() - 1) < 0.05
+    np.testing.assert_allclose(mat, materialize(v2), rtol=0.01, atol=2e-3)
+
+
+def test_version_3_is_the_default_from_half_from_rows(monkeypatch):
+    assert FastfoodProjection(1500, 30).version == 2
+    monkeypatch.setattr(fastfood, "HALF_FROM", 1500)
+    p = FastfoodProjection(1500, 30, seed=2)
+    assert p.version == 3 and p.get_config()["version"] == 3
+    again = FastfoodProjection.from_config(p.get_config())
+    np.testing.assert_array_equal(materialize(again), materialize(p))
+    assert FastfoodProjection(1499, 30).version == 2
