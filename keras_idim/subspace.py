@@ -324,11 +324,10 @@ class SubspaceModel(keras.Model):
             return [self.projection.transpose_pieces(pieces)]
         # Per tensor: d/dlambda_t = g_t . (P theta_d)_t; the chain rule to
         # theta_d carries lambda_t * g_t.
-        if self._offset is None:  # both in passes of the projection
-            return [
-                self.projection.transpose_pieces(pieces, scales=self.lambdas),
-                self.projection.piece_dots(self.theta_d, pieces),
-            ]
+        if self._offset is None:  # both from one pass of the projection
+            return list(
+                self.projection.transpose_and_dots(pieces, self.lambdas, self.theta_d)
+            )
         # Scaled piece by piece (see `sync_base_weights`).
         lambdas = tf.unstack(tf.convert_to_tensor(self.lambdas))
         offsets = self._per_tensor(tf.convert_to_tensor(self._offset.variable))

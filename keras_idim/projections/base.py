@@ -155,6 +155,12 @@ class Projection:
             axis=0,
         )
 
+    def transpose_and_dots(self, pieces: list, scales: Any, v: Any) -> tuple:
+        """`(transpose_pieces(pieces, scales), piece_dots(v, pieces))`: SAID's
+        two gradients, which a projection that `fuses_pieces` gives from
+        one pass of its transpose."""
+        return self.transpose_pieces(pieces, scales), self.piece_dots(v, pieces)
+
     def piece_dots(self, v: Any, pieces: list) -> tf.Tensor:
         """Returns, for each of the consecutive 1-D `pieces` of a
         (full_dim,) vector g, the dot product of that piece with the same

@@ -424,24 +424,30 @@ class FastfoodProjection(Projection):
     def piece_dots(self, v, pieces: list) -> tf.Tensor:
         if self._ops is None:
             return super().piece_dots(v, pieces)
-        return self._ops.keras_idim_fastfood_piece_dots(
-            self._checked(v),
+        return self._kernel_transpose(pieces, None, self._checked(v))[1]
+
+    def transpose_and_dots(self, pieces: list, scales, v) -> tuple:
+        if self._ops is None:
+            return super().transpose_and_dots(pieces, scales, v)
+        return self._kernel_transpose(pieces, scales, self._checked(v))
+
+    def _kernel_transpose(self, pieces: list, scales, v) -> tuple:
+        """The kernel's `(P^T (scales * g), dots of the pieces with P v)`,
+        the dots zero without v."""
+        return self._ops.keras_idim_fastfood_transpose(
             [tf.cast(p, tf.float32) for p in pieces],
+            tf.zeros([0])
+            if scales is None
+            else tf.convert_to_tensor(scales, tf.float32),
+            tf.zeros([0]) if v is None else v,
             *self._kernel_args(),
             full_dim=self.full_dim,
+            dim=self.dim,
         )
 
     def transpose_pieces(self, pieces: list, scales=None) -> tf.Tensor:
         if self._ops is not None:  # read where they are, scaled as read
-            return self._ops.keras_idim_fastfood_transpose(
-                [tf.cast(p, tf.float32) for p in pieces],
-                tf.zeros([0])
-                if scales is None
-                else tf.convert_to_tensor(scales, tf.float32),
-                *self._kernel_args(),
-                full_dim=self.full_dim,
-                dim=self.dim,
-            )
+            return self._kernel_transpose(pieces, scales, None)[0]
         if scales is not None:
             return super().transpose_pieces(pieces, scales)
         # Joined with the padding in one copy, in the layout of the groups.

@@ -18,9 +18,9 @@
 //
 // The D rows may be given as consecutive pieces (one per weight tensor of a
 // model), each with a scale (SAID's lambdas): the transpose then reads g from
-// the pieces, scaled, without joining them; the forward writes
-// base + scale * u; and the piece dots give each piece's g . u, u made block
-// by block and never stored.
+// the pieces, scaled, without joining them, and with v gives each piece's
+// g . (P v) from the same transforms (SAID's lambda gradients); the forward
+// writes base + scale * u.
 
 #include <algorithm>
 #include <cstdint>
@@ -364,6 +364,36 @@ bool ReadPieces(OpKernelContext* c, int64_t full_dim, Pieces* out) {
   return true;
 }
 
+// The transpose of block b on t (its L rows, S applied; overwritten):
+// w = B H Pi^T G H t, added to a times lam; returns w[:dim] . v when v is
+// given (0 otherwise).
+template <typename Index, typename Real>
+inline double BlockTranspose(const Blocks<Real>& p, const Index* perm,
+                             int64_t b, float* t, float* w, float lam,
+                             const float* v, int64_t dim, float* a) {
+  const int64_t L = p.length;
+  const int8_t* s = p.signs + b * L;
+  const Index* pm = perm + b * L;
+  const Real* gs = p.gauss + b * L;
+  Fwht(t, L);
+  for (int64_t j = 0; j < L; ++j) w[pm[j]] = t[j] * static_cast<float>(gs[j]);
+  Fwht(w, L);
+  double dot = 0.0;
+  if (v) {
+    for (int64_t j = 0; j < dim; ++j) dot += static_cast<double>(w[j] * s[j]) * v[j];
+  }
+  if (lam == 1.0f) {
+    for (int64_t j = 0; j < L; ++j) a[j] += w[j] * s[j];
+  } else {
+    for (int64_t j = 0; j < L; ++j) a[j] += lam * (w[j] * s[j]);
+  }
+  return dot;
+}
+
+// P^T (scales * g) for g given as pieces, and with v (theta_d) each piece's
+// g_t . (P v)_t = sum over blocks b of (P_b^T g_t,b) . v, from the same
+// transforms: a block inside one piece (nearly all) is transformed once, a
+// block across pieces once per piece that it holds rows of.
 template <typename Index, typename Real>
 class TransposeOp : public OpKernel {
  public:
@@ -378,116 +408,74 @@ class TransposeOp : public OpKernel {
     if (!ReadBlocks<Index, Real>(c, full_dim_, &p, &perm)) return;
     Pieces g;
     if (!ReadPieces(c, full_dim_, &g)) return;
-    const Tensor* scales;
+    const int64_t n = g.data.size();
+    const Tensor *scales, *v;
     OP_REQUIRES_OK(c, c->input("scales", &scales));
-    OP_REQUIRES(c,
-                scales->NumElements() == 0 ||
-                    scales->NumElements() ==
-                        static_cast<int64_t>(g.data.size()),
+    OP_REQUIRES_OK(c, c->input("v", &v));
+    OP_REQUIRES(c, scales->NumElements() == 0 || scales->NumElements() == n,
                 errors::InvalidArgument("scales should have one number per "
                                         "piece or none"));
-    if (scales->NumElements() > 0) g.scales = scales->flat<float>().data();
+    OP_REQUIRES(c, v->NumElements() == 0 || v->NumElements() == dim_,
+                errors::InvalidArgument("v should have dim (", dim_,
+                                        ") numbers or none"));
+    const float* lam = scales->NumElements() ? scales->flat<float>().data() : nullptr;
+    const float* vv = v->NumElements() ? v->flat<float>().data() : nullptr;
     const int64_t L = p.length;
     OP_REQUIRES(c, dim_ <= L,
                 errors::InvalidArgument("dim should be at most ", L, ", got ",
                                         dim_));
     const int64_t shards = ShardCount(c, p);
     std::vector<float> acc(shards * L, 0.0f);
+    std::vector<double> dots(shards * n, 0.0);
+    g.scales = lam;
     OverShards(c, p, shards, [&](int64_t start, int64_t stop) {
       std::vector<float> t(L), w(L), sc(L);
       for (int64_t k = start; k < stop; ++k) {
         float* a = acc.data() + k * L;
+        double* d = dots.data() + k * n;
         for (int64_t b = k * p.used / shards; b < (k + 1) * p.used / shards;
              ++b) {
-          const int8_t* s = p.signs + b * L;
-          const Index* pm = perm + b * L;
-          const Real* gs = p.gauss + b * L;
           const int64_t first = b * L;
           const int64_t kept = std::min(L, full_dim_ - first);
           p.Scales(b, kept, sc.data());
-          g.Read(first, kept, t.data());
-          for (int64_t j = 0; j < kept; ++j) t[j] *= sc[j];
-          std::fill(t.begin() + kept, t.end(), 0.0f);
-          Fwht(t.data(), L);
-          for (int64_t j = 0; j < L; ++j) {
-            w[pm[j]] = t[j] * static_cast<float>(gs[j]);
+          if (!vv) {  // one transform, each row scaled by its piece as read
+            g.Read(first, kept, t.data());
+            for (int64_t j = 0; j < kept; ++j) t[j] *= sc[j];
+            std::fill(t.begin() + kept, t.end(), 0.0f);
+            BlockTranspose(p, perm, b, t.data(), w.data(), 1.0f, nullptr, 0, a);
+            continue;
           }
-          Fwht(w.data(), L);
-          for (int64_t j = 0; j < L; ++j) a[j] += w[j] * s[j];
+          // One transform per piece in the block, its rows alone.
+          g.Segments(first, kept, [&](int64_t i, int64_t row, int64_t m) {
+            std::fill(t.begin(), t.end(), 0.0f);
+            const float* gi = g.data[i] + (row - g.start[i]);
+            const int64_t j0 = row - first;
+            for (int64_t j = 0; j < m; ++j) t[j0 + j] = gi[j] * sc[j0 + j];
+            d[i] += BlockTranspose(p, perm, b, t.data(), w.data(),
+                                   lam ? lam[i] : 1.0f, vv, dim_, a);
+          });
         }
       }
     });
-    Tensor* out = nullptr;
+    Tensor *out = nullptr, *out_dots = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({dim_}), &out));
+    OP_REQUIRES_OK(c, c->allocate_output(1, TensorShape({n}), &out_dots));
     float* o = out->flat<float>().data();
     for (int64_t j = 0; j < dim_; ++j) {
       float total = 0.0f;
       for (int64_t k = 0; k < shards; ++k) total += acc[k * L + j];
       o[j] = total;
     }
-  }
-
- private:
-  int64_t dim_;
-  int64_t full_dim_;
-};
-
-template <typename Index, typename Real>
-class PieceDotsOp : public OpKernel {
- public:
-  explicit PieceDotsOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("full_dim", &full_dim_));
-  }
-
-  void Compute(OpKernelContext* c) override {
-    Blocks<Real> p;
-    const Index* perm = nullptr;
-    if (!ReadBlocks<Index, Real>(c, full_dim_, &p, &perm)) return;
-    Pieces g;
-    if (!ReadPieces(c, full_dim_, &g)) return;
-    const Tensor& v = c->input(0);
-    const int64_t dim = v.NumElements();
-    const int64_t L = p.length;
-    OP_REQUIRES(c, dim <= L,
-                errors::InvalidArgument("v has ", dim, " numbers, more than a "
-                                        "block (", L, ")"));
-    const float* vv = v.flat<float>().data();
-    const int64_t n = g.data.size();
-    const int64_t shards = ShardCount(c, p);
-    std::vector<double> acc(shards * n, 0.0);
-    OverShards(c, p, shards, [&](int64_t start, int64_t stop) {
-      std::vector<float> x(L), y(L), sc(L);
-      for (int64_t k = start; k < stop; ++k) {
-        double* a = acc.data() + k * n;
-        for (int64_t b = k * p.used / shards; b < (k + 1) * p.used / shards;
-             ++b) {
-          BlockForward(p, perm, vv, dim, b, x.data(), y.data());
-          const int64_t first = b * L;
-          const int64_t kept = std::min(L, full_dim_ - first);
-          p.Scales(b, kept, sc.data());
-          g.Segments(first, kept, [&](int64_t i, int64_t row, int64_t m) {
-            const float* gi = g.data[i] + (row - g.start[i]);
-            const int64_t j0 = row - first;
-            double sum = 0.0;
-            for (int64_t j = 0; j < m; ++j) {
-              sum += static_cast<double>(gi[j]) * (y[j0 + j] * sc[j0 + j]);
-            }
-            a[i] += sum;
-          });
-        }
-      }
-    });
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({n}), &out));
-    float* o = out->flat<float>().data();
+    float* od = out_dots->flat<float>().data();
     for (int64_t i = 0; i < n; ++i) {
       double total = 0.0;
-      for (int64_t k = 0; k < shards; ++k) total += acc[k * n + i];
-      o[i] = static_cast<float>(total);
+      for (int64_t k = 0; k < shards; ++k) total += dots[k * n + i];
+      od[i] = static_cast<float>(total);
     }
   }
 
  private:
+  int64_t dim_;
   int64_t full_dim_;
 };
 
@@ -518,27 +506,18 @@ REGISTER_OP("KerasIdimFastfoodForward")
 REGISTER_OP("KerasIdimFastfoodTranspose")
     .Input("pieces: N * float")
     .Input("scales: float")
+    .Input("v: float")
     .KERAS_IDIM_BLOCK_INPUTS
     .Attr("N: int >= 1")
     .Attr("dim: int >= 1")
     .Output("out: float")
+    .Output("dots: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      int64_t dim;
+      int64_t dim, n;
       TF_RETURN_IF_ERROR(c->GetAttr("dim", &dim));
-      c->set_output(0, c->Vector(dim));
-      return absl::OkStatus();
-    });
-
-REGISTER_OP("KerasIdimFastfoodPieceDots")
-    .Input("v: float")
-    .Input("pieces: N * float")
-    .KERAS_IDIM_BLOCK_INPUTS
-    .Attr("N: int >= 1")
-    .Output("out: float")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      int64_t n;
       TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
-      c->set_output(0, c->Vector(n));
+      c->set_output(0, c->Vector(dim));
+      c->set_output(1, c->Vector(n));
       return absl::OkStatus();
     });
 
@@ -557,6 +536,5 @@ REGISTER_OP("KerasIdimFastfoodPieceDots")
 
 KERAS_IDIM_REGISTER_ALL("KerasIdimFastfoodForward", ForwardOp)
 KERAS_IDIM_REGISTER_ALL("KerasIdimFastfoodTranspose", TransposeOp)
-KERAS_IDIM_REGISTER_ALL("KerasIdimFastfoodPieceDots", PieceDotsOp)
 
 }  // namespace keras_idim

@@ -103,8 +103,25 @@ def test_kernel_products_are_the_tensorflow_ops_products(
         base + np.repeat(scales, sizes) * u,
     )
     u_pieces = np.split(u, np.cumsum(sizes)[:-1])
-    close(compiled.piece_dots(v, pieces), [p @ q for p, q in zip(pieces, u_pieces)])
-    close(ops.piece_dots(v, pieces), [p @ q for p, q in zip(pieces, u_pieces)])
+    dots = [p @ q for p, q in zip(pieces, u_pieces)]
+    close(compiled.piece_dots(v, pieces), dots)
+    close(ops.piece_dots(v, pieces), dots)
+    # Both of SAID's gradients from one pass of the kernel's transpose.
+    sub, both = compiled.transpose_and_dots(pieces, scales, v)
+    close(sub, ops.transpose(scaled))
+    close(both, dots)
+    # An empty piece: its dot is zero, and the rest as before.
+    split = [np.zeros(0, np.float32), *np.split(g, [full_dim // 2])]
+    sub, both = compiled.transpose_and_dots(split, np.ones(3, np.float32), v)
+    close(sub, ops.transpose(g))
+    close(
+        both,
+        [
+            0.0,
+            g[: full_dim // 2] @ u[: full_dim // 2],
+            g[full_dim // 2 :] @ u[full_dim // 2 :],
+        ],
+    )
 
 
 @needs_compiler
