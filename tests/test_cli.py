@@ -268,28 +268,3 @@ def test_version_comes_from_one_source(capsys):
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"keras-idim {__version__}"
     assert keras_idim.__version__ == __version__
-
-
-def test_a_ctrl_c_that_something_swallowed_still_exits_130(
-    tmp_path, monkeypatch, capsys
-):
-    # A KeyboardInterrupt raised inside a finaliser is printed and dropped by
-    # Python, and the command runs on: its end still says interrupted.
-    def swallows_the_interrupt(args):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
-        except KeyboardInterrupt:
-            pass
-        return 0
-
-    monkeypatch.setattr(cli, "run_search", swallows_the_interrupt)
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(SystemExit) as info:
-        cli.main(["search", "--out", str(tmp_path / "out")])
-    assert info.value.code == 130
-    assert "interrupted" in capsys.readouterr().err.strip().splitlines()[-1]
-    assert signal.getsignal(signal.SIGINT) is before  # put back
-    # Without an interrupt, the command's own status.
-    monkeypatch.setattr(cli, "run_search", lambda args: 0)
-    assert cli.main(["search", "--out", str(tmp_path / "out")]) == 0

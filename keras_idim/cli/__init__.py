@@ -8,11 +8,8 @@ its errors into one line and an exit status.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from keras_idim.cli.commands import (
@@ -140,44 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": run_export,
         "compare": run_compare,
     }[args.command]
-    with _counted_interrupts() as interrupts:
-        try:
-            status = command(args)
-        except KeyboardInterrupt:
-            parser.exit(130, _interrupted(args))
-        except (ValueError, ImportError) as e:  # bad input argparse could not see
-            parser.exit(2, f"keras-idim {args.command}: error: {e}\n")
-        except (RuntimeError, OSError) as e:  # e.g. a download, an existing target
-            parser.exit(1, f"keras-idim {args.command}: {e}\n")
-    if interrupts:
-        # A KeyboardInterrupt raised while Python ran a finaliser (`__del__`)
-        # is printed and dropped, and the command went on: the Ctrl-C still
-        # ends it as interrupted (what it saved is kept).
-        parser.exit(130, _interrupted(args))
-    return status
-
-
-@contextlib.contextmanager
-def _counted_interrupts():
-    """Records each SIGINT in the list it yields, and raises
-    KeyboardInterrupt as Python's own handler does; the handler before is
-    put back at the end. (Only in the main thread, and only where SIGINT has
-    Python's handler.)"""
-    seen: list = []
-    previous = signal.getsignal(signal.SIGINT)
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or previous is not signal.default_int_handler
-    ):
-        yield seen
-        return
-
-    def handler(signum, frame):
-        seen.append(signum)
-        signal.default_int_handler(signum, frame)
-
-    signal.signal(signal.SIGINT, handler)
     try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return command(args)
+    except KeyboardInterrupt:
+        parser.exit(130, _interrupted(args))
+    except (ValueError, ImportError) as e:  # bad input argparse could not see
+        parser.exit(2, f"keras-idim {args.command}: error: {e}\n")
+    except (RuntimeError, OSError) as e:  # e.g. a download, an existing target
+        parser.exit(1, f"keras-idim {args.command}: {e}\n")
