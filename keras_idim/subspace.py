@@ -56,7 +56,7 @@ class SubspaceModel(keras.Model):
 
     Each training step takes the gradient of the loss with respect to the
     base weights, maps it to the subspace with the transposed projection
-    (`P^T g`, by autodiff through the forward map), lets the optimizer update
+    (`P^T g`, one pass of the projection), lets the optimizer update
     `theta_d`, and writes `theta_0 + P theta_d` back into the base model's
     variables: two passes of the projection per step. So after every step
     the base model's own variables hold the current weights, and `predict`,
@@ -223,7 +223,8 @@ class SubspaceModel(keras.Model):
             )
             # P theta_d, kept for the gradient of the lambdas where the
             # projection cannot make it again on the fly (`fuses_pieces`:
-            # Fastfood's kernel gives those dot products block by block). It
+            # Fastfood's kernel gives those dot products in its transpose
+            # pass). It
             # follows from theta_d, so it is not a weight of the model and
             # not saved (`load_own_variables` reads files that hold it).
             self._offset = (
