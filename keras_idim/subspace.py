@@ -224,9 +224,9 @@ class SubspaceModel(keras.Model):
             # P theta_d, kept for the gradient of the lambdas where the
             # projection cannot make it again on the fly (`fuses_pieces`:
             # Fastfood's kernel gives those dot products in its transpose
-            # pass). It
-            # follows from theta_d, so it is not a weight of the model and
-            # not saved (`load_own_variables` reads files that hold it).
+            # pass). It follows from theta_d, so it is not a weight of the
+            # model and not saved (`load_own_variables` reads files that
+            # hold it).
             self._offset = (
                 None
                 if projection.fuses_pieces
