@@ -1,9 +1,9 @@
 """Fastfood's optional compiled CPU kernel: built at first use, never by pip.
 
 `fastfood_kernel.cc` computes a Fastfood product one block at a time in
-cache: at D = 11M, d = 10,000, 35 and 24 ms for `P v` and `P^T g` on 2 CPU
-cores, against 146 and 179 ms in XLA-compiled TensorFlow ops (see
-bench/RESULTS.md). `pip install` compiles nothing: the first
+cache: at D = 11M, d = 10,000 (version 3's P), 38 and 32 ms for `P v` and
+`P^T g` on 2 CPU cores, against 105 and 169 ms in XLA-compiled TensorFlow
+ops (see bench/RESULTS.md). `pip install` compiles nothing: the first
 projection that wants the kernel builds it with the machine's C++ compiler
 against the installed TensorFlow, into a cache folder, and loads it with
 `tf.load_op_library`. Without a compiler, or when the build fails, the
