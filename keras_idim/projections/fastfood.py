@@ -211,20 +211,20 @@ class FastfoodProjection(Projection):
             np.empty([rows, length], self._index_dtype),
             np.zeros([rows, length], real),
             np.zeros([rows * length], real),
-            np.zeros([rows], np.float32),  # version 3's block scales
         ]
+        if version == 3:  # the blocks' normalisations, apart from S
+            arrays.append(np.zeros([rows], np.float32))
         cut = self.num_blocks
         arrays[1][cut:] = np.arange(length)  # cut-off blocks: the identity
         for first, stop, stream in draws:
             parts = self._draw(first, stop, stream)
             for i, (array, part) in enumerate(zip(arrays, parts)):
                 start = first * length if i == 3 else first
-                if part is not None:
-                    array[start : start + part.shape[0]] = part.numpy()
+                array[start : start + part.shape[0]] = part.numpy()
             del parts
         grouped = [self.num_groups, self.group_rows, length]
         whole = []
-        for shape in (grouped, grouped, grouped, [-1], grouped[:2]):
+        for shape in (grouped, grouped, grouped, [-1], grouped[:2])[: len(arrays)]:
             whole.append(tf.reshape(tf.convert_to_tensor(arrays.pop(0)), shape))
         self.signs, self.permutation, self.gauss, self.row_scale = whole[:4]
         #: Version 3: each block's normalisation, float32 (`row_scale` then
@@ -285,8 +285,9 @@ class FastfoodProjection(Projection):
         self, first: int, stop: int, stream: tuple[int, ...]
     ) -> tuple[tf.Tensor, ...]:
         """Blocks `first` to `stop - 1`: their signs, permutations (indices
-        into each block), Gaussians and kept rows' scales, drawn
-        from the streams `(kind, *stream)`. Intermediates several times
+        into each block), Gaussians and kept rows' scales (version 3: S
+        alone, then each block's normalisation), drawn from the streams
+        `(kind, *stream)`. Intermediates several times
         their size (int64 sort keys, float64 draws) live one slice of
         blocks at a time, with the same results as whole."""
         length = self.block_length
@@ -357,7 +358,7 @@ class FastfoodProjection(Projection):
             blocks = tf.range(rows.start, rows.stop) // length
             return tf.cast(scale * tf.gather(block_scale, blocks), tf.float32)
 
-        return signs, perm, stored, _by_rows(row_scale, kept, 1), None
+        return signs, perm, stored, _by_rows(row_scale, kept, 1)
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
         if self._ops is not None:
