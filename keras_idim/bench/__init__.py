@@ -75,6 +75,11 @@ def run(
     import keras
     import tensorflow as tf
 
+    from keras_idim.projections import kernel
+
+    if verbose:  # where Fastfood stands, before any row is timed
+        print(kernel.describe(), flush=True)
+    built = kernel.status()
     scale_names = [n for n in names or () if n in scale.NAMES]
     names = [n for n in names or () if n not in scale.NAMES] or None
     records = []
@@ -118,6 +123,9 @@ def run(
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "date": time.strftime("%Y-%m-%d"),
+            "fastfood_kernel": {
+                k: built[k] for k in ("loaded", "flags", "compiler", "reason")
+            },
         },
         "batch_size": BATCH,
         "quick": quick,

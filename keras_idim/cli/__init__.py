@@ -1,4 +1,5 @@
-"""The `keras-idim` command line: search, train, export, compare, bench.
+"""The `keras-idim` command line: search, train, export, compare, doctor,
+bench.
 
 `main` parses (answering `--help` and usage errors before TensorFlow
 loads), checks what spans two options, runs the sub-command, and turns
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from keras_idim.cli.commands import (
     _export_path,
     run_compare,
+    run_doctor,
     run_export,
     run_search,
     run_train,
@@ -36,6 +38,7 @@ __all__ = [
     "build_parser",
     "main",
     "run_compare",
+    "run_doctor",
     "run_export",
     "run_search",
     "run_train",
@@ -136,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": run_train,
         "export": run_export,
         "compare": run_compare,
+        "doctor": run_doctor,
     }[args.command]
     try:
         return command(args)

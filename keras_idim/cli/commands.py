@@ -1,5 +1,5 @@
 """What each sub-command does, once its options are parsed: search,
-train, export, compare."""
+train, export, compare, doctor."""
 
 from __future__ import annotations
 
@@ -215,3 +215,22 @@ def run_export(args: argparse.Namespace) -> int:
             )
     print(f"exported {_export(model, out, args)} ({args.format})")
     return 0
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Versions, and where Fastfood's kernel stands (`kernel.describe`)."""
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    from keras_idim.projections import kernel
+    from keras_idim.version import __version__
+
+    print(
+        f"keras-idim {__version__}, TensorFlow {tf.__version__}, Keras "
+        f"{keras.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()}"
+    )
+    print(kernel.describe())
+    return 0 if kernel.status()["loaded"] or kernel.mode() == "off" else 1

@@ -222,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_and_export(sub)
     _add_compare(sub)
     sub.add_parser(
+        "doctor",
+        help="say where Fastfood's compiled kernel stands on this machine: "
+        "in use or why not (the compiler, the flags, the error)",
+        description="Builds or loads Fastfood's compiled kernel as a search "
+        "would, and says whether it is used, with the compiler and flags, or "
+        "why not, with each build tried. Exit 0 when it is available (or "
+        "switched off), 1 when not.",
+    )
+    sub.add_parser(
         "bench",
         help="benchmark the subspace step against the plain step",
         add_help=False,  # keras_idim.bench parses its own options

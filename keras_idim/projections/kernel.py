@@ -1,14 +1,27 @@
 """Fastfood's optional compiled CPU kernel: built at first use, never by pip.
 
 `fastfood_kernel.cc` computes a Fastfood product one block at a time in
-cache: at D = 11M, d = 10,000 (version 3's P), 38 and 32 ms for `P v` and
-`P^T g` on 2 CPU cores, against 105 and 169 ms in XLA-compiled TensorFlow
-ops (see bench/RESULTS.md). `pip install` compiles nothing: the first
-projection that wants the kernel builds it with the machine's C++ compiler
-against the installed TensorFlow, into a cache folder, and loads it with
-`tf.load_op_library`. Without a compiler, or when the build fails, the
-projection computes the same products with TensorFlow ops (the same P; the
-sums are rounded in another order, about 1e-7 relative).
+cache, its blocks spread over TensorFlow's intra-op threads (bench/RESULTS.md
+has its speed against the TensorFlow ops). `pip install` compiles nothing:
+the first projection that wants the kernel builds it with the machine's C++
+compiler against the installed TensorFlow, into a cache folder, and loads
+it with `tf.load_op_library`. Without a compiler, or when every build
+fails, the projection computes the same products with TensorFlow ops (the
+same P; the sums are rounded in another order, about 1e-7 relative).
+
+The build goes down a ladder of flags (`ladder`) until one builds:
+`-march=native` less the CPU features that TensorFlow's Eigen headers
+cannot be compiled with (`EIGEN_TRIPS`: AVX512-FP16 with g++ 12), then
+plain `-march=native`, then `-mavx2 -mfma` (x86-64 CPUs that have both),
+then no CPU flags at all. `KERAS_IDIM_CXXFLAGS` adds flags of the user's
+to every rung. Each rung's library is cached under a key of the source,
+TensorFlow's version, the compiler (path and version line), the flags and
+the CPU's feature flags, beside a SHA-256 checksum that is checked before
+the library is loaded (a truncated or altered file is built again). A rung
+that fails leaves a marker with its reason under its key, so no later
+process tries it again; another compiler, other flags or another source
+make another key, and are tried. `status()` (and `keras-idim doctor`) says
+which rung is in use, or why none is.
 
 The environment variable `KERAS_IDIM_FASTFOOD_KERNEL` chooses:
 
@@ -19,7 +32,8 @@ The environment variable `KERAS_IDIM_FASTFOOD_KERNEL` chooses:
 - `0`: never.
 
 `KERAS_IDIM_CACHE_DIR` is the folder of the built library (defaults to
-`~/.cache/keras_idim`); `CXX` the compiler (defaults to `g++`, then `c++`).
+`~/.cache/keras_idim`); `CXX` the compiler (defaults to the first of `g++`,
+`clang++` and `c++` that builds).
 """
 
 from __future__ import annotations
@@ -27,6 +41,8 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -38,14 +54,32 @@ import tensorflow as tf
 #: The environment variable that chooses when the kernel is used.
 ENV = "KERAS_IDIM_FASTFOOD_KERNEL"
 
+#: The environment variable of flags added to every build.
+FLAGS_ENV = "KERAS_IDIM_CXXFLAGS"
+
 #: Under `auto`, the smallest P (rows) whose products use the kernel.
 MIN_FULL_DIM = 2**22
 
+#: Seconds one build may take before it counts as failed (and is marked).
+BUILD_TIMEOUT = 600
+
+#: CPU features (as /proc/cpuinfo names them) that `-march=native` turns on
+#: and TensorFlow's Eigen headers fail to compile with, and the flag that
+#: turns each off: g++ 12 stops in Eigen's PacketMathFP16.h on AVX512-FP16.
+EIGEN_TRIPS = {"avx512_fp16": "-mno-avx512fp16"}
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastfood_kernel.cc")
+
+#: The ops that the library registers, as its Python module names them.
+OP_NAMES = ("keras_idim_fastfood_forward", "keras_idim_fastfood_transpose")
 
 _MODES = {"auto": "auto", "1": "on", "on": "on", "0": "off", "off": "off"}
 _lock = threading.Lock()
-_loaded: dict = {}  # "ops" (the module or None) and "reason"
+_loaded: dict = {}  # "ops" (the module or None), "reason", "status"
+# Every op module loaded in this process: TensorFlow registers an op once,
+# so a second library's module comes without them (`reset` and another
+# cache folder, as in tests), and the first one's serves.
+_modules: list = []
 
 
 def mode() -> str:
@@ -75,15 +109,26 @@ def load():
     when it is unavailable (`unavailable_reason` says why)."""
     with _lock:
         if "ops" not in _loaded:
-            ops, reason = _build_and_load()
-            _loaded.update(ops=ops, reason=reason)
+            ops, status = _build_and_load()
+            _loaded.update(ops=ops, reason=status["reason"], status=status)
         return _loaded["ops"]
 
 
 def unavailable_reason() -> str | None:
-    """Why `load` gave `None` (no compiler, a failed build); `None` before
-    `load` or when the kernel loaded."""
+    """Why `load` gave `None` (no compiler, every build failed); `None`
+    before `load` or when the kernel loaded."""
     return _loaded.get("reason")
+
+
+def status() -> dict:
+    """Where the kernel stands in this process, loading it if need be:
+    `loaded` (bool), `reason` (why not, or None), `compiler`, `flags` and
+    `path` of the library in use (None when none), `cache_dir`, and
+    `attempts`: one dict per rung tried (`compiler`, `flags`, `path`,
+    `outcome`: "built", "cached", "failed", "failed before" (a marker from
+    an earlier process) or "skipped", and `reason`)."""
+    load()
+    return dict(_loaded["status"])
 
 
 def reset() -> None:
@@ -103,7 +148,7 @@ def warn_once(full_dim: int) -> None:
     warnings.warn(
         f"Fastfood's compiled kernel is unavailable ({unavailable_reason()}); "
         f"a P of {full_dim:,} rows uses TensorFlow ops instead (the same P, "
-        f"products about 3 times slower at this size). Set {ENV}=0 to "
+        f"slower products; `keras-idim doctor` says more). Set {ENV}=0 to "
         "silence this.",
         stacklevel=3,
     )
@@ -115,65 +160,294 @@ def cache_dir() -> str:
     )
 
 
-def _cpu_flags() -> str:
-    """The CPU's feature flags: the library is built for this CPU
-    (`-march=native`), so that a cache folder shared by other machines does
-    not hand them a library that their CPU cannot run."""
+def cpu_features() -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo names them (empty where
+    there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
+            line = next((x for x in f if x.split(":")[0].strip() in _FLAG_KEYS), "")
     except OSError:
-        return platform.processor()
+        return set()
+    return set(line.partition(":")[2].split())
 
 
-def _build_and_load():
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not compiler or not shutil.which(compiler):
-        return None, f"no C++ compiler found (CXX={compiler!r}, g++, c++)"
+_FLAG_KEYS = ("flags", "Features")  # x86-64, aarch64
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+
+
+def ladder(features: set[str] | None = None, x86: bool | None = None) -> list:
+    """The CPU flags to build with, best first: each rung a list of flags.
+    `features` and `x86` default to this machine's."""
+    features = cpu_features() if features is None else features
+    x86 = is_x86() if x86 is None else x86
+    rungs = []
+    off = [flag for name, flag in EIGEN_TRIPS.items() if x86 and name in features]
+    if off:
+        rungs.append(["-march=native", *off])
+    rungs.append(["-march=native"])
+    if x86 and {"avx2", "fma"} <= features:
+        rungs.append(["-mavx2", "-mfma"])
+    rungs.append([])
+    return rungs
+
+
+def user_flags() -> list[str]:
+    """`KERAS_IDIM_CXXFLAGS`, split as a shell would."""
+    text = os.environ.get(FLAGS_ENV, "")
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise ValueError(
+            f"The environment variable {FLAGS_ENV} could not be split into "
+            f"flags ({e}). Received: {FLAGS_ENV}={text!r}"
+        ) from None
+
+
+def compilers() -> list[str]:
+    """The compilers to try, as paths: `CXX` alone when it is set (even
+    when it is not found: then none), else `g++`, `clang++`, `c++`."""
+    if os.environ.get("CXX"):
+        found = shutil.which(os.environ["CXX"])
+        return [found] if found else []
+    paths = []
+    for name in ("g++", "clang++", "c++"):
+        found = shutil.which(name)
+        if found and os.path.realpath(found) not in map(os.path.realpath, paths):
+            paths.append(found)
+    return paths
+
+
+def _version_line(compiler: str) -> str:
+    try:
+        proc = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=30
+        )
+        return (proc.stdout.strip().splitlines() or [""])[0]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified(path: str) -> bool:
+    """Whether the library at `path` matches the checksum written beside it
+    when it was built (a missing checksum counts as a mismatch)."""
+    try:
+        with open(path + ".sha256", encoding="ascii") as f:
+            expected = f.read().strip()
+        return bool(expected) and _sha256(path) == expected
+    except OSError:
+        return False
+
+
+def _write_atomically(path: str, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    line = (errors or lines or ["(no output)"])[0 if errors else -1].strip()
+    return re.sub(r"^\S*/", "", line)  # the file without its folders
+
+
+def _build(compiler: str, flags: list[str], path: str) -> str | None:
+    """Builds the library at `path` (beside it first, then moved into place,
+    its checksum written); the reason when it fails."""
+    handle, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=os.path.dirname(path))
+    os.close(handle)
+    try:
+        proc = subprocess.run(
+            [compiler, SOURCE, "-o", tmp, *flags],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+        )
+        if proc.returncode:
+            return (
+                f"{os.path.basename(compiler)} exited {proc.returncode}: "
+                f"{_last_line(proc.stderr + proc.stdout)}"
+            )
+        _write_atomically(path + ".sha256", _sha256(tmp) + "\n")
+        os.replace(tmp, path)
+        return None
+    except subprocess.TimeoutExpired:
+        return f"{os.path.basename(compiler)} ran past {BUILD_TIMEOUT} s"
+    except OSError as e:
+        return f"{os.path.basename(compiler)} could not run: {e}"
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _key(compiler: str, version: str, flags: list[str], source: bytes) -> str:
+    parts = (
+        source,
+        tf.__version__,
+        os.path.realpath(compiler),
+        version,
+        " ".join(flags),
+        " ".join(sorted(cpu_features())) or platform.processor(),
+    )
+    joined = b"\0".join(p if isinstance(p, bytes) else p.encode() for p in parts)
+    return hashlib.sha256(joined).hexdigest()[:16]
+
+
+def _try(compiler: str, version: str, cpu: list[str], source: bytes) -> dict:
+    """One rung: the cached library, or a build, or its remembered failure.
+    The attempt's record, with the module under "ops" when it loaded."""
     flags = [
         "-shared",
         "-fPIC",
         "-O3",
-        "-march=native",
+        *cpu,
         "-w",
+        *user_flags(),
         *tf.sysconfig.get_compile_flags(),
         *tf.sysconfig.get_link_flags(),
     ]
-    with open(SOURCE, "rb") as f:
-        source = f.read()
-    key = hashlib.sha256(
-        b"\0".join(
-            s.encode() if isinstance(s, str) else s
-            for s in (source, tf.__version__, compiler, " ".join(flags), _cpu_flags())
-        )
-    ).hexdigest()[:16]
     folder = cache_dir()
-    path = os.path.join(folder, f"fastfood_kernel-{key}.so")
-    if not os.path.exists(path):
-        try:
-            os.makedirs(folder, exist_ok=True)
-            # Built beside its final name and moved into place: a process
-            # never loads half a library, and concurrent builds both land.
-            handle, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-            os.close(handle)
-        except OSError as e:
-            return None, f"cannot write the cache folder {folder!r}: {e}"
-        try:
-            proc = subprocess.run(
-                [compiler, SOURCE, "-o", tmp, *flags],
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            os.remove(tmp)
-            return None, f"building it with {compiler!r} failed: {e}"
-        if proc.returncode:
-            os.remove(tmp)
-            tail = proc.stderr.strip().splitlines()[-5:]
-            return None, f"building it with {compiler!r} failed: {' | '.join(tail)}"
-        os.replace(tmp, path)
+    stem = os.path.join(
+        folder, f"fastfood_kernel-{_key(compiler, version, flags, source)}"
+    )
+    path, marker = stem + ".so", stem + ".failed"
+    record = {"compiler": compiler, "flags": cpu + user_flags(), "path": path}
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8", errors="replace") as f:
+            reason = f.read().strip()
+        return {**record, "outcome": "failed before", "reason": reason}
+    outcome = "cached"
+    if not (os.path.exists(path) and verified(path)):
+        if os.path.exists(path):  # truncated or altered: built again
+            os.remove(path)
+        reason = _build(compiler, flags, path)
+        if reason is not None:
+            _write_atomically(marker, reason + "\n")
+            return {**record, "outcome": "failed", "reason": reason}
+        outcome = "built"
     try:
-        return tf.load_op_library(path), None
-    except Exception as e:  # a stale or foreign library: say so, fall back
-        return None, f"loading {path!r} failed: {e}"
+        ops = tf.load_op_library(path)
+    except Exception as e:  # noqa: BLE001 - any load failure falls back
+        reason = f"loading {path!r} failed: {_last_line(str(e))}"
+        _write_atomically(marker, reason + "\n")
+        return {**record, "outcome": "failed", "reason": reason}
+    if hasattr(ops, OP_NAMES[0]):
+        _modules.append(ops)
+    elif _modules:  # a second copy: TensorFlow keeps the ops of the first
+        ops = _modules[0]
+    else:
+        reason = f"{path!r} loaded without the ops {OP_NAMES}"
+        return {**record, "outcome": "failed", "reason": reason}
+    return {**record, "outcome": outcome, "reason": None, "ops": ops}
+
+
+def _build_and_load():
+    """Goes down the compilers and the ladder until a library loads."""
+    folder = cache_dir()
+    status = {
+        "loaded": False,
+        "reason": None,
+        "compiler": None,
+        "flags": None,
+        "path": None,
+        "cache_dir": folder,
+        "attempts": [],
+    }
+    found = compilers()
+    if not found:
+        status["reason"] = (
+            f"no C++ compiler found (CXX={os.environ.get('CXX')!r}, g++, clang++, c++)"
+        )
+        return None, status
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(SOURCE, "rb") as f:
+            source = f.read()
+        user_flags()
+    except OSError as e:
+        status["reason"] = f"cannot write the cache folder {folder!r}: {e}"
+        return None, status
+    except ValueError as e:
+        status["reason"] = str(e)
+        return None, status
+    for compiler in found:
+        version = _version_line(compiler)
+        for cpu in ladder():
+            try:
+                attempt = _try(compiler, version, cpu, source)
+            except OSError as e:
+                attempt = {
+                    "compiler": compiler,
+                    "flags": cpu,
+                    "path": None,
+                    "outcome": "failed",
+                    "reason": f"cannot write the cache folder {folder!r}: {e}",
+                }
+            ops = attempt.pop("ops", None)
+            status["attempts"].append(attempt)
+            if ops is not None:
+                status.update(
+                    loaded=True,
+                    compiler=compiler,
+                    flags=attempt["flags"],
+                    path=attempt["path"],
+                )
+                return ops, status
+    last = status["attempts"][-1]
+    flags = " ".join(last["flags"]) or "with no CPU flags"
+    status["reason"] = (
+        f"every build failed ({len(status['attempts'])} tried; the last, "
+        f"{os.path.basename(last['compiler'])} {flags}: {last['reason']})"
+    )
+    return None, status
+
+
+def describe() -> str:
+    """Where Fastfood's kernel stands, in lines for a person: whether it is
+    used and from what size, the library, compiler and flags, or why not,
+    and each rung tried."""
+    chosen = os.environ.get(ENV, "auto")
+    try:
+        chosen_mode = mode()
+    except ValueError as e:
+        return f"Fastfood kernel: {e}"
+    st = status()
+    gpus = tf.config.list_logical_devices("GPU")
+    if chosen_mode == "off":
+        use = f"never used ({ENV}={chosen})"
+    elif chosen_mode == "on":
+        use = f"used at every size ({ENV}={chosen})"
+    elif gpus:
+        use = f"not used: a GPU is present ({ENV}=auto keeps TensorFlow ops there)"
+    else:
+        use = f"used from {MIN_FULL_DIM:,} weights ({ENV}=auto, no GPU)"
+    if st["loaded"]:
+        lines = [f"Fastfood kernel: available; {use}"]
+        lines.append(f"  library:  {st['path']}")
+        version = _version_line(st["compiler"])
+        lines.append(f"  compiler: {st['compiler']} ({version})")
+        lines.append(f"  flags:    {' '.join(st['flags']) or '(no CPU flags)'}")
+    else:
+        lines = [f"Fastfood kernel: unavailable (else {use})"]
+        lines.append(f"  why not:  {st['reason']}")
+        lines.append("  instead:  TensorFlow ops (the same P, slower products)")
+    lines.append(f"  cache:    {st['cache_dir']} ({FLAGS_ENV} adds flags)")
+    for a in st["attempts"]:
+        flags = " ".join(a["flags"]) or "(no CPU flags)"
+        tail = f": {a['reason']}" if a["reason"] else ""
+        lines.append(
+            f"  tried {os.path.basename(a['compiler'])} {flags}: {a['outcome']}{tail}"
+        )
+    return "\n".join(lines)

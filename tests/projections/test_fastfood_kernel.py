@@ -1,13 +1,17 @@
 """Fastfood's compiled kernel against its TensorFlow ops: both ways tested.
 
 The kernel is built once for this module, into a folder of its own; every
-test that needs it is skipped only where the machine has no C++ compiler
-(then the fallback tests below still run). A build that fails on a machine
-with a compiler fails these tests.
+test that needs it is skipped, with the reason the build gave, where it
+cannot be built (no compiler, or every rung of the flag ladder failed);
+the fallback tests and the ladder's own tests below still run there.
 """
 
+import json
 import os
 import shutil
+import stat
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -19,21 +23,29 @@ from conftest import materialize
 from keras_idim import SubspaceModel
 from keras_idim.projections import FastfoodProjection, fastfood, kernel
 
-HAS_COMPILER = bool(os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++"))
-needs_compiler = pytest.mark.skipif(
-    not HAS_COMPILER, reason="no C++ compiler: the kernel cannot be built here"
-)
-
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel_cache(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     folder = tmp_path_factory.mktemp("kernel_cache")
     patch.setenv("KERAS_IDIM_CACHE_DIR", str(folder))
+    patch.delenv("CXX", raising=False)
+    patch.delenv(kernel.FLAGS_ENV, raising=False)
     kernel.reset()
     yield folder
     patch.undo()
     kernel.reset()
+
+
+@pytest.fixture
+def built(kernel_cache):
+    """Skips the test, with the build's reason, where the kernel cannot be
+    built on this machine."""
+    if kernel.load() is None:
+        pytest.skip(f"the kernel cannot be built here: {kernel.unavailable_reason()}")
+
+
+needs_kernel = pytest.mark.usefixtures("built")
 
 
 def pair(monkeypatch, *args, **kwargs):
@@ -55,7 +67,7 @@ def close(a, b):
     assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max()), np.abs(a - b).max()
 
 
-@needs_compiler
+@needs_kernel
 @pytest.mark.parametrize(
     "full_dim, dim, blocks, pass_chunk, version",
     [
@@ -124,7 +136,7 @@ def test_kernel_products_are_the_tensorflow_ops_products(
     )
 
 
-@needs_compiler
+@needs_kernel
 def test_kernel_transpose_is_the_transpose_of_its_forward(monkeypatch):
     ops, compiled = pair(monkeypatch, 300, 7, seed=2)
     mat = materialize(compiled)
@@ -135,7 +147,7 @@ def test_kernel_transpose_is_the_transpose_of_its_forward(monkeypatch):
     )
 
 
-@needs_compiler
+@needs_kernel
 def test_kernel_theta_d_zero_gives_exactly_the_base(monkeypatch):
     _, compiled = pair(monkeypatch, 5000, 20, seed=0)
     base = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
@@ -148,7 +160,7 @@ def fc():
     )
 
 
-@needs_compiler
+@needs_kernel
 @pytest.mark.parametrize("structure_aware", [False, True])
 def test_subspace_model_trains_through_the_kernel(structure_aware, monkeypatch):
     x = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
@@ -181,7 +193,7 @@ def test_subspace_model_trains_through_the_kernel(structure_aware, monkeypatch):
     np.testing.assert_allclose(trained[1], trained[0], atol=1e-5)
 
 
-@needs_compiler
+@needs_kernel
 def test_kernel_gradient_is_p_transpose_times_the_full_gradient(monkeypatch):
     monkeypatch.setenv(kernel.ENV, "1")
     model = SubspaceModel(fc(), dim=10, seed=3, structure_aware=True)
@@ -204,7 +216,7 @@ def test_kernel_gradient_is_p_transpose_times_the_full_gradient(monkeypatch):
     np.testing.assert_allclose(lambdas.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
-@needs_compiler
+@needs_kernel
 def test_the_kernel_is_built_once_into_the_cache(kernel_cache, monkeypatch):
     monkeypatch.setenv(kernel.ENV, "1")
     FastfoodProjection(100, 5)
@@ -252,5 +264,156 @@ def test_without_a_compiler_auto_falls_back_and_on_refuses(monkeypatch):
         monkeypatch.setenv(kernel.ENV, "0")
         ops = FastfoodProjection(100, 5, seed=1)
         np.testing.assert_array_equal(p(np.ones(5)).numpy(), ops(np.ones(5)).numpy())
+    finally:
+        kernel.reset()
+
+
+def test_the_ladder_turns_off_what_trips_eigen_then_steps_down():
+    native, avx2, bare = ["-march=native"], ["-mavx2", "-mfma"], []
+    fp16 = {"avx2", "fma", "avx512f", "avx512_fp16"}
+    assert kernel.ladder(fp16, x86=True) == [
+        ["-march=native", "-mno-avx512fp16"],
+        native,
+        avx2,
+        bare,
+    ]
+    assert kernel.ladder({"avx2", "fma", "avx512f"}, x86=True) == [native, avx2, bare]
+    # A CPU without FMA never gets -mfma (the library would die on SIGILL).
+    assert kernel.ladder({"avx2", "sse4_2"}, x86=True) == [native, bare]
+    # aarch64: its own -march=native, then no CPU flags; no x86 flag at all.
+    assert kernel.ladder({"fp", "asimd", "avx2", "fma"}, x86=False) == [native, bare]
+
+
+def test_user_flags_are_split_and_a_bad_value_is_named(monkeypatch):
+    monkeypatch.setenv(kernel.FLAGS_ENV, "-DA=1  -I'/a b'")
+    assert kernel.user_flags() == ["-DA=1", "-I/a b"]
+    monkeypatch.setenv(kernel.FLAGS_ENV, "-DA='1")
+    with pytest.raises(ValueError, match=f"{kernel.FLAGS_ENV}.*Received: "):
+        kernel.user_flags()
+
+
+FAKE_COMPILER = """#!/bin/sh
+# Refuses -march=native as g++ 12 does on AVX512-FP16 (in Eigen's headers),
+# and everything when FAKE_REFUSE_ALL is set; else the real compiler builds.
+if [ "$1" = "--version" ]; then exec {real} --version; fi
+echo "$*" >> {log}
+case " $* " in
+  *" -march=native "*)
+    echo "PacketMathFP16.h:748:48: error: expected initializer before '<' token" >&2
+    exit 1;;
+esac
+if [ -n "$FAKE_REFUSE_ALL" ]; then echo "error: refused" >&2; exit 1; fi
+exec {real} "$@"
+"""
+
+
+def status_in_a_new_process(cache, **env) -> dict:
+    """`kernel.status()` in a fresh Python process, as a CLI call makes it."""
+    code = (
+        "import json; from keras_idim.projections import kernel; "
+        "print(json.dumps(kernel.status()))"
+    )
+    full_env = {**os.environ, "KERAS_IDIM_CACHE_DIR": str(cache), **env}
+    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@needs_kernel
+def test_the_ladder_goes_down_and_each_failure_is_tried_once(tmp_path):
+    real = kernel.status()["compiler"]
+    log, fake = tmp_path / "calls.log", tmp_path / "fake-c++"
+    fake.write_text(FAKE_COMPILER.format(real=real, log=log))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    cache = tmp_path / "cache"
+
+    def calls():
+        return log.read_text().splitlines() if log.exists() else []
+
+    rungs = kernel.ladder()
+    usable = next(r for r in rungs if "-march=native" not in r)
+    refused = rungs.index(usable)
+    first = status_in_a_new_process(cache, CXX=str(fake))
+    assert first["loaded"] and first["flags"] == usable
+    outcomes = [a["outcome"] for a in first["attempts"]]
+    assert outcomes == ["failed"] * refused + ["built"]
+    assert len(calls()) == refused + 1
+    markers = sorted(cache.glob("*.failed"))
+    assert len(markers) == refused
+    assert all("PacketMathFP16.h:748:48" in m.read_text() for m in markers)
+
+    # A later process tries no failed rung again, and builds nothing.
+    again = status_in_a_new_process(cache, CXX=str(fake))
+    assert again["loaded"] and again["path"] == first["path"]
+    outcomes = [a["outcome"] for a in again["attempts"]]
+    assert outcomes == ["failed before"] * refused + ["cached"]
+    assert len(calls()) == refused + 1
+
+    # Other flags make other keys: every rung is tried again, once.
+    refuse = {"CXX": str(fake), "FAKE_REFUSE_ALL": "1", kernel.FLAGS_ENV: "-DPROBE=1"}
+    failed = status_in_a_new_process(cache, **refuse)
+    assert not failed["loaded"]
+    assert failed["reason"].startswith(f"every build failed ({len(rungs)} tried")
+    assert all(a["outcome"] == "failed" for a in failed["attempts"])
+    assert all("-DPROBE=1" in a["flags"] for a in failed["attempts"])
+    assert len(calls()) == refused + 1 + len(rungs)
+    remembered = status_in_a_new_process(cache, **refuse)
+    outcomes = [a["outcome"] for a in remembered["attempts"]]
+    assert outcomes == ["failed before"] * len(rungs)
+    assert len(calls()) == refused + 1 + len(rungs)
+
+
+@needs_kernel
+@pytest.mark.parametrize("damage", ["truncated", "no checksum"])
+def test_a_damaged_library_in_the_cache_is_built_again(damage, tmp_path):
+    path = kernel.status()["path"]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    copy = cache / os.path.basename(path)
+    shutil.copy(path, copy)
+    assert kernel.verified(path)
+    if damage == "truncated":
+        shutil.copy(path + ".sha256", str(copy) + ".sha256")
+        with open(copy, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    assert not kernel.verified(str(copy))
+    # Loaded as it was, a truncated library kills the process (SIGBUS).
+    st = status_in_a_new_process(cache)
+    assert st["loaded"] and st["path"] == str(copy)
+    assert [a["outcome"] for a in st["attempts"]] == ["built"]
+    assert kernel.verified(str(copy))
+    assert os.path.getsize(copy) == os.path.getsize(path)
+
+
+@needs_kernel
+def test_doctor_says_which_flags_the_kernel_was_built_with(capsys):
+    from keras_idim.cli import main
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "Fastfood kernel: available" in out
+    assert f"flags:    {' '.join(kernel.status()['flags'])}" in out
+
+
+def test_doctor_says_why_the_kernel_is_unavailable(monkeypatch, capsys):
+    from keras_idim.cli import main
+
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    kernel.reset()
+    try:
+        assert main(["doctor"]) == 1
+        out = capsys.readouterr().out
+        assert "Fastfood kernel: unavailable" in out
+        assert "no C++ compiler found (CXX='/nonexistent/c++'" in out
+        monkeypatch.setenv(kernel.ENV, "0")
+        assert main(["doctor"]) == 0  # switched off: nothing is wrong
+        assert "never used (KERAS_IDIM_FASTFOOD_KERNEL=0)" in capsys.readouterr().out
     finally:
         kernel.reset()
