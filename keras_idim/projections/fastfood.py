@@ -129,8 +129,8 @@ class FastfoodProjection(Projection):
             functions (also inside a train step that Keras does not
             compile); they measured 1.3 to 2 times faster here. Defaults to
             `True`. Where the compiled kernel runs the products
-            (`keras_idim.projections.kernel`: by default from 2^22 weights
-            on a CPU), it is not used.
+            (`keras_idim.projections.kernel`: by default on a machine
+            without a GPU), it is not used.
         version: int or None. How P is drawn from the seed and stored. `3`:
             as `2`, with G and S stored as float16 (each block normalised
             by its float16 G, the normalisations as float32): 7 bytes a

@@ -25,9 +25,10 @@ which rung is in use, or why none is.
 
 The environment variable `KERAS_IDIM_FASTFOOD_KERNEL` chooses:
 
-- `auto` (the default): the kernel for P of at least `MIN_FULL_DIM` rows,
-  on a machine with no GPU, when it builds; TensorFlow ops otherwise (so
-  that smaller models train as before, rounding included);
+- `auto` (the default): the kernel on a machine with no GPU, when it
+  builds, at every size (its training steps were faster than the
+  TensorFlow ops' from D = 2,000 up: bench/RESULTS.md); TensorFlow ops
+  otherwise (a P from `WARN_FROM` rows warns once that it falls back);
 - `1`: the kernel at any size, and an error if it cannot be built;
 - `0`: never.
 
@@ -57,8 +58,9 @@ ENV = "KERAS_IDIM_FASTFOOD_KERNEL"
 #: The environment variable of flags added to every build.
 FLAGS_ENV = "KERAS_IDIM_CXXFLAGS"
 
-#: Under `auto`, the smallest P (rows) whose products use the kernel.
-MIN_FULL_DIM = 2**22
+#: Under `auto`, the smallest P (rows) that warns when it cannot use the
+#: kernel (smaller ones fall back silently: `keras-idim doctor` says why).
+WARN_FROM = 2**22
 
 #: Seconds one build may take before it counts as failed (and is marked).
 BUILD_TIMEOUT = 600
@@ -101,7 +103,7 @@ def wanted(full_dim: int) -> bool:
         return False
     if chosen == "on":
         return True
-    return full_dim >= MIN_FULL_DIM and not tf.config.list_logical_devices("GPU")
+    return not tf.config.list_logical_devices("GPU")
 
 
 def load():
@@ -139,8 +141,10 @@ def reset() -> None:
 
 
 def warn_once(full_dim: int) -> None:
-    """Warns, once per process, that a P that wanted the kernel falls back
-    to TensorFlow ops, and why."""
+    """Warns, once per process, that a P of `WARN_FROM` rows or more that
+    wanted the kernel falls back to TensorFlow ops, and why."""
+    if full_dim < WARN_FROM and mode() == "auto":
+        return
     with _lock:
         if _loaded.get("warned"):
             return
@@ -432,7 +436,7 @@ def describe() -> str:
     elif gpus:
         use = f"not used: a GPU is present ({ENV}=auto keeps TensorFlow ops there)"
     else:
-        use = f"used from {MIN_FULL_DIM:,} weights ({ENV}=auto, no GPU)"
+        use = f"used at every size ({ENV}=auto, no GPU)"
     if st["loaded"]:
         lines = [f"Fastfood kernel: available; {use}"]
         lines.append(f"  library:  {st['path']}")

@@ -229,13 +229,20 @@ def test_the_kernel_is_built_once_into_the_cache(kernel_cache, monkeypatch):
     assert not list(kernel_cache.glob("*.tmp*"))
 
 
-def test_auto_keeps_tensorflow_ops_below_min_full_dim(monkeypatch):
+@needs_kernel
+def test_auto_uses_the_kernel_at_every_size_without_a_gpu(monkeypatch):
     monkeypatch.delenv(kernel.ENV, raising=False)
     assert kernel.mode() == "auto"
-    assert not kernel.wanted(kernel.MIN_FULL_DIM - 1)
+    assert kernel.wanted(5) and FastfoodProjection(5000, 20).uses_kernel
+    # With a GPU, auto keeps the TensorFlow ops (the kernel is CPU only).
+    gpu = tf.config.LogicalDevice("/device:GPU:0", "GPU")
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [gpu])
+    assert not kernel.wanted(10**9)
     assert not FastfoodProjection(5000, 20).uses_kernel
+    monkeypatch.undo()
     monkeypatch.setenv(kernel.ENV, "0")
     assert not kernel.wanted(10**9)
+    assert not FastfoodProjection(5000, 20).uses_kernel
 
 
 @pytest.mark.parametrize("value", ["maybe", "2", ""])
@@ -252,9 +259,13 @@ def test_without_a_compiler_auto_falls_back_and_on_refuses(monkeypatch):
         monkeypatch.setenv(kernel.ENV, "1")
         with pytest.raises(RuntimeError, match="unavailable: no C\\+\\+ compiler"):
             FastfoodProjection(100, 5)
-        # auto, at a size that wants the kernel: TensorFlow ops, one warning.
+        # auto, below WARN_FROM: TensorFlow ops, silently.
         monkeypatch.setenv(kernel.ENV, "auto")
-        monkeypatch.setattr(kernel, "MIN_FULL_DIM", 50)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not FastfoodProjection(100, 5, seed=1).uses_kernel
+        # From WARN_FROM: TensorFlow ops, one warning.
+        monkeypatch.setattr(kernel, "WARN_FROM", 50)
         with pytest.warns(UserWarning, match="compiled kernel is unavailable"):
             p = FastfoodProjection(100, 5, seed=1)
         with warnings.catch_warnings():
