@@ -19,8 +19,9 @@ moving the bytes it must move takes (P's stored tensors read once, its
 input read, its output written), and the report gives each product's
 ratio to it.
 
-    keras-idim bench            # bench/results.json, RESULTS.md, ratio.png
+    keras-idim bench            # runs/bench/results.json, RESULTS.md, ratio.png
     keras-idim bench --quick    # a tiny model, in seconds
+    keras-idim bench --out bench --overwrite   # this repository's tables
     keras-idim bench --configs bert-base,roberta-large-size --no-search-cost
 
 The pretrained-size rows (`keras_idim.bench.scale`, keras-hub BERTs of 10^8
@@ -38,21 +39,29 @@ import time
 from collections.abc import Sequence
 
 from keras_idim.bench import scale
-from keras_idim.bench.configs import jobs, skip_reason
+from keras_idim.bench.configs import FULL, QUICK, jobs, skip_reason
 from keras_idim.bench.micro import copy_bandwidth, product_timings, search_cost
 from keras_idim.bench.report import describe, markdown, plot
 from keras_idim.bench.timer import BATCH, run_config, run_job
-from keras_idim.utils.io import atomic_write
+from keras_idim.utils.io import atomic_write, check_writable
+
+#: The files that `run` writes into its `out` folder.
+OUTPUTS = ("results.json", "RESULTS.md", "ratio.png")
+
+#: Where `keras-idim bench` writes by default: beside the runs of
+#: `keras-idim search`, never over this repository's own `bench/` tables.
+DEFAULT_OUT = os.path.join("runs", "bench")
 
 
 def run(
     quick: bool = False,
-    out: str = "bench",
+    out: str = DEFAULT_OUT,
     jit_modes: Sequence[bool] = (False,),
     names: Sequence[str] | None = None,
     with_search_cost: bool | None = None,
     timeout: int = 1800,
     verbose: int = 1,
+    overwrite: bool = False,
 ) -> dict:
     """Runs the benchmark; writes OUT/results.json, RESULTS.md and ratio.png.
 
@@ -60,7 +69,7 @@ def run(
 
     Args:
         quick: bool. A tiny model, in seconds. Defaults to `False`.
-        out: str. The folder of the results. Defaults to `"bench"`.
+        out: str. The folder of the results. Defaults to `"runs/bench"`.
         jit_modes: tuple. The XLA settings to time. Defaults to `(False,)`.
         names: list or None. Only these configurations. Defaults to `None`.
         with_search_cost: bool or None. Time the d-search against a grid
@@ -68,10 +77,19 @@ def run(
         timeout: int. Seconds each configuration's process may run.
             Defaults to `1800`.
         verbose: int. Print progress when nonzero. Defaults to `1`.
+        overwrite: bool. Replace results already in `out`. Defaults to
+            `False`: they are refused before anything is timed.
 
     Returns:
         The results, as written to `results.json`.
+
+    Raises:
+        ValueError: an unknown configuration name, or an `out` that is a
+            file or cannot be written.
+        FileExistsError: `out` holds results and `overwrite` is false.
     """
+    check_out(out, overwrite)
+    check_names(names, quick)
     import keras
     import tensorflow as tf
 
@@ -147,6 +165,35 @@ def run(
     return result
 
 
+def check_out(out: str, overwrite: bool, cli: bool = False) -> None:
+    """Refuses, before anything is timed, an `out` that is a file, cannot be
+    written, or holds results already (unless `overwrite`); `cli` names
+    the command line's flags in the errors."""
+    arg, flag = ("--out", "--overwrite") if cli else ("`out`", "`overwrite=True`")
+    check_writable(out, arg.strip("`"), folder=True)
+    found = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
+    if found and not overwrite:
+        raise FileExistsError(
+            f"{arg} {out!r} already holds {', '.join(found)}. Pass {flag} to "
+            "replace them, or choose another folder."
+        )
+
+
+def check_names(
+    names: Sequence[str] | None, quick: bool = False, cli: bool = False
+) -> None:
+    """Refuses unknown or empty configuration names before anything is
+    timed; `cli` names the command line's flag in the error."""
+    known = [row[0] for row in (QUICK if quick else FULL)] + list(scale.NAMES)
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown benchmark configurations {unknown}; expected some of "
+            f"{known}. Received: {'--configs' if cli else 'configs'}="
+            f"{','.join(names)!r}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`keras-idim bench`: parses `argv`, runs; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -155,7 +202,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="bench")
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"the folder of the results (default: {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace results already in --out (refused otherwise)",
+    )
     parser.add_argument("--xla", choices=("off", "on", "both"), default="off")
     parser.add_argument(
         "--configs",
@@ -177,13 +233,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(record), flush=True)
         return 0
     modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.xla]
-    names = args.configs.split(",") if args.configs else None
+    names = args.configs.split(",") if args.configs is not None else None
+    try:  # usage errors and an existing target, before any timing
+        check_names(names, args.quick, cli=True)
+        check_out(args.out, args.overwrite, cli=True)
+    except ValueError as e:
+        parser.error(str(e))
+    except FileExistsError as e:
+        parser.exit(1, f"{parser.prog}: {e}\n")
     run(
         quick=args.quick,
         out=args.out,
         jit_modes=modes,
         names=names,
         with_search_cost=False if args.no_search_cost else None,
+        overwrite=args.overwrite,
     )
     return 0
 

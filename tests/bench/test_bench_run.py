@@ -30,3 +30,51 @@ def test_quick_benchmark_writes_well_formed_results(tmp_path):
     assert result["records"] == records
     # Written atomically: no temporary file or folder is left beside them.
     assert sorted(os.listdir(tmp_path)) == ["RESULTS.md", "ratio.png", "results.json"]
+
+
+def run_cli(*argv, cwd):
+    """`keras-idim bench ARGV` in `cwd`, in a process of its own."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "keras_idim.cli", "bench", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_bench_refuses_bad_arguments_before_timing_anything(tmp_path):
+    import pytest
+
+    (tmp_path / "a_file").write_text("")
+    unknown = run_cli("--configs", "fc-mnist,nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "unknown benchmark configurations ['nope']" in unknown.stderr
+    assert "Received: --configs='fc-mnist,nope'" in unknown.stderr
+    empty = run_cli("--configs", "fc-mnist,", cwd=tmp_path)
+    assert empty.returncode == 2 and "configurations ['']" in empty.stderr
+    a_file = run_cli("--quick", "--out", "a_file", cwd=tmp_path)
+    assert a_file.returncode == 2
+    assert "`--out` 'a_file' exists and is a file" in a_file.stderr
+    # Results already there: refused at once (exit 1), kept as they were.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "RESULTS.md").write_text("measured before")
+    kept = run_cli("--quick", "--out", "old", cwd=tmp_path)
+    assert kept.returncode == 1 and "Traceback" not in kept.stderr
+    assert "--out 'old' already holds RESULTS.md. Pass --overwrite" in kept.stderr
+    assert (tmp_path / "old" / "RESULTS.md").read_text() == "measured before"
+    with pytest.raises(FileExistsError, match="`overwrite=True`"):
+        bench.run(quick=True, out=str(tmp_path / "old"), verbose=0)
+    with pytest.raises(ValueError, match="Received: configs='nope'"):
+        bench.run(names=["nope"], out=str(tmp_path / "new"), verbose=0)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "new").exists()
+
+
+def test_bench_writes_under_runs_by_default_not_over_the_repository_tables():
+    import inspect
+
+    assert bench.DEFAULT_OUT == os.path.join("runs", "bench")
+    assert inspect.signature(bench.run).parameters["out"].default == bench.DEFAULT_OUT
