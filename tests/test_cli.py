@@ -173,6 +173,49 @@ def test_usage_errors_exit_2_with_one_line(argv, match, capsys):
     assert err.strip().splitlines()[-1].startswith("keras-idim ")
 
 
+def test_usage_errors_that_span_options_come_before_tensorflow_loads():
+    """Each answered by argparse's checks alone: TensorFlow (5-15 s to
+    load) is never imported, in a child process that starts without it."""
+    cases = [
+        (["search", "--dims", ""], "argument --dims: should be 'auto' or positive"),
+        (["search", "--dims", ","], "argument --dims: should be 'auto' or positive"),
+        (
+            ["search", "--threshold", "0.5", "--baseline", "0.9"],
+            "--threshold: not with --baseline (an absolute threshold needs no "
+            "baseline): --threshold 0.5 --baseline 0.9",
+        ),
+        (
+            ["export", "--no-base", "x.keras"],
+            "--no-base: applies to --format compact only (received --format "
+            "saved_model)",
+        ),
+        (["train", "--dim", "5", "--no-base"], "--no-base: applies to --format"),
+    ]
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from keras_idim.cli import main\n"
+        "out = []\n"
+        f"for argv in {[argv for argv, _ in cases]!r}:\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit as e:\n"
+        "            tf = 'tensorflow' in sys.modules\n"
+        "            out.append([e.code, err.getvalue(), tf])\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(cases)
+    for (argv, match), (status, err, loaded) in zip(cases, results):
+        assert status == 2 and match in err, (argv, err)
+        assert not loaded, argv
+
+
 def test_train_checks_save_and_export_targets_before_training(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     with pytest.raises(SystemExit) as info:

@@ -84,6 +84,18 @@ def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
     if args.command == "search" and args.method != "lora":
         if args.lora_targets or args.lora_train:
             parser.error("argument --lora-targets/--lora-train: need --method lora")
+    if args.command == "search" and None not in (args.threshold, args.baseline):
+        parser.error(
+            "argument --threshold: not with --baseline (an absolute threshold "
+            f"needs no baseline): --threshold {args.threshold} --baseline "
+            f"{args.baseline}"
+        )
+    if args.command in ("train", "export") and args.no_base:
+        if args.format != "compact":
+            parser.error(
+                "argument --no-base: applies to --format compact only "
+                f"(received --format {args.format})"
+            )
     if args.command == "search" and args.max_dim is not None:
         if args.max_dim < args.start_dim:
             parser.error(

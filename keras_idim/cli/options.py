@@ -88,11 +88,14 @@ def _dims(text: str) -> str | list[int]:
     if text == "auto":
         return text
     try:
-        return [_positive_int(part) for part in text.split(",") if part.strip()]
+        dims = [_positive_int(part) for part in text.split(",") if part.strip()]
     except argparse.ArgumentTypeError:
+        dims = []
+    if not dims:
         raise argparse.ArgumentTypeError(
             f"should be 'auto' or positive integers like 10,50,100: {text!r}"
-        ) from None
+        )
+    return dims
 
 
 #: What `--model` and `--dataset` accept, checked before TensorFlow loads
