@@ -311,3 +311,42 @@ def test_version_comes_from_one_source(capsys):
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"keras-idim {__version__}"
     assert keras_idim.__version__ == __version__
+
+
+def test_tensorflow_start_up_lines_are_kept_off_the_output():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_idim.cli", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.stdout.startswith("keras-idim ")
+    # TensorFlow's C++ lines (I0000 ..., E0000 ... cuInit, absl's notice).
+    noise = [
+        line
+        for line in proc.stderr.splitlines()
+        if line[:5] in ("I0000", "W0000", "E0000") or "absl::InitializeLog" in line
+    ]
+    assert noise == []
+
+
+def test_a_failed_start_shows_what_was_held():
+    code = (
+        "import os, sys\n"
+        "from keras_idim.cli.quiet import held_stderr\n"
+        "with held_stderr():\n"
+        "    os.write(2, b'dropped\\n')\n"
+        "try:\n"
+        "    with held_stderr():\n"
+        "        os.write(2, b'kept: why it failed\\n')\n"
+        "        raise ImportError('no')\n"
+        "except ImportError:\n"
+        "    pass\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0
+    assert proc.stderr == "kept: why it failed\n"

@@ -28,6 +28,7 @@ from keras_idim.cli.options import (
     TASK_DEFAULTS,
     build_parser,
 )
+from keras_idim.cli.quiet import quiet_start
 from keras_idim.utils.io import check_writable
 
 __all__ = [
@@ -146,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_join_negative_values(parser, argv))
     _check_combinations(parser, args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_start()  # TensorFlow's start-up lines (TF_CPP_MIN_LOG_LEVEL=0 shows)
     command = {
         "search": run_search,
         "train": run_train,
