@@ -231,6 +231,37 @@ def test_train_checks_save_and_export_targets_before_training(tmp_path, capsys):
     assert "cannot be written" in capsys.readouterr().err
 
 
+def test_train_save_refuses_an_existing_file_unless_overwrite(tmp_path, capsys):
+    saved = tmp_path / "m.keras"
+    saved.write_text("trained before")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--dim", "5", "--save", str(saved)])
+    assert info.value.code == 1  # as an export that finds its target taken
+    err = capsys.readouterr().err
+    assert f"`--save` {str(saved)!r} already exists. Pass --overwrite" in err
+    assert saved.read_text() == "trained before"
+
+
+def test_lora_with_said_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["search", "--method", "lora", "--said"])
+    assert info.value.code == 2
+    assert "argument --said: not with --method lora" in capsys.readouterr().err
+
+
+def test_train_with_a_metric_that_does_not_fit_says_so_in_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(
+            ["train", "--dim", "5", "--epochs", "1", "--metric", "MeanAbsoluteError"]
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    # The labels (32,) against the 10 class probabilities (32, 10).
+    assert "training failed: InvalidArgumentError: Incompatible shapes" in err
+    assert "--metric (MeanAbsoluteError)" in err
+
+
 def test_train_refuses_dim_above_D_and_a_saved_subspace_model(tmp_path):
     code, out, err = run_cli("train", "--dim", "100000000", "--epochs", "1")
     assert code == 2 and "`dim` should be at most D=55,210" in err

@@ -82,6 +82,11 @@ def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
     parser = _subparser(parser, args.command)
     if args.command == "search" and args.start_dim is None:
         args.start_dim = 1 if args.method == "lora" else 10
+    if args.command == "search" and args.method == "lora" and args.said:
+        parser.error(
+            "argument --said: not with --method lora (SAID scales the weight "
+            "tensors of a random subspace; LoRA trains its own matrices)"
+        )
     if args.command == "search" and args.method != "lora":
         if args.lora_targets or args.lora_train:
             parser.error("argument --lora-targets/--lora-train: need --method lora")
@@ -108,6 +113,11 @@ def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
             args.export = _export_path(args.export, args, "--export")
         if args.command == "train" and args.save:
             check_writable(args.save, "--save", folder=False)
+            if os.path.exists(args.save) and not args.overwrite:
+                raise FileExistsError(
+                    f"`--save` {args.save!r} already exists. Pass --overwrite "
+                    "to replace it, or choose another path."
+                )
     except ValueError as e:
         parser.error(str(e))
     except OSError as e:  # an existing target: exit 1, as when it is written

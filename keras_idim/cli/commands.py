@@ -139,6 +139,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     import keras
+    import tensorflow as tf
 
     from keras_idim import data
     from keras_idim.dimsearch.config import resolve_mode
@@ -171,9 +172,24 @@ def run_train(args: argparse.Namespace) -> int:
         f"{args.model} on {args.dataset}: D = {model.full_dim}, d = {args.dim}, "
         f"{args.projection} projection{' (SAID)' if args.said else ''}"
     )
-    history = model.fit(
-        train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=2
-    )
+    try:
+        history = model.fit(
+            train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=2
+        )
+    except tf.errors.OpError as e:  # e.g. a loss or metric that does not fit
+        # The op's own words: the last line that is not a traceback's.
+        lines = [
+            line
+            for line in str(e.message).splitlines()
+            if line.strip() and not line[0].isspace()
+            if not line.startswith(("Graph execution error", "Detected at node"))
+        ]
+        said = lines[-1].strip() if lines else type(e).__name__
+        raise ValueError(
+            f"training failed: {type(e).__name__}: {said}. Check that "
+            f"--loss ({loss}) and --metric ({', '.join(metrics) or 'loss'}) fit "
+            f"the data of --dataset {args.dataset}."
+        ) from None
     values = history.history[monitor]
     if mode is None:
         print(f"last {monitor} {values[-1]:.4f}")

@@ -455,5 +455,7 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
         "network (about 4 d bytes)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing export"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing export (train: and an existing --save file)",
     )
