@@ -333,6 +333,35 @@ def _read_compact(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
+def _check_projection_fits(path: str, header: dict, arrays: dict, base_model) -> None:
+    """Refuses, before P is drawn (its size comes from the file), a header
+    whose projection or theta_d does not fit the base model's D and the
+    file's d: a crafted `full_dim` would otherwise allocate its P."""
+    full_dim = sum(int(np.prod(v.shape)) for v in base_model.trainable_variables)
+    spec = header.get("projection")
+    config = spec.get("config") if isinstance(spec, dict) else None
+    config = config if isinstance(config, dict) else {}
+    theta_d = arrays.get("theta_d")
+    size = None if theta_d is None else int(theta_d.size)
+    dim, sub_dim = header.get("dim"), config.get("dim")
+    # With SAID, d counts the lambdas too: P has d - (number of tensors)
+    # columns, as many as theta_d has numbers.
+    fits = (
+        config.get("full_dim") == full_dim
+        and isinstance(sub_dim, int)
+        and isinstance(dim, int)
+        and sub_dim == size
+        and 0 < sub_dim <= dim
+    )
+    if not fits:
+        raise CompactFileError(
+            f"The compact file {path!r} is corrupt: its projection is "
+            f"full_dim={config.get('full_dim')!r} x dim={sub_dim!r} with {size} "
+            f"numbers in theta_d, where its base model has D = {full_dim:,} "
+            f"weights and the file says d = {dim!r}."
+        )
+
+
 def load_compact(
     path: str | os.PathLike, base_model: keras.Model | None = None
 ) -> SubspaceModel:
@@ -395,6 +424,7 @@ def load_compact(
             f"expects {header['theta_0_sha256'][:16]}... Pass the exact base "
             "model (architecture and weights) that was wrapped when saving."
         )
+    _check_projection_fits(path, header, arrays, base_model)
     projection = keras.saving.deserialize_keras_object(header["projection"])
     model = SubspaceModel(
         base_model,

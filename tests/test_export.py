@@ -201,6 +201,30 @@ def test_compact_refuses_existing_corrupt_truncated_and_future_files(tmp_path):
         load_compact(tmp_path / "future.npz")
 
 
+@pytest.mark.parametrize(
+    "field, value", [("full_dim", 2**31), ("dim", 2**20), ("theta_d", None)]
+)
+def test_compact_refuses_a_projection_that_does_not_fit_before_drawing_it(
+    tmp_path, field, value
+):
+    model = trained(fc_net())
+    path = save_compact(model, tmp_path / "m.npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(arrays["header"].tobytes())
+    if field == "theta_d":  # one number short
+        arrays["theta_d"] = arrays["theta_d"][:-1]
+    else:  # a crafted size: drawing its P would take gigabytes
+        header["projection"]["config"][field] = value
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "crafted.npz", **arrays)
+    D = sum(int(np.prod(v.shape)) for v in fc_net().trainable_variables)
+    with pytest.raises(
+        CompactFileError, match=rf"crafted\.npz.*corrupt.*D = {D:,} weights.*d = 20"
+    ):
+        load_compact(tmp_path / "crafted.npz")
+
+
 def test_compact_failed_write_leaves_no_file(tmp_path, monkeypatch):
     model = trained(fc_net())
 
