@@ -141,6 +141,9 @@ def run(
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "date": time.strftime("%Y-%m-%d"),
+            # 0: TensorFlow's default (one thread per core); the kernel's
+            # blocks run on the same pool.
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "fastfood_kernel": {
                 k: built[k] for k in ("loaded", "flags", "compiler", "reason")
             },

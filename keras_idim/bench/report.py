@@ -20,6 +20,23 @@ def describe(r: dict) -> str:
     return text
 
 
+def _threads(machine: dict) -> str:
+    """The threads that TensorFlow's ops (and Fastfood's kernel, which runs
+    its blocks on TensorFlow's intra-op pool) had, and where the kernel
+    came from; empty for results written before these were recorded."""
+    text = ""
+    if "intra_op_threads" in machine:
+        n = machine["intra_op_threads"]
+        text += f" ({n or 'default'} intra-op threads"
+        built = machine.get("fastfood_kernel") or {}
+        if built.get("loaded"):
+            text += f"; Fastfood's kernel built with {' '.join(built['flags'])}"
+        elif built:
+            text += "; Fastfood's kernel unavailable"
+        text += ")"
+    return text
+
+
 def markdown(result: dict) -> str:
     """RESULTS.md: the table of every configuration."""
     m = result["machine"]
@@ -30,7 +47,7 @@ def markdown(result: dict) -> str:
         "synthetic data: the plain model (all D weights) against the "
         "SubspaceModel, timed in alternating rounds in one process per row; "
         "ratio = median over rounds of (subspace / plain), with its spread. "
-        f"Machine: {m['cpu_count']} CPU cores, {m['platform']}, Python "
+        f"Machine: {m['cpu_count']} CPU cores{_threads(m)}, {m['platform']}, Python "
         f"{m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
         f"{m['date']}. Made by `{result.get('command', 'keras-idim bench')}`.",
         "",

@@ -26,6 +26,12 @@ def test_quick_benchmark_writes_well_formed_results(tmp_path):
     table = (tmp_path / "RESULTS.md").read_text()
     assert table.count("| fc-tiny |") == 3
     assert "CPU cores" in table and "TensorFlow" in table
+    threads = stored["machine"]["intra_op_threads"]
+    assert f"({threads or 'default'} intra-op threads" in table
+    built = stored["machine"]["fastfood_kernel"]
+    assert built["loaded"] == (built["reason"] is None)
+    if built["loaded"]:
+        assert f"Fastfood's kernel built with {' '.join(built['flags'])})" in table
     assert (tmp_path / "ratio.png").read_bytes()[:4] == b"\x89PNG"
     assert result["records"] == records
     # Written atomically: no temporary file or folder is left beside them.
