@@ -261,8 +261,9 @@ def _save_lora(model: keras.Model, path: str) -> str:
     }
     arrays = {}
     for i, layer in enumerate(adapted):
-        arrays[f"a_{i}"] = keras.ops.convert_to_numpy(layer.lora_kernel_a)
-        arrays[f"b_{i}"] = keras.ops.convert_to_numpy(layer.lora_kernel_b)
+        a, b = lora.adapters(layer)
+        arrays[f"a_{i}"] = keras.ops.convert_to_numpy(a)
+        arrays[f"b_{i}"] = keras.ops.convert_to_numpy(b)
     for i, layer in enumerate(trained):
         for j, v in enumerate(w for w in layer.weights if not lora.is_lora(w)):
             arrays[f"t_{i}_{j}"] = keras.ops.convert_to_numpy(v)
@@ -294,8 +295,9 @@ def _load_lora(path: str, header: dict, arrays: dict, base_model: Any) -> keras.
     for i, entry in enumerate(header["adapters"]):
         layer = by_name[entry["layer"]]
         layer.enable_lora(entry["rank"])
-        layer.lora_kernel_a.assign(arrays[f"a_{i}"])
-        layer.lora_kernel_b.assign(arrays[f"b_{i}"])
+        a, b = lora.adapters(layer)
+        a.assign(arrays[f"a_{i}"])
+        b.assign(arrays[f"b_{i}"])
     for i, name in enumerate(header["trained_layers"]):
         own = [w for w in by_name[name].weights if not lora.is_lora(w)]
         for j, v in enumerate(own):
