@@ -18,7 +18,13 @@ from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch.driver import Driver
 from keras_idim.dimsearch.result import SearchResult
-from keras_idim.dimsearch.runner import InProcessRunner, Recipe, Runner, as_dataset
+from keras_idim.dimsearch.runner import (
+    InProcessRunner,
+    Recipe,
+    Runner,
+    as_dataset,
+    check_finite,
+)
 from keras_idim.dimsearch.strategy import make_strategy
 from keras_idim.utils.validation import (
     check_fraction,
@@ -96,6 +102,10 @@ def search(
     `search` again with the same path and configuration skips every finished
     run and continues; a file from another configuration, or a corrupt one,
     is an error naming the file, and is never overwritten.
+
+    Arrays with a NaN or an infinity, and a `tf.data.Dataset` that is
+    infinite (`.repeat()`) or empty (`.take(0)`), are refused before any
+    training, naming the argument.
 
     Args:
         model_fn: callable. Returns a fresh, built `keras.Model` (called after
@@ -258,6 +268,7 @@ def search(
         ("val_data", val_data, False),
     ):
         if not callable(data):  # a callable is built inside each run
+            check_finite(arg, data)
             as_dataset(data, batch_size, shuffle=shuffle, arg=arg)
     results_path = cfg.check_results_path(results_path)
 
