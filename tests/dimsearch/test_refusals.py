@@ -2,6 +2,12 @@
 front: non-finite arrays, infinite or empty datasets, a results file that
 another search is writing."""
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +16,7 @@ import tensorflow as tf
 from search_helpers import TINY, digits_arrays, must_not_run, tiny_fc
 
 from keras_idim import search
-from keras_idim.dimsearch import InProcessRunner
+from keras_idim.dimsearch import InProcessRunner, RunRecord, SearchFileError
 from keras_idim.dimsearch.runner import as_dataset
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -92,3 +98,95 @@ def test_an_empty_dataset_is_refused_before_any_training(arg):
                 runner=InProcessRunner(must_not_run),
                 **TINY,
             )
+
+
+_HOLDER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+sys.path.insert(0, {tests!r} + "/dimsearch")
+from search_helpers import TINY, digits_arrays, tiny_fc
+from keras_idim import search
+from keras_idim.dimsearch import InProcessRunner
+
+def hold(recipe, dim, seed, threshold):
+    open({marker!r}, "w").close()
+    time.sleep(600)
+
+train, val = digits_arrays()
+search(tiny_fc, train, val, dims=[3], results_path={path!r},
+       runner=InProcessRunner(hold), **TINY)
+"""
+
+
+def _quick(recipe, dim, seed, threshold):
+    return RunRecord(
+        dim=dim,
+        seed=seed,
+        projection="fastfood",
+        metric=0.75,
+        epochs=1,
+        stopped_early=True,
+        seconds=0.0,
+        status="ok",
+    )
+
+
+def test_a_second_search_on_the_same_file_is_refused_naming_the_first(tmp_path):
+    train, val = digits_arrays()
+    path, marker = tmp_path / "results.json", tmp_path / "running"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _HOLDER.format(tests=str(TESTS), path=str(path), marker=str(marker)),
+        ],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and child.poll() is None:
+            assert time.monotonic() < deadline, "the first search never started"
+            time.sleep(0.05)
+        assert child.poll() is None, "the first search ended early"
+        with pytest.raises(SearchFileError) as info:
+            search(
+                tiny_fc,
+                train,
+                val,
+                dims=[3],
+                results_path=path,
+                runner=InProcessRunner(must_not_run),
+                **TINY,
+            )
+        message = str(info.value)
+        assert str(path) in message
+        assert f"process {child.pid} " in message
+        assert socket.gethostname() in message
+        # A first search killed outright leaves no lock behind.
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+    result = search(
+        tiny_fc,
+        train,
+        val,
+        dims=[3],
+        results_path=path,
+        runner=InProcessRunner(_quick),
+        **TINY,
+    )
+    assert [(r.dim, r.metric) for r in result.runs] == [(3, 0.75)]
+    # The lock is let go when a search ends: the same file resumes.
+    again = search(
+        tiny_fc,
+        train,
+        val,
+        dims=[3],
+        results_path=path,
+        runner=InProcessRunner(must_not_run),
+        **TINY,
+    )
+    assert again.d_int == result.d_int == 3
