@@ -68,7 +68,9 @@ def export_saved_model(
     Args:
         model: SubspaceModel. The trained model.
         path: str. The SavedModel folder to create.
-        overwrite: bool. Replace an existing `path`. Defaults to `False`.
+        overwrite: bool. Replace an existing `path`, a SavedModel folder
+            (one holding `saved_model.pb`); any other folder is refused.
+            Defaults to `False`.
         input_signature: Optional input signature, as for
             `keras.Model.export`; needed only when the base model's inputs
             are not known (some subclassed models). Defaults to `None`.
@@ -86,7 +88,7 @@ def export_saved_model(
             "`model` should be a keras_idim.SubspaceModel. Received: "
             f"`model` of type {type(model).__name__}"
         )
-    path = check_target(path, overwrite)
+    path = check_target(path, overwrite, folder_marker="saved_model.pb")
     return model.export(
         path, overwrite=overwrite, input_signature=input_signature, verbose=verbose
     )
@@ -153,7 +155,8 @@ def save_compact(
         include_base: bool or None. Store the base architecture and
             theta_0. `None`: yes for a SubspaceModel, no (the only choice)
             for a LoRA model. Defaults to `None`.
-        overwrite: bool. Replace an existing file. Defaults to `False`.
+        overwrite: bool. Replace an existing file (never a folder: a
+            `path` that is one is refused). Defaults to `False`.
 
     Returns:
         The path written.
@@ -261,8 +264,9 @@ def _save_lora(model: keras.Model, path: str) -> str:
     }
     arrays = {}
     for i, layer in enumerate(adapted):
-        arrays[f"a_{i}"] = keras.ops.convert_to_numpy(layer.lora_kernel_a)
-        arrays[f"b_{i}"] = keras.ops.convert_to_numpy(layer.lora_kernel_b)
+        a, b = lora.adapters(layer)
+        arrays[f"a_{i}"] = keras.ops.convert_to_numpy(a)
+        arrays[f"b_{i}"] = keras.ops.convert_to_numpy(b)
     for i, layer in enumerate(trained):
         for j, v in enumerate(w for w in layer.weights if not lora.is_lora(w)):
             arrays[f"t_{i}_{j}"] = keras.ops.convert_to_numpy(v)
@@ -294,8 +298,9 @@ def _load_lora(path: str, header: dict, arrays: dict, base_model: Any) -> keras.
     for i, entry in enumerate(header["adapters"]):
         layer = by_name[entry["layer"]]
         layer.enable_lora(entry["rank"])
-        layer.lora_kernel_a.assign(arrays[f"a_{i}"])
-        layer.lora_kernel_b.assign(arrays[f"b_{i}"])
+        a, b = lora.adapters(layer)
+        a.assign(arrays[f"a_{i}"])
+        b.assign(arrays[f"b_{i}"])
     for i, name in enumerate(header["trained_layers"]):
         own = [w for w in by_name[name].weights if not lora.is_lora(w)]
         for j, v in enumerate(own):

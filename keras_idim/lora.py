@@ -19,8 +19,15 @@ import numpy as np
 
 from keras_idim.utils.validation import check_positive_int, received
 
-#: The names of the LoRA matrices Keras adds to a layer.
-LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
+#: The names of the LoRA matrices Keras adds to a layer: `lora_kernel_a`
+#: and `_b` (Dense, EinsumDense, convolutions), `lora_embeddings_a` and `_b`
+#: (Embedding).
+LORA_WEIGHTS = (
+    "lora_kernel_a",
+    "lora_kernel_b",
+    "lora_embeddings_a",
+    "lora_embeddings_b",
+)
 
 #: What `targets` and `train` accept besides `None`.
 Selector = Sequence[str] | Callable[[keras.layers.Layer], bool]
@@ -169,6 +176,9 @@ def enable(
     """
     rank = check_positive_int("rank", rank)
     chosen = targets(model, targets_)
+    # Weights that can train at all, before the adapters freeze the kernels:
+    # `train` never thaws a statistic (a BatchNorm's moving mean, variance).
+    trainable_before = {id(v) for v in model.weights if v.trainable}
     backbone = _hub_backbone(model)
     if targets_ is None and backbone is not None:
         backbone.enable_lora(rank)
@@ -179,7 +189,11 @@ def enable(
     extra = set()
     if train is not None:
         for layer in _select(model, train, "lora_train"):
-            extra |= {id(v) for v in layer.weights if not is_lora(v)}
+            extra |= {
+                id(v)
+                for v in layer.weights
+                if not is_lora(v) and id(v) in trainable_before
+            }
     for v in model.weights:
         if id(v) in extra:
             v.trainable = True
@@ -192,6 +206,16 @@ def is_lora(variable: Any) -> bool:
     """Whether a variable is one of Keras' LoRA matrices."""
     name = getattr(variable, "path", variable.name).rsplit("/", 1)[-1]
     return name in LORA_WEIGHTS
+
+
+def adapters(layer: keras.layers.Layer) -> tuple[Any, Any]:
+    """The adapter matrices (A, B) of a layer with LoRA enabled:
+    `lora_kernel_a`/`_b`, or an Embedding's `lora_embeddings_a`/`_b`."""
+    for stem in ("lora_kernel", "lora_embeddings"):
+        a = getattr(layer, f"{stem}_a", None)
+        if a is not None:
+            return a, getattr(layer, f"{stem}_b")
+    raise ValueError(f"The layer {layer.name!r} has no LoRA adapters.")
 
 
 def trainable_count(model: keras.Model) -> int:

@@ -408,7 +408,9 @@ class SubspaceModel(keras.Model):
             verbose: bool or None. Let Keras print what it exports.
             input_signature: Optional input signature, as for
                 `keras.Model.export`.
-            overwrite: bool. Replace an existing folder. Defaults to `False`.
+            overwrite: bool. Replace an existing SavedModel folder (one
+                holding `saved_model.pb`); any other folder is refused.
+                Defaults to `False`.
             **kwargs: Not accepted; named in the error.
 
         Returns:
@@ -421,7 +423,9 @@ class SubspaceModel(keras.Model):
                 "`keras_idim.save_compact`. Received: "
                 f"`format={format!r}`{', ' + str(kwargs) if kwargs else ''}"
             )
-        filepath = check_target(filepath, overwrite, arg="filepath")
+        filepath = check_target(
+            filepath, overwrite, arg="filepath", folder_marker="saved_model.pb"
+        )
         with staged(filepath) as tmp:
             self.base_model.export(
                 tmp,

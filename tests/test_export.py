@@ -331,3 +331,19 @@ def test_subspace_model_export_stages_and_checks_its_target(tmp_path, monkeypatc
         model.export(str(target), overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["sm"]
     assert (target / "saved_model.pb").exists()
+
+
+def test_an_existing_folder_is_never_replaced_by_a_file(tmp_path):
+    model = trained(fc_net())
+    folder = tmp_path / "experiments"
+    (folder / "run1").mkdir(parents=True)
+    (folder / "run1" / "notes.txt").write_text("months of work")
+    for overwrite in (False, True):
+        with pytest.raises(IsADirectoryError, match=r"experiments.*is a folder"):
+            save_compact(model, folder, overwrite=overwrite)
+    assert (folder / "run1" / "notes.txt").read_text() == "months of work"
+    # Nor by a SavedModel, unless it holds one (as an earlier export left it).
+    with pytest.raises(IsADirectoryError, match=r"experiments.*saved_model\.pb"):
+        keras_idim.export_saved_model(model, folder, overwrite=True)
+    assert (folder / "run1" / "notes.txt").read_text() == "months of work"
+    assert sorted(os.listdir(tmp_path)) == ["experiments"]

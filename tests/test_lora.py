@@ -163,3 +163,66 @@ def test_without_a_hub_backbone_a_nested_model_is_not_a_target():
         [keras.Input((4,)), inner, keras.layers.Dense(2, name="out")]
     )
     assert sorted(layer.name for layer in lora.targets(outer)) == ["inner", "out"]
+
+
+def embedder(vocab=50, width=6):
+    """Embedding(50, 6) -> mean -> Dense(4)."""
+    return keras.Sequential(
+        [
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(vocab, width, name="emb"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(4, name="out"),
+        ]
+    )
+
+
+def test_an_embedding_adapter_trains_counts_saves_and_loads(tmp_path):
+    from keras_idim import load_compact, save_compact
+
+    keras.utils.set_random_seed(1)
+    base = embedder()
+    base_weights = [keras.ops.convert_to_numpy(w) for w in base.weights]
+    model = embedder()
+    for w, value in zip(model.weights, base_weights):
+        w.assign(value)
+    # Keras' Embedding adapters: A (50 x r) and B (r x 6).
+    count = lora.enable(model, 3, targets_=["emb"])
+    assert count == 3 * (50 + 6)
+    shapes = sorted(tuple(v.shape) for v in model.trainable_variables)
+    assert shapes == [(3, 6), (50, 3)]
+    assert all(lora.is_lora(v) for v in model.trainable_variables)
+    for v in model.trainable_variables:  # as if trained
+        v.assign(keras.random.normal(v.shape, seed=5))
+    x = np.random.default_rng(0).integers(0, 50, size=(8, 5)).astype("int32")
+    expected = keras.ops.convert_to_numpy(model(x))
+    path = save_compact(model, tmp_path / "emb.npz")
+    assert (tmp_path / "emb.npz").stat().st_size <= 4 * count + 4096
+    fresh = embedder()
+    for w, value in zip(fresh.weights, base_weights):
+        w.assign(value)
+    loaded = load_compact(path, base_model=fresh)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)), expected, rtol=1e-6
+    )
+
+
+def test_lora_train_counts_only_weights_that_can_train():
+    # A BatchNormalization layer named in `train`: its gamma and beta (16
+    # each) train; its moving mean and variance are statistics, not weights.
+    def net():
+        return keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Dense(16, name="h"),
+                keras.layers.BatchNormalization(name="bn"),
+                keras.layers.Dense(10, name="out"),
+            ]
+        )
+
+    model = net()
+    count = lora.enable(model, 1, targets_=["h", "out"], train=["bn"])
+    assert count == (64 + 16) + (16 + 10) + 2 * 16
+    bn = model.get_layer("bn")
+    assert not bn.moving_mean.trainable and not bn.moving_variance.trainable
+    assert {id(v) for v in bn.trainable_weights} == {id(bn.gamma), id(bn.beta)}

@@ -33,6 +33,7 @@ _EXPORTS = {
     "train_run": "runner",
     "RayRunner": "ray_runner",
     "SearchFileError": "store",
+    "SearchBusyError": "store",
     "compare": "comparison",
     "CompareError": "comparison",
     "RunError": "driver",

@@ -6,6 +6,7 @@ results file, and hands a `Driver` the recipe, the strategy and a runner.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -16,9 +17,16 @@ import keras
 from keras_idim import lora
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
+from keras_idim.dimsearch import store
 from keras_idim.dimsearch.driver import Driver
 from keras_idim.dimsearch.result import SearchResult
-from keras_idim.dimsearch.runner import InProcessRunner, Recipe, Runner, as_dataset
+from keras_idim.dimsearch.runner import (
+    InProcessRunner,
+    Recipe,
+    Runner,
+    as_dataset,
+    check_finite,
+)
 from keras_idim.dimsearch.strategy import make_strategy
 from keras_idim.utils.validation import (
     check_fraction,
@@ -95,7 +103,15 @@ def search(
     (the configuration and its hash, the baseline, every run). Calling
     `search` again with the same path and configuration skips every finished
     run and continues; a file from another configuration, or a corrupt one,
-    is an error naming the file, and is never overwritten.
+    is an error naming the file, and is never overwritten. One search at a
+    time may use a results file: while it runs it holds an operating-system
+    lock on `results_path + ".lock"` (let go when its process ends, even
+    killed), and a second search on the same path is refused at once with a
+    `SearchBusyError` naming the first's process id and host.
+
+    Arrays with a NaN or an infinity, and a `tf.data.Dataset` that is
+    infinite (`.repeat()`) or empty (`.take(0)`), are refused before any
+    training, naming the argument.
 
     Args:
         model_fn: callable. Returns a fresh, built `keras.Model` (called after
@@ -258,6 +274,7 @@ def search(
         ("val_data", val_data, False),
     ):
         if not callable(data):  # a callable is built inside each run
+            check_finite(arg, data)
             as_dataset(data, batch_size, shuffle=shuffle, arg=arg)
     results_path = cfg.check_results_path(results_path)
 
@@ -315,40 +332,43 @@ def search(
         if verbose:
             print(message, flush=True)
 
-    driver = Driver(
-        recipe,
-        None,  # the strategy, once D (or the largest rank) is known
-        runner,
-        config=config,
-        seeds=seeds,
-        fraction=fraction,
-        baseline=baseline,
-        threshold=threshold,
-        results_path=results_path,
-        say=say,
-    )
-    min_dim = 1
-    if method == "lora":  # the largest useful rank, before any training
-        limit = cfg.check_model_fn(
-            model_fn, seeds[0], lambda m: lora.max_rank(m, lora_targets)
+    # One search at a time on a results file; the lock is taken before the
+    # file is read and let go when the search ends, however it ends.
+    with store.lock(results_path) if results_path else contextlib.nullcontext():
+        driver = Driver(
+            recipe,
+            None,  # the strategy, once D (or the largest rank) is known
+            runner,
+            config=config,
+            seeds=seeds,
+            fraction=fraction,
+            baseline=baseline,
+            threshold=threshold,
+            results_path=results_path,
+            say=say,
         )
-        cfg.check_dims_fit(
-            dims, start_dim, max_dim, limit, "{}, the largest useful LoRA rank"
+        min_dim = 1
+        if method == "lora":  # the largest useful rank, before any training
+            limit = cfg.check_model_fn(
+                model_fn, seeds[0], lambda m: lora.max_rank(m, lora_targets)
+            )
+            cfg.check_dims_fit(
+                dims, start_dim, max_dim, limit, "{}, the largest useful LoRA rank"
+            )
+        else:  # D (and SAID's number of weight tensors), before any training
+            limit, tensors = cfg.check_model_fn(model_fn, seeds[0], cfg.weight_counts)
+            cfg.check_dims_fit(dims, start_dim, max_dim, limit)
+            if structure_aware:
+                cfg.check_said_dims(dims, start_dim, tensors)
+                min_dim = tensors + 1  # one SAID scale per weight tensor, and more
+        driver.strategy = make_strategy(
+            dims,
+            start=start_dim,
+            tolerance=tolerance,
+            max_dim=max_dim or limit,
+            min_dim=min_dim,
         )
-    else:  # D (and SAID's number of weight tensors), before any training
-        limit, tensors = cfg.check_model_fn(model_fn, seeds[0], cfg.weight_counts)
-        cfg.check_dims_fit(dims, start_dim, max_dim, limit)
-        if structure_aware:
-            cfg.check_said_dims(dims, start_dim, tensors)
-            min_dim = tensors + 1  # one SAID scale per weight tensor, and more
-    driver.strategy = make_strategy(
-        dims,
-        start=start_dim,
-        tolerance=tolerance,
-        max_dim=max_dim or limit,
-        min_dim=min_dim,
-    )
-    return driver.run()
+        return driver.run()
 
 
 def _choose_runner(

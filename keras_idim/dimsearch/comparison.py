@@ -2,8 +2,9 @@
 one axis, the number of trained parameters.
 
 `compare` refuses searches that are not comparable: other training or
-validation data, another monitored metric or direction, or another
-baseline (value and kind).
+validation data, another monitored metric or direction, another
+baseline (value and kind), or another `fraction`: every search has one
+threshold, which the table's footer states.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ def _label(result: SearchResult, index: int) -> str:
     return f"{name}: {result.config.get('projection', 'subspace')} subspace"
 
 
+def _absolute(result: SearchResult) -> bool:
+    return result.baseline.kind == "absolute"
+
+
 def check_comparable(results: Sequence[SearchResult]) -> None:
     """Raises `CompareError` in one line when two searches differ in data,
-    metric, direction or baseline."""
+    metric, direction, baseline or fraction (so in threshold)."""
     first = results[0]
     for i, other in enumerate(results[1:], start=2):
         for what, key in (
@@ -49,6 +54,9 @@ def check_comparable(results: Sequence[SearchResult]) -> None:
             ("validation data", lambda r: r.config.get("val_data")),
             ("monitored metric", lambda r: (r.monitor, r.mode)),
             ("baseline", lambda r: (r.baseline.kind, r.baseline.value)),
+            # An absolute threshold uses no fraction; the baseline check
+            # above already compared it.
+            ("fraction", lambda r: None if _absolute(r) else r.fraction),
         ):
             if key(first) != key(other):
                 raise CompareError(
@@ -106,7 +114,7 @@ def compare(
     results: Sequence[str | os.PathLike | SearchResult],
     path: str | os.PathLike | None = None,
 ) -> str:
-    """Compares searches on the same data and baseline.
+    """Compares searches on the same data, baseline and threshold.
 
     Args:
         results: list. `SearchResult`s, results files or run folders.
@@ -116,7 +124,8 @@ def compare(
         The table, one row per search.
 
     Raises:
-        CompareError: the searches differ in data, metric or baseline.
+        CompareError: the searches differ in data, metric, baseline or
+            fraction.
 
     Example:
 

@@ -186,9 +186,19 @@ class SearchResult:
 
     @classmethod
     def from_json(cls, source: str | os.PathLike) -> SearchResult:
-        """Reads a result from a JSON file path or a JSON string."""
+        """Reads a result from a JSON file path or a JSON string.
+
+        A path that exists is read as a path, whatever its name (a folder
+        may be called `{lr=0.1}`); only a string that is not an existing
+        path and starts with `{` is taken as JSON text.
+        """
         text = source
-        if not (isinstance(source, str) and source.lstrip().startswith("{")):
+        is_text = (
+            isinstance(source, str)
+            and source.lstrip().startswith("{")
+            and not os.path.exists(source)
+        )
+        if not is_text:
             text = store.read_text(source)
         data = store.parse(text, source)
         baseline = data.get("baseline") or {}

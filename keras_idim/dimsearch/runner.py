@@ -93,6 +93,10 @@ def as_dataset(
 
     A callable is called here, so that a TFDS or tokenising pipeline is
     built where the run trains (also in a Ray worker).
+
+    A dataset whose cardinality says it never ends (`.repeat()`) or holds
+    nothing (`.take(0)`) is refused: an epoch over it would never end, or
+    train nothing. An unknown cardinality is accepted.
     """
     from keras_idim.data import to_dataset
 
@@ -103,11 +107,62 @@ def as_dataset(
                 f"`{arg}` is a callable, so it should return a tf.data.Dataset. "
                 f"It returned: {type(built).__name__}"
             )
+        check_cardinality(arg, built, " (returned by the callable)")
         return built
     try:
-        return to_dataset(data, batch_size, shuffle=shuffle, seed=seed)
+        dataset = to_dataset(data, batch_size, shuffle=shuffle, seed=seed)
     except ValueError as e:
         raise ValueError(str(e).replace("`data`", f"`{arg}`")) from None
+    check_cardinality(arg, dataset)
+    return dataset
+
+
+def check_cardinality(arg: str, dataset: Any, where: str = "") -> None:
+    """Refuses a `tf.data.Dataset` that is infinite or empty (known from its
+    cardinality: `tf.data.INFINITE_CARDINALITY`, or 0)."""
+    import tensorflow as tf
+
+    cardinality = int(dataset.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"`{arg}` is an infinite tf.data.Dataset{where} (cardinality "
+            "tf.data.INFINITE_CARDINALITY, e.g. from `.repeat()`): an epoch "
+            "over it would never end. Pass a finite one, e.g. `ds.take(n)` for "
+            f"n batches an epoch. Received: `{arg}={dataset!r}`"
+        )
+    if cardinality == 0:
+        raise ValueError(
+            f"`{arg}` is empty{where}: a tf.data.Dataset of cardinality 0 "
+            f"(e.g. from `.take(0)`) has nothing to train or validate on. "
+            f"Received: `{arg}={dataset!r}`"
+        )
+
+
+def check_finite(arg: str, data: Any) -> None:
+    """Refuses `(x, y)` arrays with a NaN or an infinity in them.
+
+    One NaN pixel would otherwise pass unseen through a ReLU into a baseline
+    at chance and make every subspace run diverge. Only numeric arrays are
+    checked (strings or objects are left to the model).
+    """
+    import numpy as np
+
+    if not isinstance(data, (tuple, list)):
+        return
+    for name, array in zip(("x", "y"), data):
+        if not isinstance(array, np.ndarray) or not (
+            np.issubdtype(array.dtype, np.floating)
+            or np.issubdtype(array.dtype, np.complexfloating)
+        ):
+            continue  # integers and bools are always finite
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ValueError(
+                f"`{arg}` holds {bad} non-finite value{'s' if bad > 1 else ''} "
+                f"(NaN or infinity) in its {name} array (shape {array.shape}): "
+                "a run on it would diverge or learn nothing. Clean or impute "
+                f"them first. Received: `{arg}` with {name}.dtype={array.dtype}"
+            )
 
 
 def fresh_metrics(metrics: Sequence) -> list:

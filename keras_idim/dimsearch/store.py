@@ -10,11 +10,13 @@ sequential path, `speculative_runs`) as `RunRecord` dicts, and `d_int`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from keras_idim.dimsearch.records import (
@@ -48,6 +50,59 @@ _RUN_LISTS = ("baseline_runs", "runs", "speculative_runs")
 
 class SearchFileError(ValueError):
     """A results file that cannot be used: corrupt, foreign, or mismatched."""
+
+
+class SearchBusyError(SearchFileError):
+    """A results file that another search, still running, writes."""
+
+
+def _owner(owner_path: str) -> str:
+    """Who holds a lock, from its sidecar file: "process 123 on host h"."""
+    try:
+        with open(owner_path, encoding="utf-8") as f:
+            owner = json.load(f)
+        return f"process {int(owner['pid'])} on host {owner['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its id is not recorded yet)"
+
+
+@contextlib.contextmanager
+def lock(path: str | os.PathLike) -> Iterator[None]:
+    """Holds the results file for one search, or refuses at once.
+
+    The lock is the operating system's (`filelock.FileLock` on
+    `PATH.lock`, an `flock` on Unix): the kernel lets it go when its
+    process ends, also by `kill -9`, so a dead search never blocks the
+    next. While it is held, `PATH.lock.owner` says which process holds it
+    (its id and host), for the error that another search gets.
+
+    Raises:
+        SearchBusyError: another search holds the file; the error names its
+            process id and host.
+    """
+    from filelock import FileLock, Timeout
+
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    owner_path = path + ".lock.owner"
+    held = FileLock(path + ".lock", timeout=0)
+    try:
+        held.acquire()
+    except Timeout:
+        raise SearchBusyError(
+            f"The results file {path} is in use by another search: "
+            f"{_owner(owner_path)}. Two searches on one file would each keep "
+            "only their own runs. Wait for it to end (or stop it), or use "
+            "another `results_path`."
+        ) from None
+    try:
+        owner = {"pid": os.getpid(), "host": socket.gethostname()}
+        atomic_write(owner_path, json.dumps(owner))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(owner_path)
+        held.release()
 
 
 def config_hash(config: Mapping) -> str:

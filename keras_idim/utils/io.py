@@ -18,21 +18,32 @@ from typing import Any
 from keras_idim.utils.validation import check_bool, received
 
 
-def check_target(path: Any, overwrite: bool, arg: str = "path") -> str:
+def check_target(
+    path: Any, overwrite: bool, arg: str = "path", *, folder_marker: str | None = None
+) -> str:
     """Checks that `path` can be written, before any work is done.
 
-    Creates its folder if needed.
+    Creates its folder if needed. A folder the library did not write is
+    never replaced: a file target that is an existing folder is refused,
+    even with `overwrite=True`, and so is a folder target (`folder_marker`
+    given) that does not hold `folder_marker`.
 
     Args:
         path: str or PathLike. The file or folder to write.
         overwrite: bool. Whether an existing `path` may be replaced.
         arg: str. The argument's name, for the errors. Defaults to `"path"`.
+        folder_marker: str or None. For a folder target: the file that
+            marks a folder as one that this kind of writer made (e.g.
+            `"saved_model.pb"`); `None` for a file target. Defaults to
+            `None`.
 
     Returns:
         The path as a string.
 
     Raises:
         ValueError: `path` is not a path, or `overwrite` not a bool.
+        IsADirectoryError: `path` is an existing folder that may not be
+            replaced.
         FileExistsError: `path` exists and `overwrite` is `False`.
         OSError: its folder cannot be created or written into.
     """
@@ -40,6 +51,18 @@ def check_target(path: Any, overwrite: bool, arg: str = "path") -> str:
         raise ValueError(f"`{arg}` should be a file path. {received(arg, path)}")
     check_bool("overwrite", overwrite)
     path = os.fspath(path)
+    if os.path.isdir(path):
+        if folder_marker is None:
+            raise IsADirectoryError(
+                f"`{arg}` {path!r} is a folder; a file is written there, and a "
+                "folder is never replaced. Choose a file path (e.g. inside it)."
+            )
+        if overwrite and not os.path.exists(os.path.join(path, folder_marker)):
+            raise IsADirectoryError(
+                f"`{arg}` {path!r} is a folder without {folder_marker}, so not "
+                "one that an earlier export wrote: it is never replaced. "
+                "Choose another path."
+            )
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(
             f"`{arg}` already exists: {path!r}. Pass `overwrite=True` to "
@@ -89,7 +112,8 @@ def staged(path: str | os.PathLike) -> Iterator[str]:
 
     The caller writes a file or a folder at the yielded path. On success it
     replaces `path` (an existing folder is moved aside first: a folder
-    cannot be replaced in one step); on any failure the temporary file or
+    cannot be replaced in one step; a file never replaces a folder: that is
+    an `IsADirectoryError`); on any failure the temporary file or
     folder is removed, so nothing half written ever appears at `path` and
     an existing `path` is kept. The folder of `path` is created if needed.
 
@@ -109,6 +133,11 @@ def staged(path: str | os.PathLike) -> Iterator[str]:
     try:
         yield tmp
         if os.path.isdir(path) and not os.path.islink(path):
+            if not os.path.isdir(tmp):  # a file never takes a folder's place
+                raise IsADirectoryError(
+                    f"{path!r} is a folder: a file is never written in its "
+                    "place. Choose a file path."
+                )
             os.replace(path, tmp + ".old")
         os.replace(tmp, path)
     finally:

@@ -154,3 +154,29 @@ def test_cli_lora_search_and_compare(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["search", "--lora-targets", "dense", "--out", str(tmp_path / "x")])
     assert info.value.code == 2
+
+
+def _result(fraction, value=1.0, kind="local"):
+    from keras_idim.dimsearch import Baseline
+
+    return SearchResult(
+        d_int=None,
+        fraction=fraction,
+        threshold=fraction * value,
+        baseline=Baseline(value, kind),
+        runs=[],
+        baseline_runs=[],
+        config={"train_data": "t", "val_data": "v"},
+    )
+
+
+def test_compare_refuses_other_fractions():
+    with pytest.raises(
+        CompareError, match=r"their fraction differ \(0\.9 against 0\.5"
+    ):
+        compare([_result(0.9, 0.8), _result(0.5, 0.8)])
+    # The same threshold for every search: the footer says so truthfully.
+    text = compare([_result(0.9, 0.8), _result(0.9, 0.8)])
+    assert text.splitlines()[-1].endswith(
+        "= 0.9 x local baseline 0.8000 (every search)"
+    )

@@ -15,6 +15,7 @@ from keras_idim.dimsearch import (
     store,
     train_run,
 )
+from keras_idim.dimsearch.comparison import load as compare_load
 
 
 def test_another_config_is_refused_and_the_file_kept(tmp_path):
@@ -149,3 +150,15 @@ def test_config_hash_ignores_added_keys_at_their_old_value():
     assert store.config_hash(new) == old["config_hash"]
     assert store.config_hash(dict(new, mode="min")) != old["config_hash"]
     assert store.config_hash(dict(new, metrics=["mae"])) != old["config_hash"]
+
+
+def test_a_results_folder_whose_name_starts_with_a_brace_is_read(tmp_path, monkeypatch):
+    source = FIXTURES / "results_v1_complete.json"
+    monkeypatch.chdir(tmp_path)  # a relative path: "{lr=0.1}/results.json"
+    Path("{lr=0.1}").mkdir()
+    shutil.copy(source, Path("{lr=0.1}", "results.json"))
+    for path in ("{lr=0.1}/results.json", Path("{lr=0.1}/results.json")):
+        assert SearchResult.from_json(path).d_int == 400
+    assert compare_load("{lr=0.1}").d_int == 400  # a run folder, as compare takes
+    # JSON text is still read as JSON text.
+    assert SearchResult.from_json(source.read_text()).d_int == 400

@@ -104,3 +104,14 @@ def test_check_target_bad_overwrite_and_folder(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(OSError, match=r"Cannot create the folder.*file/sub"):
         check_target(tmp_path / "file" / "sub" / "x", overwrite=False)
+
+
+def test_staged_never_puts_a_file_in_place_of_a_folder(tmp_path):
+    target = tmp_path / "kept"
+    target.mkdir()
+    (target / "data.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match=r"kept.*is a folder"):
+        with staged(target) as tmp:
+            open(tmp, "w").close()
+    assert (target / "data.txt").read_text() == "mine"
+    assert os.listdir(tmp_path) == ["kept"]
