@@ -59,7 +59,7 @@ def test_paper_examples_on_mock_tfds(load, tmp_path, example, dataset, model):
     assert result.runs[0].projection == "fastfood"
 
 
-def test_fine_tuning_said_example(load, tmp_path):
+def test_fine_tuning_said_example(load, tmp_path, capsys):
     results = load("fine_tuning_said").main(
         epochs=1,
         pretrain_epochs=1,
@@ -68,6 +68,7 @@ def test_fine_tuning_said_example(load, tmp_path):
         out=str(tmp_path),
         verbose=0,
     )
+    assert "one seed each: these answers move with the seed" in capsys.readouterr().out
     assert list(results) == ["from scratch", "fine-tuning", "fine-tuning, SAID"]
     said = results["fine-tuning, SAID"]
     assert said.config["structure_aware"] is True
