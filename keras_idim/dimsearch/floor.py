@@ -223,15 +223,22 @@ def chance_floor(
         value, description = _constant(kind, y_train, shape[1])
     except ValueError as e:
         return Floor(None, f"the labels do not fit the model's outputs ({e})")
-    model = keras.Sequential([keras.Input((1,)), _Constant(value)])
-    model.compile(loss=loss, metrics=fresh_metrics(metrics))
-    logs = model.evaluate(
-        np.zeros((len(y_eval), 1), dtype="float32"),
-        y_eval,
-        batch_size=batch_size,
-        verbose=0,
-        return_dict=True,
-    )
+    try:  # a loss or metric that cannot take this prediction: no floor
+        model = keras.Sequential([keras.Input((1,)), _Constant(value)])
+        model.compile(loss=loss, metrics=fresh_metrics(metrics))
+        logs = model.evaluate(
+            np.zeros((len(y_eval), 1), dtype="float32"),
+            y_eval,
+            batch_size=batch_size,
+            verbose=0,
+            return_dict=True,
+        )
+    except Exception as e:
+        return Floor(
+            None,
+            f"the constant prediction could not be evaluated "
+            f"({type(e).__name__}: {str(e)[:200]})",
+        )
     name = monitor.removeprefix("val_")
     if name not in logs:
         return Floor(None, f"`{name}` is not among the evaluated {sorted(logs)}")
