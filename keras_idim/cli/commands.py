@@ -101,6 +101,8 @@ def run_search(args: argparse.Namespace) -> int:
         monitor=monitor,
         mode=args.mode,
         threshold=args.threshold,
+        threshold_rule=args.threshold_rule,
+        floor=args.floor,
         tensorboard=args.tensorboard,
         structure_aware=args.said,
         results_path=args.results_path,

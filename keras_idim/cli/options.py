@@ -281,6 +281,22 @@ def _add_search(sub) -> None:
         "baseline (no baseline is trained)",
     )
     s.add_argument(
+        "--threshold-rule",
+        default="baseline",
+        choices=("baseline", "above_floor"),
+        help="baseline: FRACTION x baseline (baseline / FRACTION for a metric "
+        "to minimise), the papers' rule; above_floor: floor + FRACTION x "
+        "(baseline - floor), from the chance floor (default: %(default)s)",
+    )
+    s.add_argument(
+        "--floor",
+        type=_finite_float,
+        default=None,
+        help="the metric's chance floor, for a metric whose floor cannot be "
+        "computed (default: computed for accuracy and MSE/MAE-like metrics: "
+        "the majority class or the training mean; otherwise none is checked)",
+    )
+    s.add_argument(
         "--tensorboard",
         default=None,
         metavar="DIR",

@@ -2,7 +2,10 @@
 
 One idea a module:
 
-- `records`: `RunRecord`, `Baseline`, the run statuses, when a d passes.
+- `records`: `RunRecord`, `Baseline`, the run statuses, when a d passes,
+  the threshold rules.
+- `floor`: the chance floor, a constant predictor's score.
+- `interval`: the bootstrap interval of d_int over seeds.
 - `strategy`: which d comes next (pure functions, no TensorFlow).
 - `store`: the results file (load, verify, atomic save).
 - `runner`: the `Recipe`, one training run, the `Runner` protocol and the
@@ -37,6 +40,7 @@ _EXPORTS = {
     "compare": "comparison",
     "CompareError": "comparison",
     "RunError": "driver",
+    "FloorError": "driver",
     "RunRecord": "records",
     "Baseline": "records",
     "STATUSES": "records",

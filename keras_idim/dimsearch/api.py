@@ -19,6 +19,8 @@ from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch import store
 from keras_idim.dimsearch.driver import Driver
+from keras_idim.dimsearch.floor import chance_floor, output_shape_of
+from keras_idim.dimsearch.records import THRESHOLD_RULES
 from keras_idim.dimsearch.result import SearchResult
 from keras_idim.dimsearch.runner import (
     InProcessRunner,
@@ -29,6 +31,7 @@ from keras_idim.dimsearch.runner import (
 )
 from keras_idim.dimsearch.strategy import make_strategy
 from keras_idim.utils.validation import (
+    check_choice,
     check_fraction,
     check_name,
     check_positive_int,
@@ -73,6 +76,9 @@ def search(
     method: str = "subspace",
     lora_targets: Sequence[str] | Callable | None = None,
     lora_train: Sequence[str] | Callable | None = None,
+    threshold_rule: str = "baseline",
+    floor: float | None = None,
+    ci_level: float = 0.9,
 ) -> SearchResult:
     """Finds the intrinsic dimension: the smallest d that reaches the threshold.
 
@@ -90,6 +96,16 @@ def search(
     `mode="max"`, <= it with `mode="min"`); a run that diverges (NaN or
     infinite loss) or raises is recorded with that status, counts as not
     reaching it, and the search goes on.
+
+    Before any run it computes the *chance floor*: what a constant
+    predictor scores on the monitored data (the training labels' majority
+    class for accuracy-like metrics, their mean for MSE/MAE-like ones; see
+    `keras_idim.dimsearch.floor`), or takes `floor=`. A threshold that does
+    not clear it (for `mode="max"`: threshold <= floor; for `"min"`:
+    threshold >= floor) is refused with a `FloorError` naming both, before
+    any subspace run (the baseline's runs stay in the results file). With
+    several seeds, `SearchResult.d_int_ci` is a bootstrap interval over
+    the seeds of d_int (see `keras_idim.dimsearch.interval`).
 
     - `dims="auto"`: brackets by doubling from `start_dim` until a d passes,
       then bisects on a log scale until `hi / lo <= 1 + tolerance` (see
@@ -210,6 +226,19 @@ def search(
             whose own weights train too, fully (e.g. a new head); counted in
             `trainable_params`. `None`: only the adapters train (biases
             included, every other weight is frozen). Defaults to `None`.
+        threshold_rule: str. `"baseline"` (the papers' rule: `fraction *
+            baseline`, or `baseline / fraction` for `mode="min"`) or
+            `"above_floor"` (`floor + fraction * (baseline - floor)`: the
+            share `fraction` of the way from the chance floor to the
+            baseline). Not with `threshold`. Defaults to `"baseline"`.
+        floor: float or None. The chance floor of `monitor`, for a metric
+            whose floor cannot be computed (a metric other than
+            accuracy-like or MSE/MAE-like ones, or data that are not
+            arrays); given, it is used instead of the computed one. `None`
+            computes it where possible, and otherwise checks no floor (the
+            result says so). Defaults to `None`.
+        ci_level: float. The level of `d_int_ci`, in (0, 1). Not part of
+            the configuration. Defaults to `0.9`.
 
     Returns:
         A `SearchResult`.
@@ -245,6 +274,26 @@ def search(
                 f"Received: `threshold={threshold!r}`, `baseline={baseline!r}`"
             )
         threshold = float(threshold)
+    threshold_rule = check_choice("threshold_rule", threshold_rule, THRESHOLD_RULES)
+    if threshold is not None and threshold_rule != "baseline":
+        raise ValueError(
+            "Pass `threshold` or `threshold_rule='above_floor'`, not both: an "
+            "absolute threshold is derived from no baseline. Received: "
+            f"`threshold={threshold!r}`, `threshold_rule={threshold_rule!r}`"
+        )
+    if floor is not None:
+        if not is_number(floor):
+            raise ValueError(
+                "`floor` should be a finite number (the score of a constant "
+                f"predictor on `monitor`) or None. {received('floor', floor)}"
+            )
+        floor = float(floor)
+    if not (is_number(ci_level) and 0 < ci_level < 1):
+        raise ValueError(
+            "`ci_level` should be a number in (0, 1) (e.g. 0.9 for a 90% "
+            f"interval). {received('ci_level', ci_level)}"
+        )
+    ci_level = float(ci_level)
     dims = cfg.check_dims(dims)
     seeds = cfg.check_seeds(seeds)
     epochs = check_positive_int("epochs", epochs)
@@ -305,6 +354,8 @@ def search(
         "tolerance": tolerance,
         "start_dim": start_dim,
         "max_dim": max_dim,
+        "threshold_rule": threshold_rule,
+        "floor": floor,
     }
     config = json.loads(json.dumps(config, default=str))  # as stored in JSON
     recipe = Recipe(
@@ -346,21 +397,45 @@ def search(
             threshold=threshold,
             results_path=results_path,
             say=say,
+            threshold_rule=threshold_rule,
+            ci_level=ci_level,
         )
         min_dim = 1
         if method == "lora":  # the largest useful rank, before any training
-            limit = cfg.check_model_fn(
-                model_fn, seeds[0], lambda m: lora.max_rank(m, lora_targets)
+            limit, output_shape = cfg.check_model_fn(
+                model_fn,
+                seeds[0],
+                lambda m: (lora.max_rank(m, lora_targets), output_shape_of(m)),
             )
             cfg.check_dims_fit(
                 dims, start_dim, max_dim, limit, "{}, the largest useful LoRA rank"
             )
         else:  # D (and SAID's number of weight tensors), before any training
-            limit, tensors = cfg.check_model_fn(model_fn, seeds[0], cfg.weight_counts)
+            limit, tensors, output_shape = cfg.check_model_fn(
+                model_fn,
+                seeds[0],
+                lambda m: (*cfg.weight_counts(m), output_shape_of(m)),
+            )
             cfg.check_dims_fit(dims, start_dim, max_dim, limit)
             if structure_aware:
                 cfg.check_said_dims(dims, start_dim, tensors)
                 min_dim = tensors + 1  # one SAID scale per weight tensor, and more
+        driver.floor = chance_floor(
+            train_data=train_data,
+            val_data=val_data,
+            monitor=monitor,
+            loss=loss,
+            metrics=metrics,
+            output_shape=output_shape,
+            batch_size=batch_size,
+            given=floor,
+        )
+        if threshold_rule == "above_floor" and driver.floor.value is None:
+            raise ValueError(
+                "`threshold_rule='above_floor'` needs a chance floor, and none can "
+                f"be computed here ({driver.floor.source}): pass `floor=`. "
+                f"Received: `threshold_rule={threshold_rule!r}`, `floor=None`"
+            )
         driver.strategy = make_strategy(
             dims,
             start=start_dim,

@@ -11,11 +11,14 @@ import os
 from collections.abc import Callable, Sequence
 
 from keras_idim.dimsearch import store
+from keras_idim.dimsearch.floor import Floor
+from keras_idim.dimsearch.interval import d_int_interval
 from keras_idim.dimsearch.records import (
     ERROR,
     OK,
     Baseline,
     RunRecord,
+    clears_floor,
     mean,
     passes,
     threshold_of,
@@ -27,6 +30,11 @@ from keras_idim.dimsearch.strategy import Strategy, follow, plan_dims, smallest_
 
 class RunError(RuntimeError):
     """A run failed in a way that every run would: the recipe is wrong."""
+
+
+class FloorError(ValueError):
+    """The threshold does not clear the chance floor: a constant predictor
+    would already reach it, so no d is searched for it."""
 
 
 def _fmt(value: float | None) -> str:
@@ -49,6 +57,11 @@ class Driver:
             derived from a baseline.
         results_path: str or None. The resumable results file.
         say: callable. Prints a line of progress.
+        threshold_rule: str. `"baseline"` or `"above_floor"` (see
+            `records.threshold_of`).
+        floor: Floor or None. The chance floor; `None` (or a `Floor` whose
+            value is `None`) checks none.
+        ci_level: float. The level of the interval of d_int over seeds.
     """
 
     def __init__(
@@ -64,8 +77,14 @@ class Driver:
         threshold: float | None = None,
         results_path: str | os.PathLike | None = None,
         say: Callable[[str], None] = print,
+        threshold_rule: str = "baseline",
+        floor: Floor | None = None,
+        ci_level: float = 0.9,
     ):
         self.recipe = recipe
+        self.threshold_rule = threshold_rule
+        self.floor = floor
+        self.ci_level = ci_level
         self.strategy = strategy
         self.runner = runner
         self.config = config
@@ -104,7 +123,22 @@ class Driver:
     def threshold(self) -> float | None:
         if self.base is None:
             return None
-        return threshold_of(self.base, self.fraction, self.mode)
+        return threshold_of(
+            self.base, self.fraction, self.mode, self.threshold_rule, self.floor_value
+        )
+
+    @property
+    def floor_value(self) -> float | None:
+        return None if self.floor is None else self.floor.value
+
+    def floor_fields(self) -> dict:
+        """The floor and the threshold rule, as the results file stores them."""
+        return {
+            "threshold_rule": self.threshold_rule,
+            "floor": self.floor_value,
+            "floor_source": None if self.floor is None else self.floor.source,
+            "ci_level": self.ci_level,
+        }
 
     def finished_outcomes(self) -> dict[int, bool]:
         """d -> passed, for every d whose runs (one per seed) all finished."""
@@ -149,6 +183,7 @@ class Driver:
                 runs=runs,
                 speculative_runs=speculative,
                 d_int=d_int,
+                **self.floor_fields(),
             ),
         )
 
@@ -233,9 +268,43 @@ class Driver:
                 )
             self.base = Baseline(mean([r.metric for r in runs]), "local")
         sign = "<=" if self.mode == "min" else ">="
+        floor = self.floor_value
         self.say(
-            f"{self.base.kind} baseline {self.base.value:.4f}; threshold "
-            f"{self.monitor} {sign} {self.threshold:.4f}"
+            f"{self.base.kind} baseline {self.base.value:.4f}; "
+            + ("no chance floor; " if floor is None else f"chance floor {floor:.4f}; ")
+            + f"threshold {self.monitor} {sign} {self.threshold:.4f}"
+        )
+        self.check_floor()
+
+    def check_floor(self) -> None:
+        """Refuses a threshold that does not clear the chance floor, before
+        any subspace run (the baseline's runs stay in the results file)."""
+        if clears_floor(self.threshold, self.floor_value, self.mode):
+            return
+        self.save()
+        better = "below" if self.mode == "min" else "above"
+        kept = (
+            f" The baseline's runs are kept in {self.results_path}."
+            if self.results_path and self.baseline_runs()
+            else ""
+        )
+        raise FloorError(
+            f"The threshold {self.monitor} {self.threshold:.4f} ({self.origin()}) "
+            f"does not clear the chance floor {self.floor_value:.4f} "
+            f"({self.floor.source}): a constant prediction already reaches it, "
+            f"so no d is searched and no d_int is reported. A threshold must be "
+            f"strictly {better} the floor: check that the baseline learned "
+            "something (the labels, the recipe), or raise the target (e.g. "
+            f"`threshold_rule='above_floor'`, a larger `fraction`).{kept}"
+        )
+
+    def origin(self) -> str:
+        """Where the threshold comes from, in words."""
+        if self.base.kind == "absolute":
+            return "absolute"
+        return (
+            f"from the {self.base.kind} baseline {self.base.value:.4f}, "
+            f"`fraction={self.fraction:g}`, `threshold_rule={self.threshold_rule!r}`"
         )
 
     def wanted(self, slots: int) -> list[Task]:
@@ -258,6 +327,7 @@ class Driver:
         """The answer from the runs so far, saved to the results file."""
         path, _ = follow(self.strategy, self.finished_outcomes())
         runs, speculative = self.ordered_runs()
+        fields = self.floor_fields()
         result = SearchResult(
             d_int=smallest_passing(path),
             fraction=self.fraction,
@@ -269,6 +339,13 @@ class Driver:
             monitor=self.monitor,
             speculative_runs=speculative,
             mode=self.mode,
+            threshold_rule=fields["threshold_rule"],
+            floor=fields["floor"],
+            floor_source=fields["floor_source"],
+            d_int_ci=d_int_interval(
+                runs, self.seeds, self.threshold, self.mode, self.ci_level
+            ),
+            ci_level=self.ci_level,
         )
         if self.results_path:
             result.to_json(self.results_path)

@@ -132,16 +132,46 @@ def passes(records: Sequence[RunRecord], threshold: float, mode: str = "max") ->
     )
 
 
-def threshold_of(baseline: Baseline, fraction: float, mode: str = "max") -> float:
-    """The threshold from a baseline: `fraction * value` for a metric to
-    maximise, `value / fraction` for one to minimise (a loss or an error may
-    be at most 1/fraction times the baseline's); an absolute baseline is
-    the threshold itself."""
+#: How the threshold is derived from a baseline (`threshold_rule`).
+THRESHOLD_RULES = ("baseline", "above_floor")
+
+
+def threshold_of(
+    baseline: Baseline,
+    fraction: float,
+    mode: str = "max",
+    threshold_rule: str = "baseline",
+    floor: float | None = None,
+) -> float:
+    """The threshold from a baseline.
+
+    With `threshold_rule="baseline"` (the papers' rule): `fraction * value`
+    for a metric to maximise, `value / fraction` for one to minimise (a loss
+    or an error may be at most 1/fraction times the baseline's). With
+    `"above_floor"`: `floor + fraction * (value - floor)`, the same share of
+    the way from the chance floor to the baseline in either direction. An
+    absolute baseline is the threshold itself.
+    """
     if baseline.kind == "absolute":
         return float(baseline.value)
+    if threshold_rule == "above_floor":
+        if floor is None:
+            raise ValueError(
+                "`threshold_rule='above_floor'` needs a chance floor, and there "
+                "is none: pass `floor=`."
+            )
+        return float(floor + fraction * (baseline.value - floor))
     if mode == "min":
         return baseline.value / fraction
     return fraction * baseline.value
+
+
+def clears_floor(threshold: float, floor: float | None, mode: str = "max") -> bool:
+    """Whether a threshold is strictly better than the chance floor (`True`
+    when there is no floor to check)."""
+    if floor is None:
+        return True
+    return threshold < floor if mode == "min" else threshold > floor
 
 
 def rule(mode: str) -> str:

@@ -47,6 +47,21 @@ class SearchResult:
         monitor: str. The metric.
         mode: str. `"max"` (higher is better: a d passes when its mean is
             >= threshold) or `"min"` (lower is better: <= threshold).
+        threshold_rule: str. How the threshold came from the baseline:
+            `"baseline"` (`fraction * baseline`, or `baseline / fraction`
+            for `mode="min"`) or `"above_floor"` (`floor + fraction *
+            (baseline - floor)`).
+        floor: float or None. The chance floor: what a constant predictor
+            scores on the monitored data (see `keras_idim.dimsearch.floor`),
+            or the user's `floor=`; `None` when none was checked (or for
+            files written before it was recorded).
+        floor_source: str or None. How the floor was obtained, or why there
+            is none.
+        d_int_ci: tuple or None. `(low, high)`: the bootstrap interval over
+            seeds of d_int at level `ci_level` (see
+            `keras_idim.dimsearch.interval`); an end is `None` when it lies
+            beyond every tried d. `None` with one seed.
+        ci_level: float. The level of `d_int_ci`.
     """
 
     d_int: int | None
@@ -59,6 +74,11 @@ class SearchResult:
     monitor: str = "val_accuracy"
     speculative_runs: list[RunRecord] = dataclasses.field(default_factory=list)
     mode: str = "max"
+    threshold_rule: str = "baseline"
+    floor: float | None = None
+    floor_source: str | None = None
+    d_int_ci: tuple[int | None, int | None] | None = None
+    ci_level: float = 0.9
 
     # -- derived views --
 
@@ -125,13 +145,61 @@ class SearchResult:
                 f"{'--' if params is None else f'{params:,}':>14}"
             )
         lines.append(f"{self.monitor}: {rule(self.mode)}")
+        lines.append(self.floor_text())
         lines.append(self.verdict())
+        lines.append(self.interval_text())
         return "\n".join(lines)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The search's seeds (from its configuration, else from its runs)."""
+        seeds = self.config.get("seeds")
+        if seeds:
+            return list(seeds)
+        return sorted({r.seed for r in self.runs + self.baseline_runs})
+
+    def floor_text(self) -> str:
+        """The baseline beside the chance floor, in one line."""
+        if self.baseline.kind == "absolute":
+            base = "no baseline (absolute threshold)"
+        else:
+            base = f"{self.baseline.kind} baseline {self.baseline.value:.4f}"
+        if self.floor is None:
+            why = f": {self.floor_source}" if self.floor_source else ""
+            return f"{base}; no chance floor was checked{why}"
+        return f"{base}; chance floor {self.floor:.4f} ({self.floor_source})"
+
+    def interval_text(self) -> str:
+        """The interval of d_int over seeds, or why there is none."""
+        level = f"{100 * self.ci_level:g}%"
+        if len(self.seeds) < 2:
+            return (
+                f"no {level} interval of {self.name} over seeds: one seed gives "
+                "no interval (pass several `seeds`)"
+            )
+        if self.d_int_ci is None:
+            return (
+                f"no {level} interval of {self.name} over seeds: no "
+                f"{self.letter} was tried with every seed"
+            )
+        low, high = (
+            f"> {max(r.dim for r in self.runs)}" if v is None else str(v)
+            for v in self.d_int_ci
+        )
+        return (
+            f"{level} interval of {self.name} over {len(self.seeds)} seeds "
+            f"(bootstrap of the mean curve): [{low}, {high}]"
+        )
 
     def threshold_text(self) -> str:
         """The threshold, where it comes from, and the direction."""
         if self.baseline.kind == "absolute":
             origin = "absolute"
+        elif self.threshold_rule == "above_floor":
+            origin = (
+                f"floor {self.floor:.4f} + {self.fraction:g} x ({self.baseline.kind} "
+                f"baseline {self.baseline.value:.4f} - floor)"
+            )
         elif self.mode == "min":
             origin = (
                 f"{self.baseline.kind} baseline {self.baseline.value:.4f} / "
@@ -175,6 +243,11 @@ class SearchResult:
             runs=self.runs,
             speculative_runs=self.speculative_runs,
             d_int=self.d_int,
+            threshold_rule=self.threshold_rule,
+            floor=self.floor,
+            floor_source=self.floor_source,
+            d_int_ci=self.d_int_ci,
+            ci_level=self.ci_level,
         )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -218,17 +291,29 @@ class SearchResult:
             monitor=data.get("monitor", "val_accuracy"),
             speculative_runs=data["speculative_runs"],
             mode=data.get("mode", "max"),
+            threshold_rule=data.get("threshold_rule", "baseline"),
+            floor=data.get("floor"),
+            floor_source=data.get("floor_source"),
+            d_int_ci=None if data.get("d_int_ci") is None else tuple(data["d_int_ci"]),
+            ci_level=data.get("ci_level", 0.9),
         )
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
         """One row per run: the baseline's, then the path's; written to `path`.
 
         Besides the record's fields, every row states the rule it is judged
-        by: `monitor`, `mode` and `passes_when` (e.g. `>= 0.9000`).
+        by: `monitor`, `mode` and `passes_when` (e.g. `>= 0.9000`), the
+        chance `floor` (empty when none was checked), and the interval of
+        d_int over seeds: `ci_level`, `d_int_ci_low`, `d_int_ci_high` (empty
+        with one seed, or for an end beyond every tried d).
         """
         fields = [f.name for f in dataclasses.fields(RunRecord) if f.name != "history"]
         sign = "<=" if self.mode == "min" else ">="
-        rule_columns = {
+        rule_columns = {  # the floor and interval first: the rule ends a row
+            "floor": "" if self.floor is None else self.floor,
+            "ci_level": self.ci_level,
+            "d_int_ci_low": "" if self.d_int_ci is None else self.d_int_ci[0],
+            "d_int_ci_high": "" if self.d_int_ci is None else self.d_int_ci[1],
             "monitor": self.monitor,
             "mode": self.mode,
             "passes_when": f"{sign} {self.threshold:.6g}",
@@ -252,8 +337,9 @@ class SearchResult:
         """Saves a PNG: metric against d (log x), mean and spread over seeds.
 
         Dots are single runs, the line is the mean over seeds with the band
-        from min to max; horizontal lines mark the baseline and the
-        threshold, and a vertical line marks d_int.
+        from min to max; horizontal lines mark the baseline, the threshold
+        and the chance floor (when one was checked), a vertical line marks
+        d_int, and a shaded band its interval over seeds (several seeds).
 
         Returns:
             The path written.
@@ -299,6 +385,23 @@ class SearchResult:
                 lw=1,
                 label=self.threshold_text().replace(f"{self.monitor} ", "", 1),
             )
+            if self.floor is not None:
+                ax.axhline(
+                    self.floor,
+                    color="tab:gray",
+                    lw=1,
+                    ls=":",
+                    label=f"chance floor {self.floor:.3f}",
+                )
+            if self.d_int_ci is not None and self.d_int_ci[0] is not None:
+                low, high = self.d_int_ci  # high None: beyond every tried d
+                ax.axvspan(
+                    low,
+                    max(r.dim for r in self.runs) if high is None else high,
+                    color="tab:green",
+                    alpha=0.12,
+                    label=f"{100 * self.ci_level:g}% interval over seeds",
+                )
             if self.d_int is not None:
                 ax.axvline(
                     self.d_int,

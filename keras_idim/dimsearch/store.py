@@ -6,6 +6,10 @@ It is a JSON object with `format` (`RESULTS_FORMAT`), `version`
 `mode`, `fraction`, `threshold`, `baseline` (`{"value", "kind"}` or null
 while the baseline still trains), the runs (`baseline_runs`, `runs` on the
 sequential path, `speculative_runs`) as `RunRecord` dicts, and `d_int`.
+Added since, and absent from older files (read as their defaults): `floor`
+(the chance floor, or null when none was checked) and `floor_source`,
+`threshold_rule` (`"baseline"`), `d_int_ci` (`[low, high]` or null) and
+`ci_level`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from keras_idim.dimsearch.records import (
     MODES,
     STATUSES,
+    THRESHOLD_RULES,
     Baseline,
     RunRecord,
     threshold_of,
@@ -43,6 +48,8 @@ ADDED_KEYS: dict[str, Any] = {
     "method": "subspace",
     "lora_targets": None,
     "lora_train": None,
+    "threshold_rule": "baseline",
+    "floor": None,
 }
 
 _RUN_LISTS = ("baseline_runs", "runs", "speculative_runs")
@@ -125,6 +132,11 @@ def state_dict(
     runs: Sequence[RunRecord],
     speculative_runs: Sequence[RunRecord] = (),
     d_int: int | None = None,
+    threshold_rule: str = "baseline",
+    floor: float | None = None,
+    floor_source: str | None = None,
+    d_int_ci: Sequence | None = None,
+    ci_level: float = 0.9,
 ) -> dict:
     """The content of a results file (also of a search still under way)."""
     return {
@@ -137,7 +149,7 @@ def state_dict(
         "fraction": fraction,
         "threshold": None
         if baseline is None
-        else threshold_of(baseline, fraction, mode),
+        else threshold_of(baseline, fraction, mode, threshold_rule, floor),
         "baseline": None
         if baseline is None
         else {"value": baseline.value, "kind": baseline.kind},
@@ -145,6 +157,11 @@ def state_dict(
         "runs": [r.to_dict() for r in runs],
         "speculative_runs": [r.to_dict() for r in speculative_runs],
         "d_int": d_int,
+        "threshold_rule": threshold_rule,
+        "floor": floor,
+        "floor_source": floor_source,
+        "d_int_ci": None if d_int_ci is None else list(d_int_ci),
+        "ci_level": ci_level,
     }
 
 
@@ -210,6 +227,32 @@ def _check_record(data: Any, source: Any, where: str) -> RunRecord:
     return RunRecord.from_dict(data)
 
 
+def _check_added(data: dict, source: Any) -> None:
+    """The fields added after the first files: absent, or well formed."""
+    ci = data.get("d_int_ci")
+    checks = {
+        "threshold_rule": data.get("threshold_rule", "baseline") in THRESHOLD_RULES,
+        "floor": data.get("floor") is None
+        or (_is_number(data["floor"]) and math.isfinite(data["floor"])),
+        "floor_source": data.get("floor_source") is None
+        or isinstance(data["floor_source"], str),
+        "d_int_ci": ci is None
+        or (
+            isinstance(ci, list)
+            and len(ci) == 2
+            and all(
+                v is None or (isinstance(v, int) and not isinstance(v, bool))
+                for v in ci
+            )
+        ),
+        "ci_level": _is_number(data.get("ci_level", 0.9))
+        and 0 < data.get("ci_level", 0.9) < 1,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise _corrupt(source, f"bad `{key}`={data.get(key)!r}")
+
+
 def parse(text: str, source: Any) -> dict:
     """The checked content of a results file; `SearchFileError` if unusable.
 
@@ -242,6 +285,7 @@ def parse(text: str, source: Any) -> dict:
         raise _corrupt(source, "`config` is not an object")
     if data.get("mode", "max") not in MODES:
         raise _corrupt(source, f"bad `mode`={data.get('mode')!r}")
+    _check_added(data, source)
     for key in _RUN_LISTS:
         records = data.get(key, [])
         if not isinstance(records, list):
