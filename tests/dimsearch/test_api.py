@@ -564,7 +564,8 @@ def test_mode_auto_follows_keras():
     assert resolve_mode("auto", "val_accuracy", ["accuracy"]) == "max"
     assert resolve_mode("auto", "val_acc", ["acc"]) == "max"
     assert resolve_mode("auto", "val_mae", ["mae"]) == "min"
-    assert resolve_mode("auto", "val_auc", [keras.metrics.AUC()]) == "max"
+    # Named: Keras numbers a second unnamed AUC in a process "auc_1".
+    assert resolve_mode("auto", "val_auc", [keras.metrics.AUC(name="auc")]) == "max"
     assert resolve_mode("auto", "val_mse", ["mse"]) == "min"
     assert resolve_mode("max", "val_mae", ["mae"]) == "max"  # the user decides
     with pytest.raises(ValueError, match="cannot tell"):
