@@ -37,6 +37,7 @@ def test_cli_search_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "d_int50 = 2000" in proc.stdout
+    assert proc.stdout.count("d_int50 = ") == 1  # the verdict, said once
     assert "local baseline" in proc.stdout
     for name in ("results.json", "results.csv", "curve.png"):
         assert (out / name).stat().st_size > 0

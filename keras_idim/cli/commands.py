@@ -119,9 +119,9 @@ def run_search(args: argparse.Namespace) -> int:
     )
     result.to_csv(os.path.join(out, "results.csv"))
     result.plot(os.path.join(out, "curve.png"))
-    if not args.quiet:
+    if not args.quiet:  # the search's last line was its verdict
         print()
-        print(result.summary())
+        print(result.summary(verdict=False))
         print(f"wrote {out}/results.json, results.csv, curve.png")
     else:
         print(result.verdict())

@@ -129,8 +129,14 @@ class SearchResult:
             return None
         return self.dim_scores()[self.d_int]["trainable_params"]
 
-    def summary(self) -> str:
-        """A printable table of d against the metric, and the answer."""
+    def summary(self, verdict: bool = True) -> str:
+        """A printable table of d against the metric, and the answer.
+
+        Args:
+            verdict: bool. End with the answer's line (`verdict()`); leave
+                it out where it was just printed, as a verbose search does
+                when it ends. Defaults to `True`.
+        """
         lines = [
             f"{self.letter:>9}  {'runs':>4}  {'mean ' + self.monitor:>18}  "
             f"{'min':>7}  {'max':>7}  pass  {'trained params':>14}",
@@ -146,7 +152,8 @@ class SearchResult:
             )
         lines.append(f"{self.monitor}: {rule(self.mode)}")
         lines.append(self.floor_text())
-        lines.append(self.verdict())
+        if verdict:
+            lines.append(self.verdict())
         lines.append(self.interval_text())
         return "\n".join(lines)
 
