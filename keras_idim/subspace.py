@@ -405,7 +405,10 @@ class SubspaceModel(keras.Model):
         Args:
             filepath: str. The SavedModel folder to create.
             format: str. Only `"tf_saved_model"`. Defaults to it.
-            verbose: bool or None. Let Keras print what it exports.
+            verbose: bool or None. Print the folder written, as Keras'
+                `export` does (`None`, Keras' default, prints). Keras'
+                own lines would name the temporary folder, so they are
+                not shown.
             input_signature: Optional input signature, as for
                 `keras.Model.export`.
             overwrite: bool. Replace an existing SavedModel folder (one
@@ -430,9 +433,11 @@ class SubspaceModel(keras.Model):
             self.base_model.export(
                 tmp,
                 format="tf_saved_model",
-                verbose=verbose,
+                verbose=False,  # it would name `tmp`
                 input_signature=input_signature,
             )
+        if verbose is None or verbose:
+            print(f"Saved artifact at '{filepath}'.")
         return filepath
 
     # -- serialisation -----------------------------------------------------

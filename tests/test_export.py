@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -313,10 +314,19 @@ def test_compact_header_records_the_one_version(tmp_path):
     assert header["keras_idim_version"] == __version__ == "0.1.0"
 
 
-def test_subspace_model_export_stages_and_checks_its_target(tmp_path, monkeypatch):
+def test_subspace_model_export_stages_and_checks_its_target(
+    tmp_path, monkeypatch, capsys
+):
     model = trained(fc_net())
     target = tmp_path / "sm"
     assert model.export(str(target)) == str(target)
+    # The folder written, not the temporary one it was staged in.
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"Saved artifact at '{target}'."
+    ]
+    model.export(str(tmp_path / "quiet"), verbose=False)
+    shutil.rmtree(tmp_path / "quiet")
+    assert capsys.readouterr().out == ""
     with pytest.raises(FileExistsError, match=r"`filepath` already exists"):
         model.export(str(target))
     with pytest.raises(ValueError, match=r"Received: `overwrite='yes'`"):
