@@ -362,7 +362,7 @@ class FastfoodProjection(Projection):
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
         if self._ops is not None:
-            return self._kernel_forward(v, tf.zeros([0]), tf.zeros([0]), [])
+            return self._kernel_call(v)
         x = tf.pad(v, [[0, self.block_length - self.dim]])[None, :]
         rows, length = self.group_rows, self.block_length
 
@@ -398,6 +398,20 @@ class FastfoodProjection(Projection):
     def _padding(self) -> int:
         """Rows after the D kept ones, up to whole groups of blocks."""
         return self.num_groups * self.group_rows * self.block_length - self.full_dim
+
+    def _kernel_call(self, v: tf.Tensor) -> tf.Tensor:
+        """`P v` in the kernel, differentiable: the kernel's op has no
+        registered gradient, so autodiff is told that the map's
+        vector-Jacobian product is the kernel's own transpose, `P^T g`."""
+
+        @tf.custom_gradient
+        def forward(v):
+            def grad(upstream):
+                return self._kernel_transpose([upstream], None, None)[0]
+
+            return self._kernel_forward(v, tf.zeros([0]), tf.zeros([0]), []), grad
+
+        return forward(v)
 
     def _kernel_forward(self, v, base, scales, sizes: list) -> tf.Tensor:
         return self._ops.keras_idim_fastfood_forward(

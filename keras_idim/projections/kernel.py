@@ -78,9 +78,8 @@ OP_NAMES = ("keras_idim_fastfood_forward", "keras_idim_fastfood_transpose")
 _MODES = {"auto": "auto", "1": "on", "on": "on", "0": "off", "off": "off"}
 _lock = threading.Lock()
 _loaded: dict = {}  # "ops" (the module or None), "reason", "status"
-# Every op module loaded in this process: TensorFlow registers an op once,
-# so a second library's module comes without them (`reset` and another
-# cache folder, as in tests), and the first one's serves.
+# The op library loaded in this process, with its path: at most one (see
+# `_try`); it outlives `reset`, as TensorFlow keeps it loaded.
 _modules: list = []
 
 
@@ -341,19 +340,23 @@ def _try(compiler: str, version: str, cpu: list[str], source: bytes) -> dict:
             _write_atomically(marker, reason + "\n")
             return {**record, "outcome": "failed", "reason": reason}
         outcome = "built"
+    if _modules:
+        # One library per process: a second one (another cache folder, as
+        # in tests) would register its kernels again, and TensorFlow then
+        # refuses every call of the ops ("Multiple OpKernel registrations").
+        # The first one's ops serve; they come from the same source.
+        ops, first = _modules[0]
+        return {**record, "outcome": outcome, "reason": None, "ops": ops, "path": first}
     try:
         ops = tf.load_op_library(path)
     except Exception as e:  # noqa: BLE001 - any load failure falls back
         reason = f"loading {path!r} failed: {_last_line(str(e))}"
         _write_atomically(marker, reason + "\n")
         return {**record, "outcome": "failed", "reason": reason}
-    if hasattr(ops, OP_NAMES[0]):
-        _modules.append(ops)
-    elif _modules:  # a second copy: TensorFlow keeps the ops of the first
-        ops = _modules[0]
-    else:
+    if not hasattr(ops, OP_NAMES[0]):
         reason = f"{path!r} loaded without the ops {OP_NAMES}"
         return {**record, "outcome": "failed", "reason": reason}
+    _modules.append((ops, path))
     return {**record, "outcome": outcome, "reason": None, "ops": ops}
 
 

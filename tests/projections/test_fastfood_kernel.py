@@ -148,6 +148,19 @@ def test_kernel_transpose_is_the_transpose_of_its_forward(monkeypatch):
 
 
 @needs_kernel
+def test_autodiff_through_the_kernel_gives_p_transpose(monkeypatch):
+    _, compiled = pair(monkeypatch, 3000, 40, seed=5, blocks="stacked")
+    mat = materialize(compiled).astype(np.float64)
+    g = np.random.default_rng(2).standard_normal(3000).astype(np.float32)
+    v = tf.Variable(np.random.default_rng(3).standard_normal(40).astype(np.float32))
+    for fn in (compiled.__call__, tf.function(compiled.__call__)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(fn(v) * g)
+        grad = tf.convert_to_tensor(tape.gradient(loss, v)).numpy()
+        np.testing.assert_allclose(grad, mat.T @ g, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernel
 def test_kernel_theta_d_zero_gives_exactly_the_base(monkeypatch):
     _, compiled = pair(monkeypatch, 5000, 20, seed=0)
     base = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
