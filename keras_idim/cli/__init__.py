@@ -90,6 +90,18 @@ def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
     if args.command == "search" and args.method != "lora":
         if args.lora_targets or args.lora_train:
             parser.error("argument --lora-targets/--lora-train: need --method lora")
+    if args.command == "search" and args.quiet and args.verbose:
+        parser.error("argument -v/--verbose: not with --quiet")
+    if args.command == "search" and args.baseline_from is not None:
+        for given, flag in (
+            (args.baseline, "--baseline"),
+            (args.threshold, "--threshold"),
+        ):
+            if given is not None:
+                parser.error(
+                    f"argument --baseline-from: not with {flag} (it reuses a "
+                    f"local baseline): {flag} {given}"
+                )
     if args.command == "search" and None not in (args.threshold, args.baseline):
         parser.error(
             "argument --threshold: not with --baseline (an absolute threshold "

@@ -88,7 +88,7 @@ def run_search(args: argparse.Namespace) -> int:
         val,
         projection=args.projection,
         fraction=args.fraction,
-        baseline=args.baseline,
+        baseline=args.baseline if args.baseline_from is None else args.baseline_from,
         dims=args.dims,
         seeds=tuple(range(args.seeds)),
         epochs=args.epochs,
@@ -113,7 +113,7 @@ def run_search(args: argparse.Namespace) -> int:
         lora_train=args.lora_train,
         max_dim=args.max_dim,
         name=f"{args.model} on {args.dataset}",
-        verbose=0 if args.quiet else 1,
+        verbose=0 if args.quiet else 2 if args.verbose else 1,
         workers=args.workers,
         ray_address=args.ray_address,
     )

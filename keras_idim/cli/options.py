@@ -381,7 +381,21 @@ def _add_search(sub) -> None:
         help="--method lora: layers that also train fully, e.g. a new head "
         "(default: none, only the adapters train)",
     )
+    s.add_argument(
+        "--baseline-from",
+        default=None,
+        metavar="DIR",
+        help="reuse the local baseline of an earlier search (its run folder or "
+        "results.json) instead of training one; refused, naming what differs, "
+        "unless it had the same data, metric and baseline recipe",
+    )
     s.add_argument("--quiet", action="store_true", help="print the answer only")
+    s.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print every epoch of every run, as Keras does",
+    )
 
 
 def _add_compare(sub) -> None:

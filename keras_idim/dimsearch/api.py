@@ -18,6 +18,7 @@ from keras_idim import lora
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch import store
+from keras_idim.dimsearch.comparison import reusable_baseline
 from keras_idim.dimsearch.driver import Driver
 from keras_idim.dimsearch.floor import chance_floor, output_shape_of
 from keras_idim.dimsearch.records import THRESHOLD_RULES
@@ -48,7 +49,7 @@ def search(
     *,
     projection: str = "fastfood",
     fraction: float = 0.9,
-    baseline: float | None = None,
+    baseline: float | str | os.PathLike | SearchResult | None = None,
     dims: str | Sequence[int] = "auto",
     seeds: Iterable[int] = (0,),
     epochs: int = 10,
@@ -142,8 +143,19 @@ def search(
         projection: str. `"fastfood"`, `"dense"` or `"sparse"`. Defaults to
             `"fastfood"`.
         fraction: float. Fraction of the baseline to reach. Defaults to `0.9`.
-        baseline: float or None. A global baseline; `None` trains the local
-            one. Defaults to `None`.
+        baseline: float, SearchResult, str or None. A global baseline;
+            `None` trains the local one. A `SearchResult`, or the path of
+            its results file or run folder, reuses that search's local
+            baseline (its value and runs) instead of training one, e.g. a
+            LoRA search beside a subspace search: it is refused, in one
+            line naming what differs, unless both searches had the same
+            data (fingerprints), `monitor` and `mode`, and the same
+            baseline recipe in their configurations (model, seeds,
+            epochs, batch size, baseline optimizer and learning rate, loss,
+            metrics, callbacks; see
+            `keras_idim.dimsearch.comparison.reusable_baseline`). The
+            results file records where it came from (`baseline_from`).
+            Defaults to `None`.
         dims: str or list of int. `"auto"` or the values of d to try.
             Defaults to `"auto"`.
         seeds: iterable of int. Seeds of each d (and of the baseline), in
@@ -192,7 +204,14 @@ def search(
             `None` means D, the model's parameter count. Defaults to `None`.
         name: str or None. A name for the experiment, stored in the
             configuration (e.g. model and dataset). Defaults to `None`.
-        verbose: int. 0: silent; 1: one line per run. Defaults to `1`.
+        verbose: int. 0: silent; 1: one line per run, each followed by a
+            progress line (the runs done, resumed ones counted apart; the
+            d still open, between the largest failing d and the smallest
+            passing one; and, when the strategy bounds the runs left, the
+            time left at most: the mean wall-clock seconds per run so far
+            times that bound, see `Driver.progress`); 2: also each run's
+            epochs, as Keras prints them (`model.fit(verbose=2)`), the
+            baseline's included. Defaults to `1`.
         workers: int. How many runs go at once. `1` runs them one after the
             other in this process. More runs them as Ray tasks (needs
             `pip install "keras-idim[ray]"`): the seeds of a d, and the d
@@ -258,6 +277,14 @@ def search(
         )
     projection_name = projections_module.get(projection).name
     fraction = check_fraction("fraction", fraction, " (e.g. 0.9 for d_int90)")
+    reuse_source = None
+    if isinstance(baseline, (SearchResult, str, os.PathLike)):
+        reuse_source, baseline = baseline, None
+        if threshold is not None:
+            raise ValueError(
+                "Pass `threshold` or a baseline to reuse, not both: an absolute "
+                f"threshold needs no baseline. Received: `threshold={threshold!r}`"
+            )
     baseline = check_positive_number(
         "baseline", baseline, allow_none=True, hint=" (a global baseline)"
     )
@@ -294,6 +321,11 @@ def search(
             f"interval). {received('ci_level', ci_level)}"
         )
     ci_level = float(ci_level)
+    if verbose not in (0, 1, 2):
+        raise ValueError(
+            "`verbose` should be 0 (silent), 1 (a line per run and a progress "
+            f"line) or 2 (also each epoch). {received('verbose', verbose)}"
+        )
     dims = cfg.check_dims(dims)
     seeds = cfg.check_seeds(seeds)
     epochs = check_positive_int("epochs", epochs)
@@ -358,6 +390,10 @@ def search(
         "floor": floor,
     }
     config = json.loads(json.dumps(config, default=str))  # as stored in JSON
+    reuse, baseline_from = None, None
+    if reuse_source is not None:
+        reuse, baseline_from = reusable_baseline(config, reuse_source)
+        config["baseline_from"] = baseline_from["config_hash"]
     recipe = Recipe(
         model_fn=model_fn,
         train_data=train_data,
@@ -377,6 +413,7 @@ def search(
         method=method,
         lora_targets=lora_targets,
         lora_train=lora_train,
+        fit_verbose=2 if verbose >= 2 else 0,
     )
 
     def say(message: str) -> None:
@@ -399,6 +436,8 @@ def search(
             say=say,
             threshold_rule=threshold_rule,
             ci_level=ci_level,
+            reuse=reuse,
+            baseline_from=baseline_from,
         )
         min_dim = 1
         if method == "lora":  # the largest useful rank, before any training

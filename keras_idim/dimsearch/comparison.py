@@ -10,9 +10,10 @@ threshold, which the table's footer states.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from keras_idim.dimsearch.result import SearchResult
+from keras_idim.dimsearch.store import ADDED_KEYS, config_hash
 from keras_idim.utils.plotting import log_x_axes
 
 
@@ -44,25 +45,112 @@ def _absolute(result: SearchResult) -> bool:
     return result.baseline.kind == "absolute"
 
 
+def _setting(*keys: str) -> Callable[[Mapping], object]:
+    """Reads configuration keys (an absent added key at its old default)."""
+
+    def read(config: Mapping) -> object:
+        values = tuple(config.get(k, ADDED_KEYS.get(k)) for k in keys)
+        return values[0] if len(values) == 1 else values
+
+    return read
+
+
+#: What makes two searches one problem: (what, reads it from a config).
+SAME_PROBLEM = (
+    ("training data", _setting("train_data")),
+    ("validation data", _setting("val_data")),
+    ("monitored metric", _setting("monitor", "mode")),
+)
+
+#: What trains a local baseline, beside the problem: a search may reuse
+#: another's baseline when these are the same too.
+BASELINE_RECIPE = (
+    ("model", _setting("model_fn")),
+    ("seeds", _setting("seeds")),
+    ("epochs", _setting("epochs")),
+    ("batch size", _setting("batch_size")),
+    ("baseline optimizer", _setting("baseline_optimizer")),
+    ("loss", _setting("loss")),
+    ("metrics", _setting("metrics")),
+    ("callbacks", _setting("callbacks")),
+)
+
+
+def difference(first: Mapping, other: Mapping, checks=SAME_PROBLEM) -> str | None:
+    """The first of `checks` in which two configurations differ, in words
+    ("their validation data differ (A against B)"), or `None`."""
+    for what, key in checks:
+        if key(first) != key(other):
+            return f"their {what} differ ({key(first)!r} against {key(other)!r})"
+    return None
+
+
+def _problem(result: SearchResult) -> dict:
+    """A result's configuration, with the metric and direction it used."""
+    return {**result.config, "monitor": result.monitor, "mode": result.mode}
+
+
 def check_comparable(results: Sequence[SearchResult]) -> None:
     """Raises `CompareError` in one line when two searches differ in data,
     metric, direction, baseline or fraction (so in threshold)."""
     first = results[0]
     for i, other in enumerate(results[1:], start=2):
+        differs = difference(_problem(first), _problem(other))
         for what, key in (
-            ("training data", lambda r: r.config.get("train_data")),
-            ("validation data", lambda r: r.config.get("val_data")),
-            ("monitored metric", lambda r: (r.monitor, r.mode)),
             ("baseline", lambda r: (r.baseline.kind, r.baseline.value)),
             # An absolute threshold uses no fraction; the baseline check
             # above already compared it.
             ("fraction", lambda r: None if _absolute(r) else r.fraction),
         ):
-            if key(first) != key(other):
-                raise CompareError(
-                    f"Search 1 and search {i} cannot be compared: their {what} "
-                    f"differ ({key(first)!r} against {key(other)!r})."[:400]
-                )
+            if differs is None and key(first) != key(other):
+                differs = f"their {what} differ ({key(first)!r} against {key(other)!r})"
+        if differs:
+            raise CompareError(
+                f"Search 1 and search {i} cannot be compared: {differs}."[:400]
+            )
+
+
+def reusable_baseline(
+    config: Mapping, source: str | os.PathLike | SearchResult
+) -> tuple[SearchResult, dict]:
+    """Another search's local baseline, checked to be this search's.
+
+    It is reusable when the two searches are one problem (`SAME_PROBLEM`:
+    the data's fingerprints, the monitored metric and its direction, as
+    `compare` checks them) and their baselines were trained alike
+    (`BASELINE_RECIPE`: model, seeds, epochs, batch size, the baseline's
+    optimizer and learning rate, loss, metrics and callbacks, as their
+    configurations record them).
+
+    Args:
+        config: Mapping. This search's configuration.
+        source: SearchResult, results file or run folder.
+
+    Returns:
+        `(result, baseline_from)`: the other search, and what the results
+        file records of it (`{"path", "config_hash"}`).
+
+    Raises:
+        ValueError: in one line, naming what differs, or that the other
+            search has no local baseline.
+    """
+    other = load(source)
+    where = (
+        "the given search"
+        if isinstance(source, SearchResult)
+        else (f"{os.fspath(source)}")
+    )
+    if other.baseline.kind != "local" or not other.baseline_runs:
+        raise ValueError(
+            f"Cannot reuse the baseline of {where}: it trained none (its "
+            f"baseline is {other.baseline.kind}, {other.baseline.value:g})."
+        )
+    mine = {**config, "mode": config.get("mode", ADDED_KEYS["mode"])}
+    differs = difference(mine, _problem(other), SAME_PROBLEM + BASELINE_RECIPE)
+    if differs:
+        raise ValueError(f"Cannot reuse the baseline of {where}: {differs}."[:400])
+    path = None if isinstance(source, SearchResult) else os.fspath(source)
+    return other, {"path": path, "config_hash": config_hash(other.config)}
 
 
 def table(results: Sequence[SearchResult]) -> str:

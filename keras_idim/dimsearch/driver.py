@@ -8,6 +8,7 @@ method that can be read, and tested with a fake `Runner`, on its own.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 
 from keras_idim.dimsearch import store
@@ -25,7 +26,13 @@ from keras_idim.dimsearch.records import (
 )
 from keras_idim.dimsearch.result import SearchResult
 from keras_idim.dimsearch.runner import Recipe, Runner, Task
-from keras_idim.dimsearch.strategy import Strategy, follow, plan_dims, smallest_passing
+from keras_idim.dimsearch.strategy import (
+    Strategy,
+    follow,
+    most_dims_left,
+    plan_dims,
+    smallest_passing,
+)
 
 
 class RunError(RuntimeError):
@@ -39,6 +46,32 @@ class FloorError(ValueError):
 
 def _fmt(value: float | None) -> str:
     return "  --  " if value is None else f"{value:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    """`45s`, `3m20s`, `2h05m`."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def open_range(path: dict[int, bool], letter: str = "d") -> str:
+    """The values still open after a strategy's outcomes, in words: above
+    the largest failing d below the smallest passing one, up to that one."""
+    passing = [d for d, ok in path.items() if ok]
+    hi = min(passing) if passing else None
+    failing = [d for d, ok in path.items() if not ok and (hi is None or d < hi)]
+    lo = max(failing) if failing else None
+    if hi is None and lo is None:
+        return f"no {letter} tried yet"
+    if hi is None:
+        return f"{letter} > {lo} open (none passed yet)"
+    if lo is None:
+        return f"{letter} <= {hi} open (none failed below it yet)"
+    return f"{letter} in ({lo}, {hi}] open"
 
 
 class Driver:
@@ -62,6 +95,11 @@ class Driver:
         floor: Floor or None. The chance floor; `None` (or a `Floor` whose
             value is `None`) checks none.
         ci_level: float. The level of the interval of d_int over seeds.
+        reuse: SearchResult or None. Another search whose local baseline
+            (value and runs) this one takes instead of training its own,
+            already checked to be the same problem (see
+            `comparison.reusable_baseline`).
+        baseline_from: dict or None. What the results file records of it.
     """
 
     def __init__(
@@ -80,8 +118,11 @@ class Driver:
         threshold_rule: str = "baseline",
         floor: Floor | None = None,
         ci_level: float = 0.9,
+        reuse: SearchResult | None = None,
+        baseline_from: dict | None = None,
     ):
         self.recipe = recipe
+        self.baseline_from = baseline_from
         self.threshold_rule = threshold_rule
         self.floor = floor
         self.ci_level = ci_level
@@ -95,6 +136,9 @@ class Driver:
         self.results_path = results_path
         self.say = say
         self.started = False
+        #: Runs finished by this call, and when its first run started.
+        self.fresh = 0
+        self.clock: float | None = None
         #: (dim, seed) -> RunRecord, for every finished run (dim None: baseline).
         self.done: dict[Task, RunRecord] = {}
         self.base: Baseline | None = None
@@ -116,6 +160,13 @@ class Driver:
                     f"resuming from {results_path}: {len(self.done)} finished "
                     "runs" + (f", {retried} that raised run again" if retried else "")
                 )
+        #: Runs read from the results file, counted apart from fresh ones.
+        self.resumed = sum(reuse is None or d is not None for d, _ in self.done)
+        if reuse is not None:  # its baseline, in place of one trained here
+            self.base = Baseline(reuse.baseline.value, "local")
+            for record in reuse.baseline_runs:
+                if record.seed in self.seeds:
+                    self.done[(None, record.seed)] = record
 
     # -- derived state --
 
@@ -183,6 +234,7 @@ class Driver:
                 runs=runs,
                 speculative_runs=speculative,
                 d_int=d_int,
+                baseline_from=self.baseline_from,
                 **self.floor_fields(),
             ),
         )
@@ -196,6 +248,52 @@ class Driver:
             f"{'  ' + record.message if record.message else ''}"
         )
 
+    def runs_left(self, path: dict[int, bool], frontier: int | None) -> int | None:
+        """The most runs this search may still train, or `None` if the
+        strategy gives no bound (see `strategy.most_dims_left`): the
+        baseline's runs not done, and one run per seed for each d the
+        strategy may still try, less the seeds of the next d already done."""
+        dims = most_dims_left(self.strategy, path)
+        if dims is None:
+            return None
+        left = dims * len(self.seeds)
+        if frontier is not None:
+            left -= sum((frontier, s) in self.done for s in self.seeds)
+        if self.base is None:
+            left += sum((None, s) not in self.done for s in self.seeds)
+        return left
+
+    def progress(self) -> str:
+        """One line after each run: the runs done, the d still open, and
+        the time left at most.
+
+        The time left is the mean wall-clock seconds per run finished by
+        this call so far (from the start of its first run; with several
+        workers that is their throughput) times `runs_left`, a bound on the
+        runs still to train. It is left out when no run finished here yet
+        or when the strategy gives no bound.
+        """
+        letter = "r" if self.recipe.method == "lora" else "d"
+        outcomes = self.finished_outcomes() if self.threshold is not None else {}
+        path, frontier = follow(self.strategy, outcomes)
+        line = f"progress: {self.fresh} runs done" + (
+            f" (and {self.resumed} resumed)" if self.resumed else ""
+        )
+        if self.threshold is None:
+            line += "; baseline training"
+        else:
+            line += "; " + open_range(path, letter)
+        left = self.runs_left(path, frontier)
+        if left == 0:
+            return line + "; no runs left"
+        if left is not None and self.fresh and self.clock is not None:
+            each = (time.perf_counter() - self.clock) / self.fresh
+            line += (
+                f"; at most {left} runs left, about {_duration(each * left)} "
+                f"at most ({each:.1f}s a run)"
+            )
+        return line
+
     def drive(self, wanted: Callable[[int], list[Task]]) -> None:
         """Runs tasks until `wanted(slots)` asks for none; saves after each."""
         runner = self.runner
@@ -206,6 +304,7 @@ class Driver:
                     return
                 runner.start(self.recipe, self.say)
                 self.started = True
+                self.clock = time.perf_counter()
             for task in runner.running():
                 if task not in tasks:
                     runner.cancel(task)  # speculative, and no longer useful
@@ -219,7 +318,9 @@ class Driver:
             task, record = runner.next_finished()
             if record is not None:  # None: cancelled before it finished
                 self.done[task] = record
+                self.fresh += 1
                 self.report(record)
+                self.say(self.progress())
                 self.save()
                 self.check_recipe(record)
 
@@ -269,8 +370,13 @@ class Driver:
             self.base = Baseline(mean([r.metric for r in runs]), "local")
         sign = "<=" if self.mode == "min" else ">="
         floor = self.floor_value
+        reused = ""
+        if self.baseline_from is not None:
+            reused = (
+                f" (reused from {self.baseline_from['path'] or 'the given search'})"
+            )
         self.say(
-            f"{self.base.kind} baseline {self.base.value:.4f}; "
+            f"{self.base.kind} baseline {self.base.value:.4f}{reused}; "
             + ("no chance floor; " if floor is None else f"chance floor {floor:.4f}; ")
             + f"threshold {self.monitor} {sign} {self.threshold:.4f}"
         )
@@ -346,6 +452,7 @@ class Driver:
                 runs, self.seeds, self.threshold, self.mode, self.ci_level
             ),
             ci_level=self.ci_level,
+            baseline_from=self.baseline_from,
         )
         if self.results_path:
             result.to_json(self.results_path)

@@ -62,6 +62,9 @@ class SearchResult:
             `keras_idim.dimsearch.interval`); an end is `None` when it lies
             beyond every tried d. `None` with one seed.
         ci_level: float. The level of `d_int_ci`.
+        baseline_from: dict or None. `{"path", "config_hash"}` of the
+            search whose local baseline this one reused (`path` is `None`
+            for a result passed in memory); `None` if it trained its own.
     """
 
     d_int: int | None
@@ -79,6 +82,7 @@ class SearchResult:
     floor_source: str | None = None
     d_int_ci: tuple[int | None, int | None] | None = None
     ci_level: float = 0.9
+    baseline_from: dict | None = None
 
     # -- derived views --
 
@@ -255,6 +259,7 @@ class SearchResult:
             floor_source=self.floor_source,
             d_int_ci=self.d_int_ci,
             ci_level=self.ci_level,
+            baseline_from=self.baseline_from,
         )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -303,6 +308,7 @@ class SearchResult:
             floor_source=data.get("floor_source"),
             d_int_ci=None if data.get("d_int_ci") is None else tuple(data["d_int_ci"]),
             ci_level=data.get("ci_level", 0.9),
+            baseline_from=data.get("baseline_from"),
         )
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:

@@ -53,6 +53,8 @@ class Recipe:
         lora_targets: list, callable or None. The layers that get adapters
             (see `keras_idim.lora.targets`).
         lora_train: list, callable or None. Layers that also train fully.
+        fit_verbose: int. `verbose` of each run's `model.fit` (2: a line
+            per epoch, as Keras prints it; 0: nothing).
     """
 
     model_fn: Callable[[], keras.Model]
@@ -73,6 +75,7 @@ class Recipe:
     method: str = "subspace"
     lora_targets: Any = None
     lora_train: Any = None
+    fit_verbose: int = 0
 
 
 def run_kind(recipe: Recipe) -> str:
@@ -255,7 +258,7 @@ def train_run(
             epochs=recipe.epochs,
             callbacks=callbacks + user_callbacks(recipe, dim, seed),
             shuffle=False,  # the dataset shuffles itself
-            verbose=0,
+            verbose=recipe.fit_verbose,
         ).history
     except Exception as e:  # a failed run is recorded, the search goes on
         return RunRecord.error(

@@ -8,8 +8,9 @@ while the baseline still trains), the runs (`baseline_runs`, `runs` on the
 sequential path, `speculative_runs`) as `RunRecord` dicts, and `d_int`.
 Added since, and absent from older files (read as their defaults): `floor`
 (the chance floor, or null when none was checked) and `floor_source`,
-`threshold_rule` (`"baseline"`), `d_int_ci` (`[low, high]` or null) and
-`ci_level`.
+`threshold_rule` (`"baseline"`), `d_int_ci` (`[low, high]` or null),
+`ci_level`, and `baseline_from` (null, or `{"path", "config_hash"}`: the
+search whose local baseline was reused, see `search(baseline=...)`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ ADDED_KEYS: dict[str, Any] = {
     "lora_train": None,
     "threshold_rule": "baseline",
     "floor": None,
+    "baseline_from": None,
 }
 
 _RUN_LISTS = ("baseline_runs", "runs", "speculative_runs")
@@ -137,6 +139,7 @@ def state_dict(
     floor_source: str | None = None,
     d_int_ci: Sequence | None = None,
     ci_level: float = 0.9,
+    baseline_from: Mapping | None = None,
 ) -> dict:
     """The content of a results file (also of a search still under way)."""
     return {
@@ -162,6 +165,7 @@ def state_dict(
         "floor_source": floor_source,
         "d_int_ci": None if d_int_ci is None else list(d_int_ci),
         "ci_level": ci_level,
+        "baseline_from": None if baseline_from is None else dict(baseline_from),
     }
 
 
@@ -247,6 +251,15 @@ def _check_added(data: dict, source: Any) -> None:
         ),
         "ci_level": _is_number(data.get("ci_level", 0.9))
         and 0 < data.get("ci_level", 0.9) < 1,
+        "baseline_from": data.get("baseline_from") is None
+        or (
+            isinstance(data["baseline_from"], dict)
+            and isinstance(data["baseline_from"].get("config_hash"), str)
+            and (
+                data["baseline_from"].get("path") is None
+                or isinstance(data["baseline_from"]["path"], str)
+            )
+        ),
     }
     for key, ok in checks.items():
         if not ok:

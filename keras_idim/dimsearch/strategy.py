@@ -113,6 +113,55 @@ def follow(
     return path, dim
 
 
+def most_dims_left(
+    next_dim: Callable[[Mapping[int, bool]], int | None],
+    path: Mapping[int, bool],
+    *,
+    budget: int = 20_000,
+) -> int | None:
+    """The most values of d the strategy may still try after `path`.
+
+    Every future is followed: after each d it would try, both outcomes
+    (passes, fails), to the end of the search; the answer is the longest
+    of them, so a true upper bound for a deterministic strategy. It asks
+    the strategy at most `budget` times, and returns `None` (no bound)
+    when that is not enough, rather than a guess.
+
+    Args:
+        next_dim: callable. The strategy, as in `follow`.
+        path: Mapping. The outcomes the strategy has used so far (see
+            `follow`).
+        budget: int. How many calls to the strategy at most. Defaults to
+            `20_000`.
+
+    Returns:
+        The number of d left at most (`0` when the search is over), or
+        `None`.
+
+    Example:
+
+    >>> step = lambda o: sweep_next_dim(o, dims=[10, 50, 100])
+    >>> most_dims_left(step, {10: False})
+    2
+    """
+    calls = 0
+
+    def longest(outcomes: dict[int, bool]) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > budget:
+            raise OverflowError
+        dim = next_dim(outcomes)
+        if dim is None:
+            return 0
+        return 1 + max(longest({**outcomes, dim: ok}) for ok in (False, True))
+
+    try:
+        return longest(dict(path))
+    except (OverflowError, RecursionError):
+        return None
+
+
 def plan_dims(
     next_dim: Callable[[Mapping[int, bool]], int | None],
     finished: Mapping[int, bool],
