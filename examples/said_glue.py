@@ -43,6 +43,9 @@ CPU, use `--preset tiny-random` or a small preset with
 
 `--preset tiny-random` builds a 2-layer random-init BERT with a character
 vocabulary, offline: a smoke test of the whole pipeline, not a measurement.
+It still needs the GLUE task's data, from TFDS (downloaded on first use, or
+prepared in `--data-dir`); `--no-download` never downloads, and data that
+cannot be had end the script with one line saying how to prepare them.
 
     python examples/said_glue.py --preset tiny-random --epochs 1
 """
@@ -52,6 +55,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sys
 from collections import Counter
 from typing import NamedTuple
 
@@ -143,12 +147,15 @@ def glue_dataset(
     sequence_length: int,
     shuffle: bool,
     data_dir: str | None = None,
+    download: bool = True,
 ) -> tf.data.Dataset:
     """A GLUE split as batches of `(token features, label)`, tokenised in
     the pipeline once and cached; the training split is reshuffled each
     epoch (from the run's seed, which the search sets)."""
     spec = TASKS[task]
-    (ds,), _ = keras_idim.data.tfds_splits(f"glue/{task}", [split], data_dir=data_dir)
+    (ds,), _ = keras_idim.data.tfds_splits(
+        f"glue/{task}", [split], data_dir=data_dir, download=download
+    )
 
     def text_and_label(example):
         text = tuple(example[name] for name in spec.features)
@@ -170,9 +177,13 @@ def said_start_dim(model_fn) -> int:
     return 2 * len(model_fn().trainable_variables)
 
 
-def majority_accuracy(task: str, split: str, data_dir: str | None = None) -> float:
+def majority_accuracy(
+    task: str, split: str, data_dir: str | None = None, download: bool = True
+) -> float:
     """The accuracy of always answering the most frequent label of `split`."""
-    (ds,), _ = keras_idim.data.tfds_splits(f"glue/{task}", [split], data_dir=data_dir)
+    (ds,), _ = keras_idim.data.tfds_splits(
+        f"glue/{task}", [split], data_dir=data_dir, download=download
+    )
     counts = Counter(int(label) for label in ds.map(lambda e: e["label"]))
     return max(counts.values()) / sum(counts.values())
 
@@ -191,6 +202,7 @@ def main(
     baseline: float | None = None,
     train_split: str = "train",
     data_dir: str | None = None,
+    download: bool = True,
     out: str = "runs/said_glue",
     workers: int = 1,
     verbose: int = 1,
@@ -219,6 +231,8 @@ def main(
         train_split: str. TFDS split to train on, e.g. `"train[:10%]"`.
             Defaults to `"train"`.
         data_dir: str or None. TFDS data_dir. Defaults to `None`.
+        download: bool. Download GLUE when it is not in `data_dir`.
+            Defaults to `True`.
         out: str. Output folder (results.json, curve.png). Defaults to
             `"runs/said_glue"`.
         workers: int. Runs at once (Ray when more than 1). Defaults to `1`.
@@ -240,10 +254,11 @@ def main(
         batch_size=batch_size,
         sequence_length=sequence_length,
         data_dir=data_dir,
+        download=download,
     )
     if start_dim is None:
         start_dim = said_start_dim(model_fn)
-    majority = majority_accuracy(task, spec.validation, data_dir)
+    majority = majority_accuracy(task, spec.validation, data_dir, download)
     result = keras_idim.search(
         model_fn,
         functools.partial(data, train_split, shuffle=True),
@@ -274,6 +289,30 @@ def main(
     return result
 
 
+def run_main(args: argparse.Namespace) -> None:
+    """`main` with the command line's arguments."""
+    main(
+        preset=args.preset,
+        task=args.task,
+        dims=(
+            "auto"
+            if args.dims == "auto"
+            else [int(d) for d in args.dims.split(",") if d.strip()]
+        ),
+        start_dim=args.start_dim,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        sequence_length=args.sequence_length,
+        learning_rate=args.learning_rate,
+        baseline_learning_rate=args.baseline_learning_rate,
+        train_split=args.train_split,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+        out=args.out,
+        workers=args.workers,
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="bert_small_en_uncased")
@@ -291,25 +330,13 @@ if __name__ == "__main__":
     parser.add_argument("--baseline-learning-rate", type=float, default=2e-5)
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--no-download", action="store_true", help="never download GLUE"
+    )
     parser.add_argument("--out", default="runs/said_glue")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    main(
-        preset=args.preset,
-        task=args.task,
-        dims=(
-            "auto"
-            if args.dims == "auto"
-            else [int(d) for d in args.dims.split(",") if d.strip()]
-        ),
-        start_dim=args.start_dim,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        sequence_length=args.sequence_length,
-        learning_rate=args.learning_rate,
-        baseline_learning_rate=args.baseline_learning_rate,
-        train_split=args.train_split,
-        data_dir=args.data_dir,
-        out=args.out,
-        workers=args.workers,
-    )
+    try:
+        run_main(args)
+    except (RuntimeError, ValueError) as e:  # e.g. GLUE not to be had offline
+        sys.exit(f"said_glue.py: {e}")

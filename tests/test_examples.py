@@ -169,3 +169,36 @@ def test_lora_vs_subspace_example_on_the_hub_classifier_offline(load, tmp_path):
     assert said.runs[0].trainable_params == 60
     assert (tmp_path / "compare.png").stat().st_size > 0
     assert "lora" in got["table"] and "subspace" in got["table"]
+
+
+def test_said_glue_without_its_data_says_so_in_one_message(tmp_path):
+    """Offline, with no GLUE prepared: the reason and the way to prepare it,
+    exit 1, no traceback (TFDS is never asked to download)."""
+    import os
+    import subprocess
+
+    pytest.importorskip("keras_hub")
+    empty = tmp_path / "tfds"
+    empty.mkdir()
+    script = Path(__file__).parent.parent / "examples" / "said_glue.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--preset",
+            "tiny-random",
+            "--data-dir",
+            str(empty),
+            "--no-download",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "said_glue.py: Could not load the TFDS dataset 'glue/mrpc'" in proc.stderr
+    assert "--data-dir /copied/dir --no-download" in proc.stderr
