@@ -28,6 +28,7 @@ from keras_idim.dimsearch.runner import (
     Recipe,
     Runner,
     as_dataset,
+    check_class_labels,
     check_finite,
 )
 from keras_idim.dimsearch.strategy import make_strategy
@@ -342,8 +343,12 @@ def search(
     monitor = check_name("monitor", monitor)
     method = cfg.check_method(method, lora_targets, lora_train)
     metrics = cfg.check_metrics(metrics)
-    mode = cfg.resolve_mode(mode, monitor, metrics)
     callbacks = cfg.check_callbacks(callbacks)
+    mode = cfg.resolve_mode(mode, monitor, metrics, callbacks)
+    cfg.check_monitor(monitor, mode, metrics, callbacks)
+    structure_aware = cfg.check_structure_aware(structure_aware)
+    if method == "subspace":
+        cfg.check_dtype_policy()
     tensorboard = cfg.check_tensorboard(tensorboard)
     runner = _choose_runner(runner, workers, ray_address, train_data, val_data)
     sub_optimizer, sub_opt_config = cfg.optimizer_factory(optimizer, learning_rate)
@@ -356,6 +361,7 @@ def search(
     ):
         if not callable(data):  # a callable is built inside each run
             check_finite(arg, data)
+            check_class_labels(arg, data, loss)
             as_dataset(data, batch_size, shuffle=shuffle, arg=arg)
     results_path = cfg.check_results_path(results_path)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -166,7 +167,9 @@ def _metric_name_and_direction(spec: Any) -> tuple[str, str | None]:
     return name, getattr(metric, "_direction", None)
 
 
-def resolve_mode(mode: Any, monitor: str, metrics: Sequence) -> str:
+def resolve_mode(
+    mode: Any, monitor: str, metrics: Sequence, callbacks: Any = None
+) -> str:
     """`"max"` or `"min"`: `mode` itself, or for `"auto"` the direction that
     Keras' own callbacks (e.g. EarlyStopping) would give `monitor`.
 
@@ -190,11 +193,115 @@ def resolve_mode(mode: Any, monitor: str, metrics: Sequence) -> str:
         metric_name, direction = _metric_name_and_direction(spec)
         if metric_name == name and direction is not None:
             return "max" if direction == "up" else "min"
+    names = logged_names(metrics)
+    if names is not None and not callbacks and monitor not in names:
+        raise ValueError(
+            f"`monitor={monitor!r}` is not among the names the runs will log "
+            f"(the loss and each compiled metric, also with 'val_'): {names}; "
+            "so `mode='auto'` cannot tell its direction either. Pass one of "
+            f"them, or add the metric to `metrics`. Received: `monitor={monitor!r}`"
+        )
     raise ValueError(
         f"`mode='auto'` cannot tell whether `monitor={monitor!r}` should be "
         "maximised or minimised (it is not the loss, nor a compiled metric with "
         "a known direction). Pass `mode='max'` or `mode='min'`."
     )
+
+
+def _logged_metric_name(spec: Any) -> str | None:
+    """The name Keras logs a compiled metric under, or None where it cannot
+    be told for sure before training (the search then does not refuse)."""
+    if isinstance(spec, str):
+        if spec.lower() in ("accuracy", "acc"):
+            return spec
+        try:
+            keras.metrics.get(spec)
+        except ValueError:
+            return None  # compile itself will say what is wrong
+        return spec
+    if isinstance(spec, keras.metrics.Metric):
+        return spec.name
+    name = getattr(spec, "__name__", None)
+    if (
+        not hasattr(spec, "name")
+        and isinstance(name, str)
+        and re.fullmatch(r"[a-z_][a-z0-9_]*", name)
+    ):
+        return name  # a plain function; Keras snake-cases a camel-case name
+    return None
+
+
+def logged_names(metrics: Sequence) -> list[str] | None:
+    """Every name a run's training logs hold (the loss and each compiled
+    metric, and each with `val_`), sorted; None if one metric's name cannot
+    be told, or two share one (Keras would number the second)."""
+    names = [_logged_metric_name(m) for m in metrics]
+    if None in names or len(set(names)) != len(names) or "loss" in names:
+        return None
+    base = ["loss", *names]
+    return sorted(base + ["val_" + n for n in base])
+
+
+def check_monitor(
+    monitor: str, mode: str, metrics: Sequence, callbacks: Any = None
+) -> None:
+    """Refuses, before any training, a `monitor` that the runs will not log,
+    and a `mode` that contradicts the direction Keras gives `monitor`.
+
+    The logged names are the loss and the compiled metrics, each also with
+    `val_`. Nothing is refused where they cannot be known: a metric whose
+    logged name cannot be told, or user callbacks (which may add logs).
+    `mode` is `"max"` or `"min"` (after `resolve_mode`, or the user's).
+    """
+    names = logged_names(metrics)
+    if names is not None and not callbacks and monitor not in names:
+        raise ValueError(
+            f"`monitor={monitor!r}` is not among the names the runs will log "
+            f"(the loss and each compiled metric, also with 'val_'): {names}. "
+            "Pass one of them, or add the metric to `metrics`. "
+            f"Received: `monitor={monitor!r}`"
+        )
+    name = monitor.removeprefix("val_")
+    direction = "down" if name == "loss" else None
+    for spec in metrics if direction is None else ():
+        metric_name, metric_direction = _metric_name_and_direction(spec)
+        if metric_name == name:
+            direction = metric_direction
+            break
+    if direction is not None and mode != ("max" if direction == "up" else "min"):
+        way = "maximised" if direction == "up" else "minimised"
+        raise ValueError(
+            f"`mode={mode!r}` contradicts `monitor={monitor!r}`: Keras registers "
+            f"it as {way} (its direction is {direction!r}), so the search would "
+            "judge every run backwards. Pass `mode='auto'` or "
+            f"`mode={'max' if direction == 'up' else 'min'!r}`. "
+            f"Received: `monitor={monitor!r}`, `mode={mode!r}`"
+        )
+
+
+def check_structure_aware(structure_aware: Any) -> bool:
+    """A bool (numpy's included); anything else (e.g. "yes") is refused."""
+    if not isinstance(structure_aware, (bool, np.bool_)):
+        raise ValueError(
+            "`structure_aware` should be True (SAID subspaces) or False. "
+            f"{received('structure_aware', structure_aware)}"
+        )
+    return bool(structure_aware)
+
+
+def check_dtype_policy() -> None:
+    """Refuses a float16/bfloat16 global dtype policy: a subspace run adds
+    float32 offsets to the base weights, which TensorFlow refuses to mix."""
+    policy = keras.config.dtype_policy()
+    dtypes = {policy.compute_dtype, policy.variable_dtype}
+    if dtypes & {"float16", "bfloat16"}:
+        raise ValueError(
+            f"The global dtype policy is {policy.name!r}; a subspace search "
+            "trains in float32 only (its float32 offsets cannot be added to "
+            f"{'/'.join(sorted(dtypes - {'float32'}))} weights). Set "
+            '`keras.config.set_dtype_policy("float32")` before the search. '
+            f"Received: dtype policy {policy.name!r}"
+        )
 
 
 def check_callbacks(callbacks: Any) -> Any:

@@ -60,6 +60,34 @@ def start_local_ray(workers: int):
     return ray
 
 
+#: Seconds `check_reachable` waits for a Ray address to answer.
+CONNECT_TIMEOUT = 3.0
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuses a `HOST:PORT` (or `ray://HOST:PORT`) address where nothing
+    answers a TCP connection within `timeout` seconds: Ray itself would
+    retry for minutes. `None`, `"auto"`, other forms, and a Ray already
+    initialised in this process (whose connection is used) are left alone."""
+    import socket
+
+    if address is None or "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError, OverflowError) as e:
+        raise ValueError(
+            f"Nothing answers at `ray_address={address!r}` (a TCP connection to "
+            f"{host}:{port} failed within {timeout:g} s: {e}). Start the Ray "
+            "head there (`ray start --head`), or check the address and port. "
+            f"Received: `ray_address={address!r}`"
+        ) from None
+
+
 def check_ray(workers: int, address: str | None, train_data: Any, val_data: Any):
     """Fails early, before any work, if a Ray search cannot run."""
     import tensorflow as tf
@@ -71,6 +99,7 @@ def check_ray(workers: int, address: str | None, train_data: Any, val_data: Any)
             f"installed. Install the extra: {_INSTALL} (or `pip install ray`), "
             "or use `workers=1` and no `ray_address`."
         )
+    check_reachable(address)
     for arg, data in (("train_data", train_data), ("val_data", val_data)):
         if isinstance(data, tf.data.Dataset):
             raise ValueError(

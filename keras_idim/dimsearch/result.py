@@ -6,7 +6,9 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
+from typing import Any
 
 from keras_idim.dimsearch import store
 from keras_idim.dimsearch.records import (
@@ -19,6 +21,51 @@ from keras_idim.dimsearch.records import (
 )
 from keras_idim.utils.io import atomic_write
 from keras_idim.utils.plotting import log_x_axes
+
+
+def _finite_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _check_result_fields(data: dict, source: Any) -> None:
+    """The top-level fields a finished result needs, in one line naming the
+    file, the field and its value (a hand-edited file would otherwise fail
+    with a traceback deep in `compare` or `summary`)."""
+    baseline = data.get("baseline")
+    tried = {r.dim for r in data["runs"]}
+    checks = {
+        "baseline": isinstance(baseline, dict)
+        and _finite_number(baseline.get("value"))
+        and baseline.get("kind") in ("local", "global", "absolute"),
+        "fraction": _finite_number(data.get("fraction")) and 0 < data["fraction"] <= 1,
+        "threshold": _finite_number(data.get("threshold")),
+        "monitor": isinstance(data.get("monitor", "val_accuracy"), str),
+        "d_int": data.get("d_int") is None
+        or (
+            isinstance(data["d_int"], int)
+            and not isinstance(data["d_int"], bool)
+            and data["d_int"] in tried
+        ),
+    }
+    wanted = {
+        "baseline": 'an object {"value": a number, "kind": "local", "global" '
+        'or "absolute"}',
+        "fraction": "a number in (0, 1]",
+        "threshold": "a finite number",
+        "monitor": "a string",
+        "d_int": f"null or one of the tried d {sorted(tried)}",
+    }
+    for key, ok in checks.items():
+        if not ok:
+            found = repr(data[key])[:200] if key in data else "it is missing"
+            raise store.SearchFileError(
+                f"The results file {source!s} has a bad `{key}`: {found} "
+                f"(it should be {wanted[key]})."
+            )
 
 
 @dataclasses.dataclass
@@ -287,11 +334,12 @@ class SearchResult:
             text = store.read_text(source)
         data = store.parse(text, source)
         baseline = data.get("baseline") or {}
-        if baseline.get("value") is None:
+        if isinstance(baseline, dict) and baseline.get("value") is None:
             raise store.SearchFileError(
                 f"The results file {source!s} holds no baseline yet: the "
                 "search that wrote it did not get past its baseline."
             )
+        _check_result_fields(data, "(JSON text)" if is_text else source)
         return cls(
             d_int=data.get("d_int"),
             fraction=data["fraction"],

@@ -168,6 +168,38 @@ def check_finite(arg: str, data: Any) -> None:
             )
 
 
+def is_sparse_categorical(loss: Any) -> bool:
+    """Whether `loss` takes integer class labels (sparse cross-entropy)."""
+    if isinstance(loss, str):
+        return loss == "sparse_categorical_crossentropy"
+    return isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+
+
+def check_class_labels(arg: str, data: Any, loss: Any) -> None:
+    """Refuses float `y` arrays that are not class indices (a fractional
+    part, or negative) under a sparse categorical loss, which would
+    truncate them silently. Arrays only: a dataset is not scanned."""
+    import numpy as np
+
+    if not (isinstance(data, (tuple, list)) and len(data) >= 2):
+        return
+    y = data[1]
+    if not is_sparse_categorical(loss) or not isinstance(y, np.ndarray):
+        return
+    if not np.issubdtype(y.dtype, np.number):
+        return
+    bad = (y < 0) | (np.floor(y) != y) if np.issubdtype(y.dtype, np.floating) else y < 0
+    if np.any(bad):
+        example = y[bad].flat[0].item()
+        raise ValueError(
+            f"`{arg}`'s y array holds values that are not class indices "
+            f"(e.g. {example!r}), and the loss, sparse categorical "
+            "cross-entropy, would truncate them silently. Give integer labels "
+            f"0, 1, 2, ... Received: `{arg}` with y.dtype={y.dtype}, "
+            f"a value {example!r}"
+        )
+
+
 def fresh_metrics(metrics: Sequence) -> list:
     """Copies of the metrics for one run: a Metric object holds state, so
     each compiled model gets its own (names and functions are kept)."""

@@ -2,6 +2,7 @@
 front: non-finite arrays, infinite or empty datasets, a results file that
 another search is writing."""
 
+import json
 import os
 import signal
 import socket
@@ -10,16 +11,24 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from search_helpers import TINY, digits_arrays, must_not_run, tiny_fc
 
 from keras_idim import search
-from keras_idim.dimsearch import InProcessRunner, RunRecord, SearchFileError
+from keras_idim.dimsearch import (
+    InProcessRunner,
+    RunRecord,
+    SearchFileError,
+    SearchResult,
+)
+from keras_idim.dimsearch.comparison import compare
 from keras_idim.dimsearch.runner import as_dataset
 
 TESTS = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def test_non_finite_arrays_are_refused_before_any_training():
@@ -190,3 +199,176 @@ def test_a_second_search_on_the_same_file_is_refused_naming_the_first(tmp_path):
         **TINY,
     )
     assert again.d_int == result.d_int == 3
+
+
+# -- issue 23: mistakes that used to surface only after training --
+
+
+def _refused(match, exc=ValueError, **kwargs):
+    """`search` on digits with a runner that must not train is refused."""
+    train, val = digits_arrays()
+    args = {**TINY, "dims": [3], **kwargs}
+    with pytest.raises(exc, match=match) as info:
+        search(tiny_fc, train, val, runner=InProcessRunner(must_not_run), **args)
+    return str(info.value)
+
+
+def myfn(y_true, y_pred):
+    return keras.ops.mean(y_pred)
+
+
+def test_a_monitor_the_runs_will_not_log_is_refused_listing_the_names():
+    from keras_idim.dimsearch.config import check_monitor
+
+    # Before: the baseline (or the first run) trained, then "not in the logs".
+    message = _refused(r"`monitor='val_nope'` is not among", monitor="val_nope")
+    assert "['accuracy', 'loss', 'val_accuracy', 'val_loss']" in message
+    _refused(r"`monitor='val_nope'` is not among", monitor="val_nope", mode="max")
+    _refused(  # a LoRA search logs the same names
+        r"`monitor='val_nope'` is not among",
+        monitor="val_nope",
+        mode="max",
+        method="lora",
+    )
+    # 'acc' and Keras-named metric objects are logged under their names.
+    check_monitor("val_acc", "max", ["acc"])
+    check_monitor("val_x", "max", [keras.metrics.SparseCategoricalAccuracy(name="x")])
+    check_monitor("mae", "min", ["mae", keras.metrics.AUC(name="auc")])
+    # A name that cannot be told for sure (a lambda, a callable object, two
+    # metrics Keras would number) is not refused.
+    check_monitor("val_whatever", "max", [lambda t, p: p])
+    check_monitor("val_mae_1", "min", ["mae", "mae"])
+    # Callbacks may add logs (e.g. ReduceLROnPlateau's learning_rate).
+    check_monitor("learning_rate", "min", ["accuracy"], [keras.callbacks.History()])
+
+
+def test_a_misspelled_monitor_with_mode_auto_is_refused_as_not_logged():
+    # Before: "`mode='auto'` cannot tell whether ... maximised or minimised".
+    _refused(r"`monitor='val_accuarcy'` is not among the names", monitor="val_accuarcy")
+    # A plain function as the only metric leaves accuracy out of the logs.
+    message = _refused(r"`monitor='val_accuracy'` is not among", metrics=[myfn])
+    assert "'val_myfn'" in message
+
+
+def test_structure_aware_takes_bools_only():
+    from keras_idim.dimsearch.config import check_structure_aware
+
+    # Before: accepted until the first subspace run wrapped the model.
+    _refused(
+        r"`structure_aware` should be True .*`structure_aware='yes'`",
+        structure_aware="yes",
+    )
+    assert check_structure_aware(np.True_) is True
+    assert check_structure_aware(False) is False
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "bfloat16"])
+def test_a_half_precision_dtype_policy_is_refused_up_front(policy):
+    # Before: "Tensor conversion requested dtype bfloat16" in every run.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        _refused(rf"policy is '{policy}'.*set_dtype_policy\(\"float32\"\)")
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_a_mode_against_keras_direction_is_refused():
+    from keras_idim.dimsearch.config import check_monitor
+
+    # Before: mode="min" on val_accuracy was accepted and answered d_int = 10.
+    _refused(
+        r"`mode='min'` contradicts `monitor='val_accuracy'`.*maximised",
+        mode="min",
+    )
+    _refused(
+        r"`mode='max'` contradicts `monitor='val_loss'`", monitor="val_loss", mode="max"
+    )
+    check_monitor("val_myfn", "min", [myfn])  # no known direction: the user's
+    check_monitor("val_myfn", "max", [myfn])
+
+
+def test_non_integer_class_labels_are_refused_with_a_sparse_loss():
+    from keras_idim.dimsearch.runner import check_class_labels
+
+    # Before: 0.5 and 1.7 were truncated to 0 and 1 without a word.
+    (x, y), val = digits_arrays()
+    y = y.astype(np.float32)
+    y[:2] = [0.5, 1.7]
+    train, _ = digits_arrays()
+    with pytest.raises(ValueError, match=r"`train_data`'s y array .*e\.g\. 0\.5"):
+        search(
+            tiny_fc, (x, y), val, runner=InProcessRunner(must_not_run), dims=[3], **TINY
+        )
+    negative = val[1].copy()
+    negative[0] = -1
+    with pytest.raises(ValueError, match=r"`val_data`'s y array .*e\.g\. -1"):
+        search(
+            tiny_fc,
+            train,
+            (val[0], negative),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            runner=InProcessRunner(must_not_run),
+            dims=[3],
+            **TINY,
+        )
+    # Whole numbers stored as floats are class indices; another loss is not checked.
+    check_class_labels("train_data", (x, y.round()), "sparse_categorical_crossentropy")
+    check_class_labels("train_data", (x, y), "mse")
+
+
+def test_a_ray_address_where_nothing_listens_is_refused_quickly():
+    # Before: more than 150 s in Ray's retry loop.
+    pytest.importorskip("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    train, val = digits_arrays()
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=rf"`ray_address='127.0.0.1:{port}'`"):
+        search(tiny_fc, train, val, dims=[3], ray_address=f"127.0.0.1:{port}", **TINY)
+    assert time.monotonic() - started < 10
+
+
+def _edited(tmp_path, name, **fields):
+    data = json.loads((FIXTURES / "results_v1_complete.json").read_text())
+    for key, value in fields.items():
+        if value is _MISSING:
+            del data[key]
+        else:
+            data[key] = value
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+_MISSING = object()
+
+
+@pytest.mark.parametrize(
+    "field, value, shown",
+    [
+        ("baseline", "x", "'x'"),
+        ("fraction", _MISSING, "it is missing"),
+        ("fraction", 1.5, "1.5"),
+        ("threshold", None, "None"),
+        ("d_int", 123, "123"),
+        ("d_int", "400", "'400'"),
+    ],
+)
+def test_compare_refuses_a_hand_edited_results_file_in_one_line(
+    tmp_path, field, value, shown
+):
+    # Before: a raw AttributeError, KeyError or TypeError traceback.
+    good = FIXTURES / "results_v1_complete.json"
+    bad = _edited(tmp_path, "bad.json", **{field: value})
+    with pytest.raises(SearchFileError) as info:
+        compare([good, bad])
+    message = str(info.value)
+    assert str(bad) in message and f"`{field}`: {shown}" in message
+    assert "\n" not in message
+
+
+def test_old_results_files_still_load_for_compare():
+    for name in ("results_v1_complete.json", "results_v1_interrupted.json"):
+        SearchResult.from_json(FIXTURES / name)
