@@ -193,14 +193,9 @@ def resolve_mode(
         metric_name, direction = _metric_name_and_direction(spec)
         if metric_name == name and direction is not None:
             return "max" if direction == "up" else "min"
-    names = logged_names(metrics)
-    if names is not None and not callbacks and monitor not in names:
-        raise ValueError(
-            f"`monitor={monitor!r}` is not among the names the runs will log "
-            f"(the loss and each compiled metric, also with 'val_'): {names}; "
-            "so `mode='auto'` cannot tell its direction either. Pass one of "
-            f"them, or add the metric to `metrics`. Received: `monitor={monitor!r}`"
-        )
+    refuse_unlogged(
+        monitor, metrics, callbacks, "; so `mode='auto'` cannot tell its direction"
+    )
     raise ValueError(
         f"`mode='auto'` cannot tell whether `monitor={monitor!r}` should be "
         "maximised or minimised (it is not the loss, nor a compiled metric with "
@@ -242,6 +237,22 @@ def logged_names(metrics: Sequence) -> list[str] | None:
     return sorted(base + ["val_" + n for n in base])
 
 
+def refuse_unlogged(
+    monitor: str, metrics: Sequence, callbacks: Any = None, why: str = ""
+) -> None:
+    """Refuses a `monitor` that the runs will not log (see `logged_names`;
+    nothing is refused where the names cannot be known, or where user
+    callbacks may add logs), listing the names; `why` is added after them."""
+    names = logged_names(metrics)
+    if names is not None and not callbacks and monitor not in names:
+        raise ValueError(
+            f"`monitor={monitor!r}` is not among the names the runs will log "
+            f"(the loss and each compiled metric, also with 'val_'): {names}"
+            f"{why}. Pass one of them, or add the metric to `metrics`. "
+            f"Received: `monitor={monitor!r}`"
+        )
+
+
 def check_monitor(
     monitor: str, mode: str, metrics: Sequence, callbacks: Any = None
 ) -> None:
@@ -253,14 +264,7 @@ def check_monitor(
     logged name cannot be told, or user callbacks (which may add logs).
     `mode` is `"max"` or `"min"` (after `resolve_mode`, or the user's).
     """
-    names = logged_names(metrics)
-    if names is not None and not callbacks and monitor not in names:
-        raise ValueError(
-            f"`monitor={monitor!r}` is not among the names the runs will log "
-            f"(the loss and each compiled metric, also with 'val_'): {names}. "
-            "Pass one of them, or add the metric to `metrics`. "
-            f"Received: `monitor={monitor!r}`"
-        )
+    refuse_unlogged(monitor, metrics, callbacks)
     name = monitor.removeprefix("val_")
     direction = "down" if name == "loss" else None
     for spec in metrics if direction is None else ():
