@@ -167,8 +167,10 @@ def compare_methods(
         )
         seconds[method] = time.perf_counter() - started
         sizes[method] = _compact_size(results[method], model_fn, out, arguments)
-    table = keras_idim.compare(
-        [results["subspace"], results["lora"]], path=os.path.join(out, "compare.png")
+    table = keras_idim.compare(  # the example's own figure, drawn again on a rerun
+        [results["subspace"], results["lora"]],
+        path=os.path.join(out, "compare.png"),
+        overwrite=True,
     )
     if verbose:
         print(table)

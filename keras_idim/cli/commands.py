@@ -134,7 +134,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise ValueError("`compare` needs two or more RUN_DIRs.")
     check_writable(args.out, "--out")
-    print(compare(args.runs, path=args.out))
+    print(compare(args.runs, path=args.out, overwrite=args.overwrite))
     print(f"wrote {args.out}")
     return 0
 

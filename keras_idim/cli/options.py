@@ -417,6 +417,9 @@ def _add_compare(sub) -> None:
         default="compare.png",
         help="the PNG to write (default: %(default)s)",
     )
+    c.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file"
+    )
 
 
 def _add_train_and_export(sub) -> None:

@@ -201,12 +201,15 @@ def plot(results: Sequence[SearchResult], path: str | os.PathLike) -> str:
 def compare(
     results: Sequence[str | os.PathLike | SearchResult],
     path: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> str:
     """Compares searches on the same data, baseline and threshold.
 
     Args:
         results: list. `SearchResult`s, results files or run folders.
         path: str or None. Where to write the PNG. Defaults to `None`.
+        overwrite: bool. Replace an existing file at `path`. Defaults to
+            `False`: it is refused before anything is read.
 
     Returns:
         The table, one row per search.
@@ -214,6 +217,7 @@ def compare(
     Raises:
         CompareError: the searches differ in data, metric, baseline or
             fraction.
+        FileExistsError: `path` exists and `overwrite` is false.
 
     Example:
 
@@ -224,6 +228,11 @@ def compare(
         raise ValueError(
             "`results` should be a list of two or more searches (results, "
             f"results files or run folders). Received: `results={results!r}`"
+        )
+    if path is not None and os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"`path` {os.fspath(path)!r} already exists. Pass overwrite=True "
+            "(--overwrite) to replace it, or choose another path."
         )
     loaded = [load(r) for r in results]
     check_comparable(loaded)

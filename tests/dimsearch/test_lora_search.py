@@ -88,6 +88,13 @@ def test_compare_puts_both_methods_on_one_axis(tmp_path):
     assert "lora" in lines[2] and f"r_int50 = {lo.d_int}" in lines[2]
     assert lines[2].rstrip().endswith(f"{PER_RANK * lo.d_int:,}")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # An existing figure is refused before anything is read, unless told.
+    png.write_bytes(b"drawn before")
+    with pytest.raises(FileExistsError, match=r"cmp\.png.*overwrite=True"):
+        compare([tmp_path / "sub", lo], path=png)
+    assert png.read_bytes() == b"drawn before"
+    compare([tmp_path / "sub", lo], path=png, overwrite=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compare_refuses_other_data_or_baseline(tmp_path):
