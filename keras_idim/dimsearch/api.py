@@ -28,6 +28,7 @@ from keras_idim.dimsearch.runner import (
     Recipe,
     Runner,
     as_dataset,
+    check_batched,
     check_class_labels,
     check_finite,
 )
@@ -446,11 +447,21 @@ def search(
             baseline_from=baseline_from,
         )
         min_dim = 1
+
+        def batched(model: keras.Model) -> keras.Model:
+            """Refuses an unbatched dataset, from the first model's inputs."""
+            for arg, data in (("train_data", train_data), ("val_data", val_data)):
+                check_batched(arg, data, model)
+            return model
+
         if method == "lora":  # the largest useful rank, before any training
             limit, output_shape = cfg.check_model_fn(
                 model_fn,
                 seeds[0],
-                lambda m: (lora.max_rank(m, lora_targets), output_shape_of(m)),
+                lambda m: (
+                    lora.max_rank(batched(m), lora_targets),
+                    output_shape_of(m),
+                ),
             )
             cfg.check_dims_fit(
                 dims, start_dim, max_dim, limit, "{}, the largest useful LoRA rank"
@@ -459,7 +470,7 @@ def search(
             limit, tensors, output_shape = cfg.check_model_fn(
                 model_fn,
                 seeds[0],
-                lambda m: (*cfg.weight_counts(m), output_shape_of(m)),
+                lambda m: (*cfg.weight_counts(batched(m)), output_shape_of(m)),
             )
             cfg.check_dims_fit(dims, start_dim, max_dim, limit)
             if structure_aware:

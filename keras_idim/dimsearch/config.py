@@ -36,6 +36,8 @@ def describe_data(data: Any) -> Any:
         }
     if isinstance(data, (tuple, list)):
         return [describe_data(a) for a in data]
+    if isinstance(data, dict):  # named inputs: by key, in sorted order
+        return {"dict": {str(k): describe_data(data[k]) for k in sorted(data)}}
     if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
         array = np.ascontiguousarray(np.asarray(data))
         return {

@@ -109,13 +109,21 @@ def constant_kind(monitor: str, loss: Any, metrics: Sequence) -> str | None:
 
 
 def _labels(data: Any) -> np.ndarray | None:
-    """The labels of `(x, y)` arrays, or `None` for another kind of data."""
-    if isinstance(data, (tuple, list)) and len(data) == 2:
+    """The labels of `(x, y)` or `(x, y, sample_weight)` arrays, or `None`
+    for another kind of data."""
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
         y = data[1]
         if isinstance(y, np.ndarray) or (
             hasattr(y, "__array__") and not isinstance(y, (dict, list, tuple))
         ):
             return np.asarray(y)
+    return None
+
+
+def _weights(data: Any) -> np.ndarray | None:
+    """The sample weights of `(x, y, sample_weight)` arrays, or `None`."""
+    if isinstance(data, (tuple, list)) and len(data) == 3:
+        return np.asarray(data[2])
     return None
 
 
@@ -229,6 +237,8 @@ def chance_floor(
         logs = model.evaluate(
             np.zeros((len(y_eval), 1), dtype="float32"),
             y_eval,
+            # weighted as the runs' logs are
+            sample_weight=_weights(val_data if on_val else train_data),
             batch_size=batch_size,
             verbose=0,
             return_dict=True,

@@ -101,7 +101,7 @@ def as_dataset(
     nothing (`.take(0)`) is refused: an epoch over it would never end, or
     train nothing. An unknown cardinality is accepted.
     """
-    from keras_idim.data import to_dataset
+    from keras_idim.data.arrays import fit_dataset
 
     if callable(data):
         built = data()
@@ -113,7 +113,7 @@ def as_dataset(
         check_cardinality(arg, built, " (returned by the callable)")
         return built
     try:
-        dataset = to_dataset(data, batch_size, shuffle=shuffle, seed=seed)
+        dataset = fit_dataset(data, batch_size, shuffle=shuffle, seed=seed)
     except ValueError as e:
         raise ValueError(str(e).replace("`data`", f"`{arg}`")) from None
     check_cardinality(arg, dataset)
@@ -141,8 +141,25 @@ def check_cardinality(arg: str, dataset: Any, where: str = "") -> None:
         )
 
 
+def named_arrays(data: Any) -> list[tuple[str, Any]]:
+    """The arrays of `(x, y)` or `(x, y, sample_weight)` data with their
+    names (`x`, `x['ids']`, `x[1]`, `y`, `sample_weight`), for messages."""
+    if not isinstance(data, (tuple, list)):
+        return []
+    named = []
+    for name, part in zip(("x", "y", "sample_weight"), data):
+        if isinstance(part, dict):
+            named += [(f"{name}[{k!r}]", v) for k, v in part.items()]
+        elif isinstance(part, (list, tuple)):
+            named += [(f"{name}[{i}]", v) for i, v in enumerate(part)]
+        else:
+            named.append((name, part))
+    return named
+
+
 def check_finite(arg: str, data: Any) -> None:
-    """Refuses `(x, y)` arrays with a NaN or an infinity in them.
+    """Refuses arrays with a NaN or an infinity in them: in `x` (each
+    input of a dict or list), `y` or the sample weights.
 
     One NaN pixel would otherwise pass unseen through a ReLU into a baseline
     at chance and make every subspace run diverge. Only numeric arrays are
@@ -150,9 +167,7 @@ def check_finite(arg: str, data: Any) -> None:
     """
     import numpy as np
 
-    if not isinstance(data, (tuple, list)):
-        return
-    for name, array in zip(("x", "y"), data):
+    for name, array in named_arrays(data):
         if not isinstance(array, np.ndarray) or not (
             np.issubdtype(array.dtype, np.floating)
             or np.issubdtype(array.dtype, np.complexfloating)
@@ -166,6 +181,55 @@ def check_finite(arg: str, data: Any) -> None:
                 "a run on it would diverge or learn nothing. Clean or impute "
                 f"them first. Received: `{arg}` with {name}.dtype={array.dtype}"
             )
+
+
+def check_batched(arg: str, data: Any, model: keras.Model) -> None:
+    """Refuses a `tf.data.Dataset` whose elements have no batch dimension
+    (`Dataset.from_tensor_slices((x, y))` without `.batch`).
+
+    Keras would take each example's first axis as the batch and fail deep
+    in the model. It is decided only where it is sure: every input of the
+    elements' `x` (one tensor, or a dict or tuple matched to the model's
+    inputs by name or order) has a known rank exactly one less than the
+    model's input it feeds, whose first axis is the batch. Anything else
+    (a model without symbolic inputs, an unknown rank, inputs that do not
+    match) is left to Keras.
+    """
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset):
+        return
+    spec = data.element_spec
+    x_spec = spec[0] if isinstance(spec, tuple) and spec else spec
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return
+    if not inputs:
+        return
+    if isinstance(x_spec, dict):
+        names = [getattr(t, "name", None) for t in inputs]
+        pairs = [(x_spec.get(n), t) for n, t in zip(names, inputs)]
+    elif isinstance(x_spec, tuple):
+        if len(x_spec) != len(inputs):
+            return
+        pairs = list(zip(x_spec, inputs))
+    else:
+        pairs = [(x_spec, inputs[0])] if len(inputs) == 1 else []
+    ranks = []
+    for element, tensor in pairs:
+        shape = getattr(element, "shape", None)
+        if shape is None or shape.rank is None or tensor.shape is None:
+            return
+        ranks.append((shape.rank, len(tensor.shape)))
+    if ranks and all(rank == wanted - 1 for rank, wanted in ranks):
+        shape = getattr(pairs[0][0], "shape", None)
+        raise ValueError(
+            f"`{arg}` is an unbatched tf.data.Dataset: its elements' x has "
+            f"shape {tuple(shape)}, the model's input {tuple(inputs[0].shape)} "
+            "(with the batch axis first). Batch it, e.g. `ds.batch(128)`. "
+            f"Received: `{arg}={data!r}`"
+        )
 
 
 def is_sparse_categorical(loss: Any) -> bool:
