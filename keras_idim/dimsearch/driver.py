@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from keras_idim.dimsearch import store
+from keras_idim.dimsearch import found, store
 from keras_idim.dimsearch.floor import Floor
 from keras_idim.dimsearch.interval import d_int_interval
 from keras_idim.dimsearch.records import (
@@ -239,6 +239,15 @@ class Driver:
             ),
         )
 
+    def keep_model(self, record: RunRecord) -> None:
+        """Writes a finished subspace run's model (its theta_d, see
+        `found`) to its file beside the results file, if there is one; the
+        record keeps it in memory for `SearchResult.model`."""
+        if self.results_path and record.found is not None and record.dim is not None:
+            found.write(
+                self.results_path, record, self.config, store.config_hash(self.config)
+            )
+
     def report(self, record: RunRecord) -> None:
         head = "baseline " if record.dim is None else f"d {record.dim:>8}"
         self.say(
@@ -318,6 +327,7 @@ class Driver:
             task, record = runner.next_finished()
             if record is not None:  # None: cancelled before it finished
                 self.done[task] = record
+                self.keep_model(record)
                 self.fresh += 1
                 self.report(record)
                 self.say(self.progress())
@@ -426,6 +436,7 @@ class Driver:
             if self.started:
                 for task, record in self.runner.close():
                     self.done[task] = record  # finished while the search wound down
+                    self.keep_model(record)
                 self.save()
         return self.result()
 
@@ -453,6 +464,8 @@ class Driver:
             ),
             ci_level=self.ci_level,
             baseline_from=self.baseline_from,
+            path=None if not self.results_path else os.fspath(self.results_path),
+            model_fn=self.recipe.model_fn,
         )
         if self.results_path:
             result.to_json(self.results_path)

@@ -65,6 +65,11 @@ class RunRecord:
             exactly d for a subspace run, the LoRA matrices (plus anything
             else left trainable) for a LoRA run, D for a baseline run.
             `None` in files written before it was recorded.
+        found: dict or None. A finished subspace run's model at its best
+            epoch (theta_d, SAID's lambdas, the base model's other state,
+            theta_0's fingerprint; see `keras_idim.dimsearch.found`), in
+            memory only: the results file does not hold it (the search
+            writes it to its own small file beside the results file).
     """
 
     dim: int | None
@@ -78,9 +83,15 @@ class RunRecord:
     message: str | None = None
     history: list = dataclasses.field(default_factory=list)
     trainable_params: int | None = None
+    found: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
+        data = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "found"  # kept in its own file, not in the JSON
+        }
+        data["history"] = list(data["history"])
         if data["trainable_params"] is None:  # as files before it had it
             del data["trainable_params"]
         return data
@@ -88,7 +99,11 @@ class RunRecord:
     @classmethod
     def from_dict(cls, data: Mapping) -> RunRecord:
         return cls(
-            **{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+            **{
+                f.name: data[f.name]
+                for f in dataclasses.fields(cls)
+                if f.name in data and f.name != "found"
+            }
         )
 
     @classmethod

@@ -8,10 +8,12 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 from keras_idim.dimsearch import store
 from keras_idim.dimsearch.records import (
+    ERROR,
     Baseline,
     RunRecord,
     mean,
@@ -112,6 +114,10 @@ class SearchResult:
         baseline_from: dict or None. `{"path", "config_hash"}` of the
             search whose local baseline this one reused (`path` is `None`
             for a result passed in memory); `None` if it trained its own.
+        path: str or None. The results file it was written to or read from
+            (not stored in it); `model` finds the runs' files beside it.
+        model_fn: callable or None. The search's `model_fn`, when this
+            result comes from `search` in this process (not stored).
     """
 
     d_int: int | None
@@ -130,6 +136,10 @@ class SearchResult:
     d_int_ci: tuple[int | None, int | None] | None = None
     ci_level: float = 0.9
     baseline_from: dict | None = None
+    path: str | None = dataclasses.field(default=None, repr=False, compare=False)
+    model_fn: Callable | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     # -- derived views --
 
@@ -357,6 +367,111 @@ class SearchResult:
             d_int_ci=None if data.get("d_int_ci") is None else tuple(data["d_int_ci"]),
             ci_level=data.get("ci_level", 0.9),
             baseline_from=data.get("baseline_from"),
+            path=None if is_text else os.fspath(source),
+        )
+
+    # -- the model found --
+
+    def finished_dims(self, seed: int = 0) -> list[int]:
+        """The d whose run with `seed` finished with a model kept (in
+        memory, or in its file beside the results file)."""
+        return sorted({d for d, _ in self._kept_runs(seed)})
+
+    def _kept_runs(self, seed: int) -> list[tuple[int, RunRecord]]:
+        from keras_idim.dimsearch import found  # Keras, only when asked
+
+        kept = []
+        for record in [*self.runs, *self.speculative_runs]:
+            if record.dim is None or record.seed != seed or record.status == ERROR:
+                continue
+            if record.found is not None or (
+                self.path is not None
+                and os.path.isfile(found.run_file(self.path, record.dim, seed))
+            ):
+                kept.append((record.dim, record))
+        return kept
+
+    def model(
+        self,
+        model_fn: Callable | None = None,
+        d: int | None = None,
+        seed: int = 0,
+    ) -> Any:
+        """The SubspaceModel a finished run found, rebuilt with no training.
+
+        theta_0 comes from `model_fn()` after `keras.utils.set_random_seed(
+        seed)`, as the run built it (its SHA-256 is checked against the
+        run's), P from the seed, and theta_d (SAID's lambdas, the base
+        model's other state) from the run's best epoch, the one whose
+        monitored value is the run's `metric`: kept in memory by `search`,
+        or read from its file beside the results file
+        (`RESULTS-runs/d{d}-seed{seed}.npz`). Evaluated on the validation
+        data, it scores the run's `metric` (on the same machine).
+
+        Args:
+            model_fn: callable or None. The search's `model_fn` (a results
+                file cannot hold a function); `None` takes the one this
+                result was made with, when it came from `search` in this
+                process. Defaults to `None`.
+            d: int or None. A finished d; `None` means `d_int`. Defaults
+                to `None`.
+            seed: int. The run's seed. Defaults to `0`.
+
+        Returns:
+            A `keras_idim.SubspaceModel`, not compiled.
+
+        Raises:
+            ValueError: a LoRA search, no `model_fn`, a d (or seed) with no
+                finished run kept, or a `model_fn` that does not rebuild
+                the run's theta_0.
+        """
+        if self.method != "subspace":
+            raise ValueError(
+                f"`model` rebuilds subspace runs; this search is "
+                f"`method={self.method!r}`, whose runs keep no theta_d."
+            )
+        model_fn = self.model_fn if model_fn is None else model_fn
+        if not callable(model_fn):
+            raise ValueError(
+                "`model_fn` should be the search's model function (a results "
+                "file cannot hold one): pass "
+                "`result.model(model_fn=make_model, d=..., seed=...)`. "
+                f"Received: `model_fn={model_fn!r}`"
+            )
+        if d is None:
+            if self.d_int is None:
+                raise ValueError(
+                    "`d=None` means d_int, and no d passed: pass a finished d "
+                    f"(with seed {seed}: {self.finished_dims(seed)})."
+                )
+            d = self.d_int
+        kept = dict(self._kept_runs(seed))
+        if isinstance(d, bool) or not isinstance(d, int) or d not in kept:
+            raise ValueError(
+                f"`d` should be a d whose run with seed {seed} finished and kept "
+                f"its model: {sorted(kept) or 'none'}. Received: `d={d!r}`"
+            )
+        from keras_idim.dimsearch import found
+
+        record = kept[d]
+        if record.found is not None:
+            state, where = record.found, "kept in memory"
+        else:
+            where = found.run_file(self.path, d, seed)
+            state = found.read(where)
+            if state.get("config_hash") != store.config_hash(self.config):
+                raise ValueError(
+                    f"The run file {where!r} belongs to another search (its "
+                    "configuration hash differs from the results file's)."
+                )
+        return found.rebuild(
+            model_fn,
+            d,
+            seed,
+            self.config["projection"],
+            bool(self.config.get("structure_aware")),
+            state,
+            where,
         )
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
@@ -368,7 +483,11 @@ class SearchResult:
         d_int over seeds: `ci_level`, `d_int_ci_low`, `d_int_ci_high` (empty
         with one seed, or for an end beyond every tried d).
         """
-        fields = [f.name for f in dataclasses.fields(RunRecord) if f.name != "history"]
+        fields = [
+            f.name
+            for f in dataclasses.fields(RunRecord)
+            if f.name not in ("history", "found")
+        ]
         sign = "<=" if self.mode == "min" else ">="
         rule_columns = {  # the floor and interval first: the rule ends a row
             "floor": "" if self.floor is None else self.floor,

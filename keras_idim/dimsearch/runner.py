@@ -19,6 +19,7 @@ import keras
 
 from keras_idim import lora
 from keras_idim.callbacks import DivergenceStop, ThresholdStop
+from keras_idim.dimsearch.found import KeepBest
 from keras_idim.dimsearch.records import DIVERGED, OK, RunRecord, best
 from keras_idim.subspace import SubspaceModel
 
@@ -318,6 +319,10 @@ def train_run(
     if threshold is not None and dim is not None:
         stop = ThresholdStop(monitor=recipe.monitor, target=threshold, mode=recipe.mode)
         callbacks.append(stop)
+    keep = None
+    if dim is not None and recipe.method != "lora":  # the model it finds
+        keep = KeepBest(recipe.monitor, recipe.mode)
+        callbacks.append(keep)
     started = time.perf_counter()
     projection = "none" if dim is None else run_kind(recipe)
     try:
@@ -387,6 +392,7 @@ def train_run(
         ),
         history=values,
         trainable_params=lora.trainable_count(model),
+        found=None if keep is None else keep.kept,
     )
 
 

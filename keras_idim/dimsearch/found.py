@@ -1,0 +1,192 @@
+"""The models a d-search found: each finished subspace run's theta_d.
+
+A subspace run is its seed (which draws theta_0 through `model_fn` and the
+projection P) plus the d numbers of theta_d. So each finished subspace run
+keeps, from its best epoch (the one whose monitored value is the run's
+`metric`), theta_d, SAID's lambdas and the base model's other state
+(BatchNorm moving statistics; none for most models). With a results file
+they are written beside it, one small `.npz` file per run
+(`RESULTS-runs/d160-seed0.npz` for `RESULTS.json`), and
+`SearchResult.model` rebuilds the run's `SubspaceModel` from `model_fn`,
+the seed and that file, with no training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import zipfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_idim.utils.io import atomic_write
+
+#: Format tag and version of a run's file.
+RUN_FORMAT = "keras_idim.search_run"
+RUN_VERSION = 1
+
+
+def runs_folder(results_path: str | os.PathLike) -> str:
+    """The folder of a results file's run files: `runs/fc/results-runs`
+    for `runs/fc/results.json`."""
+    results_path = os.fspath(results_path)
+    stem = os.path.splitext(os.path.basename(results_path))[0]
+    return os.path.join(os.path.dirname(results_path), f"{stem}-runs")
+
+
+def run_file(results_path: str | os.PathLike, dim: int, seed: int) -> str:
+    """The file of one run: `RESULTS-runs/d160-seed0.npz`."""
+    return os.path.join(runs_folder(results_path), f"d{dim}-seed{seed}.npz")
+
+
+def theta_0_sha256(model: Any) -> str:
+    """SHA-256 of a SubspaceModel's theta_0 (little-endian float32 bytes)."""
+    array = np.asarray(keras.ops.convert_to_numpy(model.theta_0), dtype="<f4")
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _state(model: Any) -> list:
+    """The base model's variables that the subspace does not drive."""
+    wrapped = {id(v) for v in model.base_variables}
+    return [v for v in model.base_model.weights if id(v) not in wrapped]
+
+
+def snapshot(model: Any) -> dict:
+    """What rebuilds a SubspaceModel from its seed: copies of theta_d, the
+    lambdas (SAID) and the other base state, and theta_0's fingerprint."""
+    arrays = {"theta_d": np.array(keras.ops.convert_to_numpy(model.theta_d))}
+    if model.structure_aware:
+        arrays["lambdas"] = np.array(keras.ops.convert_to_numpy(model.lambdas))
+    for i, v in enumerate(_state(model)):
+        arrays[f"state_{i}"] = np.array(keras.ops.convert_to_numpy(v))
+    return {"arrays": arrays, "theta_0_sha256": theta_0_sha256(model)}
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keeps a snapshot of the subspace model at its best epoch (by
+    `monitor`, finite values only; the first of equal ones), as the run's
+    record `metric` is that epoch's value."""
+
+    def __init__(self, monitor: str, mode: str = "max"):
+        super().__init__()
+        self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
+        self.kept: dict | None = None
+
+    def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        better = self.best is None or (
+            value < self.best if self.mode == "min" else value > self.best
+        )
+        if better:
+            self.best = value
+            self.kept = {**snapshot(self.model), "epoch": epoch + 1}
+
+
+def write(
+    results_path: str | os.PathLike,
+    record: Any,
+    config: Mapping,
+    config_hash: str,
+) -> str:
+    """Writes one finished run's file beside the results file (atomically)."""
+    found = record.found
+    header = {
+        "format": RUN_FORMAT,
+        "format_version": RUN_VERSION,
+        "dim": record.dim,
+        "seed": record.seed,
+        "projection": config.get("projection"),
+        "structure_aware": bool(config.get("structure_aware")),
+        "config_hash": config_hash,
+        "theta_0_sha256": found["theta_0_sha256"],
+        "epoch": found["epoch"],
+        "metric": record.metric,
+    }
+    arrays = dict(found["arrays"])
+    arrays["header"] = np.frombuffer(
+        json.dumps(header, sort_keys=True).encode(), dtype=np.uint8
+    )
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path = run_file(results_path, record.dim, record.seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
+def read(path: str) -> dict:
+    """A run's file as `{**header, "arrays": {...}}`; a `ValueError` naming
+    it when it is not one."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        header = json.loads(arrays.pop("header").tobytes().decode())
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as e:
+        raise ValueError(
+            f"The run file {path!r} is corrupt or truncated ({type(e).__name__}: {e})."
+        ) from None
+    if not isinstance(header, dict) or header.get("format") != RUN_FORMAT:
+        raise ValueError(f"{path!r} is not a keras_idim search run file.")
+    if header.get("format_version") != RUN_VERSION:
+        raise ValueError(
+            f"The run file {path!r} has format version "
+            f"{header.get('format_version')!r}; this keras_idim reads version "
+            f"{RUN_VERSION}."
+        )
+    return {**header, "arrays": arrays}
+
+
+def rebuild(
+    model_fn: Callable[[], keras.Model],
+    dim: int,
+    seed: int,
+    projection: str,
+    structure_aware: bool,
+    kept: Mapping,
+    where: str,
+) -> keras.Model:
+    """The SubspaceModel of a finished run, exactly: theta_0 from
+    `model_fn()` after `keras.utils.set_random_seed(seed)` (as the run built
+    it), P from the seed, theta_d (and the lambdas, and the other base
+    state) from `kept`, the base weights set to `theta_0 + P theta_d`."""
+    from keras_idim.subspace import SubspaceModel
+
+    keras.utils.set_random_seed(seed)  # as train_run did before model_fn
+    base = model_fn()
+    if not isinstance(base, keras.Model):
+        raise ValueError(
+            "`model_fn` should return a keras.Model. It returned: "
+            f"{type(base).__name__}"
+        )
+    model = SubspaceModel(
+        base, dim, projection=projection, seed=seed, structure_aware=structure_aware
+    )
+    if theta_0_sha256(model) != kept["theta_0_sha256"]:
+        raise ValueError(
+            f"`model_fn` does not rebuild the run's theta_0 (d={dim}, seed "
+            f"{seed}, {where}): the SHA-256 of its initial weights differs from "
+            "the one recorded. Pass the search's own model_fn, seeded by "
+            "`keras.utils.set_random_seed` alone (on the same machine and "
+            "versions)."
+        )
+    arrays = kept["arrays"]
+    model.theta_d.assign(arrays["theta_d"])
+    if structure_aware:
+        model.lambdas.assign(arrays["lambdas"])
+    for i, v in enumerate(_state(model)):
+        v.assign(arrays[f"state_{i}"])
+    model.sync_base_weights()
+    return model
