@@ -82,6 +82,7 @@ def run_search(args: argparse.Namespace) -> int:
     )
     check_writable(out, "--out", folder=True)
     args.results_path = os.path.join(out, "results.json")  # for an interrupt
+    _write_search_spec(out, args)
     result = search(
         model_fn,
         train,
@@ -126,6 +127,61 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         print(result.verdict())
     return 0 if result.d_int is not None else 1
+
+
+#: What `keras-idim search` writes beside results.json so that `keras-idim
+#: export OUT` can rebuild model_fn (a results file holds no function).
+SEARCH_SPEC = "search.json"
+
+
+def _write_search_spec(out: str, args: argparse.Namespace) -> None:
+    import json
+
+    from keras_idim.utils.io import atomic_write
+
+    model = args.model
+    if model.endswith(".keras"):  # a saved model: found again from anywhere
+        model = os.path.abspath(model)
+    os.makedirs(out, exist_ok=True)
+    atomic_write(
+        os.path.join(out, SEARCH_SPEC),
+        json.dumps(
+            {"model": model, "dataset": args.dataset, "data_dir": args.data_dir},
+            indent=1,
+        ),
+    )
+
+
+def _search_model(folder: str, args: argparse.Namespace):
+    """The result of a `keras-idim search` from its OUT folder, and its
+    model_fn, from the `--model` and `--dataset` it recorded."""
+    import json
+
+    from keras_idim import data
+    from keras_idim.dimsearch.result import SearchResult
+
+    results = os.path.join(folder, "results.json")
+    spec_path = os.path.join(folder, SEARCH_SPEC)
+    if not os.path.isfile(results):
+        raise ValueError(
+            f"SOURCE {folder!r} is a folder without a results.json: give the "
+            "OUT folder of a `keras-idim search`, a .keras or a .npz file."
+        )
+    if not os.path.isfile(spec_path):
+        raise ValueError(
+            f"SOURCE {folder!r} holds no {SEARCH_SPEC}: it was not written by "
+            "`keras-idim search` (or by an older one), so its model function "
+            "is unknown and its model cannot be rebuilt from the folder alone. "
+            "In Python: `keras_idim.SearchResult.from_json(PATH)"
+            ".model(model_fn=..., d=..., seed=...)`."
+        )
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    result = SearchResult.from_json(results)
+    info = data.load(
+        spec["dataset"], arrays=True, data_dir=spec.get("data_dir"), download=False
+    )[2]
+    return result, _model_fn(spec["model"], info)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -215,6 +271,23 @@ def run_export(args: argparse.Namespace) -> int:
     from keras_idim.subspace import SubspaceModel
 
     source = args.source
+    if os.path.isdir(source):
+        result, model_fn = _search_model(source, args)
+        dim = result.d_int if args.dim is None else args.dim
+        name = os.path.basename(os.path.normpath(source))
+        out = _export_path(
+            args.out or os.path.join("saved_models", f"{name}-d{dim}-seed{args.seed}"),
+            args,
+            "--out",
+        )
+        model = result.model(model_fn=model_fn, d=args.dim, seed=args.seed)
+        print(f"exported {_export(model, out, args)} ({args.format})")
+        return 0
+    if args.dim is not None or args.seed != 0:
+        raise ValueError(
+            "`--dim` and `--seed` choose a run of a search folder; SOURCE "
+            f"{source!r} is a file. Received: --dim {args.dim}, --seed {args.seed}"
+        )
     if not os.path.isfile(source):
         raise ValueError(f"SOURCE not found: {source!r}")
     stem = os.path.basename(source)

@@ -458,18 +458,34 @@ def _add_train_and_export(sub) -> None:
     e = sub.add_parser(
         "export",
         help="export a trained model as a SavedModel or compact file",
-        description="Export SOURCE (a SubspaceModel .keras file, or a compact "
-        ".npz file saved with its base) as a TensorFlow SavedModel folder, "
+        description="Export SOURCE (a SubspaceModel .keras file, a compact "
+        ".npz file saved with its base, or the OUT folder of a `keras-idim "
+        "search`, whose model at --dim is rebuilt from --model, --dataset, "
+        "the seed and the run's theta_d) as a TensorFlow SavedModel folder, "
         "served by TensorFlow alone, or as a compact file: the projection's "
         "seed plus d numbers.",
     )
     e.add_argument(
-        "source", help="a .keras file of a SubspaceModel, or a compact .npz file"
+        "source",
+        help="a .keras file of a SubspaceModel, a compact .npz file, or the "
+        "folder of a `keras-idim search` (its OUT)",
     )
     e.add_argument(
         "--out",
         default=None,
         help="the export's path (default: saved_models/NAME, NAME from SOURCE)",
+    )
+    e.add_argument(
+        "--dim",
+        type=_positive_int,
+        default=None,
+        help="a search folder only: the finished d to export (default: d_int)",
+    )
+    e.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="a search folder only: the run's seed (default: %(default)s)",
     )
     _add_export_options(e)
 
