@@ -135,9 +135,13 @@ def search(
     Args:
         model_fn: callable. Returns a fresh, built `keras.Model` (called after
             `keras.utils.set_random_seed(seed)` for each run).
-        train_data: tuple, tf.data.Dataset or callable. `(x, y)` arrays
-            (batched with `batch_size`, shuffled each epoch from the run's
-            seed), a batched dataset, or a function that returns one, called
+        train_data: tuple, tf.data.Dataset or callable. `(x, y)` or
+            `(x, y, sample_weight)` arrays, `x` one array, a dict of them
+            (named inputs) or a list of them (several inputs), as
+            `keras.Model.fit` takes them (batched with `batch_size`,
+            shuffled each epoch from the run's seed); a batched dataset (an
+            unbatched one, whose `x` has one axis fewer than the model's
+            inputs, is refused); or a function that returns one, called
             inside each run (so that a TFDS or tokenising pipeline is built
             where the run trains, also on a Ray worker).
         val_data: tuple, tf.data.Dataset or callable. Validation data,
@@ -197,8 +201,10 @@ def search(
             `baseline-seed0`). Needs `pip install "keras-idim[tensorboard]"`.
             Defaults to `None`.
         structure_aware: bool. SAID subspaces. Defaults to `False`.
-        results_path: str or None. The resumable results file. Defaults to
-            `None` (nothing written).
+        results_path: str or None. The resumable results file. Each
+            finished subspace run's theta_d is also written beside it,
+            `RESULTS-runs/dD-seedS.npz`, for `SearchResult.model`. Defaults
+            to `None` (nothing written).
         tolerance: float. Relative precision of the automatic search.
             Defaults to `0.1`.
         start_dim: int. The first d of the automatic search. Defaults to `10`.

@@ -57,15 +57,19 @@ def _state(model: Any) -> list:
     return [v for v in model.base_model.weights if id(v) not in wrapped]
 
 
-def snapshot(model: Any) -> dict:
+def snapshot(model: Any, theta_0_hash: str | None = None) -> dict:
     """What rebuilds a SubspaceModel from its seed: copies of theta_d, the
-    lambdas (SAID) and the other base state, and theta_0's fingerprint."""
+    lambdas (SAID) and the other base state, and theta_0's fingerprint
+    (`theta_0_hash` when it is known already: theta_0 never trains)."""
     arrays = {"theta_d": np.array(keras.ops.convert_to_numpy(model.theta_d))}
     if model.structure_aware:
         arrays["lambdas"] = np.array(keras.ops.convert_to_numpy(model.lambdas))
     for i, v in enumerate(_state(model)):
         arrays[f"state_{i}"] = np.array(keras.ops.convert_to_numpy(v))
-    return {"arrays": arrays, "theta_0_sha256": theta_0_sha256(model)}
+    return {
+        "arrays": arrays,
+        "theta_0_sha256": theta_0_hash or theta_0_sha256(model),
+    }
 
 
 class KeepBest(keras.callbacks.Callback):
@@ -90,7 +94,8 @@ class KeepBest(keras.callbacks.Callback):
         )
         if better:
             self.best = value
-            self.kept = {**snapshot(self.model), "epoch": epoch + 1}
+            known = None if self.kept is None else self.kept["theta_0_sha256"]
+            self.kept = {**snapshot(self.model, known), "epoch": epoch + 1}
 
 
 def write(
