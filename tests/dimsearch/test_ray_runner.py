@@ -245,6 +245,14 @@ def test_two_workers_give_the_sequential_d_int(
     assert data["d_int"] == sequential_result.d_int is not None
     expected = [r.to_dict() for r in sequential_result.runs]
     assert key_runs(data["runs"]) == key_runs(expected)
+    # Each finished run's theta_d came back with its record and was written
+    # by the driver beside the results file.
+    kept = sorted(os.listdir(tmp_path / "results-runs"))
+    assert kept == sorted(
+        f"d{r['dim']}-seed{r['seed']}.npz"
+        for r in data["runs"] + data["speculative_runs"]
+        if r["status"] != "error"
+    )
     # Ray's token (auth is on by default) went to this test's HOME.
     assert (Path(ray_children.env["HOME"]) / ".ray" / "auth_token").is_file()
 
