@@ -82,8 +82,25 @@ def run_search(args: argparse.Namespace) -> int:
     )
     check_writable(out, "--out", folder=True)
     args.results_path = os.path.join(out, "results.json")  # for an interrupt
-    _write_search_spec(out, args)
-    result = search(
+    try:
+        result = _search(search, model_fn, train, val, loss, metrics, monitor, args)
+    finally:  # beside any results.json written, however the search ended
+        if os.path.exists(args.results_path):
+            _write_search_spec(out, args)
+    result.to_csv(os.path.join(out, "results.csv"))
+    result.plot(os.path.join(out, "curve.png"))
+    if not args.quiet:  # the search's last line was its verdict
+        print()
+        print(result.summary(verdict=False))
+        print(f"wrote {out}/results.json, results.csv, curve.png")
+    else:
+        print(result.verdict())
+    return 0 if result.d_int is not None else 1
+
+
+def _search(search, model_fn, train, val, loss, metrics, monitor, args):
+    """`search` with the command line's settings."""
+    return search(
         model_fn,
         train,
         val,
@@ -118,15 +135,6 @@ def run_search(args: argparse.Namespace) -> int:
         workers=args.workers,
         ray_address=args.ray_address,
     )
-    result.to_csv(os.path.join(out, "results.csv"))
-    result.plot(os.path.join(out, "curve.png"))
-    if not args.quiet:  # the search's last line was its verdict
-        print()
-        print(result.summary(verdict=False))
-        print(f"wrote {out}/results.json, results.csv, curve.png")
-    else:
-        print(result.verdict())
-    return 0 if result.d_int is not None else 1
 
 
 #: What `keras-idim search` writes beside results.json so that `keras-idim
