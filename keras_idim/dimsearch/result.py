@@ -112,6 +112,10 @@ class SearchResult:
         baseline_from: dict or None. `{"path", "config_hash"}` of the
             search whose local baseline this one reused (`path` is `None`
             for a result passed in memory); `None` if it trained its own.
+        fingerprints: dict or None. The model's and the data's
+            fingerprints taken at the search's start (see
+            `keras_idim.dimsearch.fingerprint`); `None` for files written
+            before they were recorded.
     """
 
     d_int: int | None
@@ -130,6 +134,7 @@ class SearchResult:
     d_int_ci: tuple[int | None, int | None] | None = None
     ci_level: float = 0.9
     baseline_from: dict | None = None
+    fingerprints: dict | None = None
 
     # -- derived views --
 
@@ -307,6 +312,7 @@ class SearchResult:
             d_int_ci=self.d_int_ci,
             ci_level=self.ci_level,
             baseline_from=self.baseline_from,
+            fingerprints=self.fingerprints,
         )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -357,6 +363,7 @@ class SearchResult:
             d_int_ci=None if data.get("d_int_ci") is None else tuple(data["d_int_ci"]),
             ci_level=data.get("ci_level", 0.9),
             baseline_from=data.get("baseline_from"),
+            fingerprints=data.get("fingerprints"),
         )
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
