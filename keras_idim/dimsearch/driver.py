@@ -163,7 +163,7 @@ class Driver:
         elif baseline is not None:
             self.base = Baseline(float(baseline), "global")
         previous = (
-            store.load_previous(results_path, config)
+            store.load_previous(results_path, config, fingerprints)
             if results_path and not overwrite
             else None
         )

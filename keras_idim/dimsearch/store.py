@@ -436,8 +436,12 @@ def check_fingerprints(
     return None
 
 
-def load_previous(path: str | os.PathLike, config: Mapping) -> dict | None:
-    """The stored state of an earlier search with this config, if any.
+def load_previous(
+    path: str | os.PathLike, config: Mapping, fingerprints: Mapping | None = None
+) -> dict | None:
+    """The stored state of an earlier search with this config, if any
+    (its error, for another configuration, also names what differs in the
+    `fingerprints`, where the file has them).
 
     Raises:
         SearchFileError: the file is unusable, or was written by a search
@@ -458,6 +462,8 @@ def load_previous(path: str | os.PathLike, config: Mapping) -> dict | None:
             for k in differ
             if k in _WHAT
         ]
+        if fingerprints is not None and data.get("fingerprints") is not None:
+            details += fingerprint_differences(fingerprints, data["fingerprints"])
         raise SearchFileError(
             f"The results file {os.fspath(path)} was written by a search with "
             "another configuration (differing in: "
