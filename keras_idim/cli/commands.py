@@ -106,6 +106,7 @@ def run_search(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
         structure_aware=args.said,
         results_path=args.results_path,
+        overwrite=args.overwrite,
         tolerance=args.tolerance,
         start_dim=args.start_dim,
         method=args.method,
