@@ -466,10 +466,13 @@ def search(
                     model_fingerprint(m),
                 ),
             )
+        # The data are read up front only for a results file to check.
         prints = {
             "model": model_print,
-            "train_data": data_fingerprint(train_data, seeds[0]),
-            "val_data": data_fingerprint(val_data, seeds[0]),
+            "train_data": data_fingerprint(train_data, seeds[0])
+            if results_path
+            else None,
+            "val_data": data_fingerprint(val_data, seeds[0]) if results_path else None,
             "seed": seeds[0],
         }
         # Reads the results file, and refuses one of another search.

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 import keras
@@ -49,6 +50,9 @@ def model_fingerprint(model: keras.Model) -> dict:
     try:
         config = model.get_config()
         text = json.dumps(config, sort_keys=True, default=str)
+        # An object's repr with its address ("<function f at 0x7f...>")
+        # differs in every process.
+        text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)
         # Keras numbers auto-generated names per process ("dense_3"); a
         # layer's place in the model is what identifies it.
         for i, layer in sorted(enumerate(layers), key=lambda item: -len(item[1].name)):
