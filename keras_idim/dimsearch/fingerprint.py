@@ -44,19 +44,31 @@ def _update_with_array(digest: Any, value: Any) -> None:
         digest.update(np.ascontiguousarray(array).tobytes())
 
 
+def _renamed(config: Any, places: dict) -> Any:
+    """A config with every string value that is a layer's name replaced."""
+    if isinstance(config, dict):
+        return {k: _renamed(v, places) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [_renamed(v, places) for v in config]
+    if isinstance(config, str):
+        return places.get(config, config)
+    return config
+
+
 def model_fingerprint(model: keras.Model) -> dict:
     """The architecture's SHA-256, D, and theta_0's SHA-256 of a built model."""
     layers = [model, *model._flatten_layers(include_self=False)]
     try:
-        config = model.get_config()
-        text = json.dumps(config, sort_keys=True, default=str)
+        # Keras numbers auto-generated names per process ("dense_3"); a
+        # layer's place in the model is what identifies it (in values only:
+        # a key such as "dropout" is no name).
+        places = {layer.name: f"#layer{i}" for i, layer in enumerate(layers)}
+        text = json.dumps(
+            _renamed(model.get_config(), places), sort_keys=True, default=str
+        )
         # An object's repr with its address ("<function f at 0x7f...>")
         # differs in every process.
         text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)
-        # Keras numbers auto-generated names per process ("dense_3"); a
-        # layer's place in the model is what identifies it.
-        for i, layer in sorted(enumerate(layers), key=lambda item: -len(item[1].name)):
-            text = text.replace(json.dumps(layer.name), f'"#layer{i}"')
         architecture = "config"
     except Exception:  # a model that does not serialise
         text = json.dumps(

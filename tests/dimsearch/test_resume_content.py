@@ -347,3 +347,21 @@ def test_said_glue_data_with_other_arguments_are_refused(tmp_path, change, match
             **TINY,
             **NEVER,
         )
+
+
+def test_the_model_fingerprint_ignores_the_names_keras_numbers():
+    from keras_idim.dimsearch.fingerprint import model_fingerprint
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4, 8))
+        hidden = keras.layers.Dropout(0.1)(keras.layers.Dense(8)(inputs))
+        # Its config has a key "dropout", the first Dropout layer's name.
+        attended = keras.layers.MultiHeadAttention(2, 4, dropout=0.1)(hidden, hidden)
+        return keras.Model(inputs, keras.layers.Dense(10)(attended))
+
+    keras.backend.clear_session()  # the first Dropout is named "dropout"
+    first = build()
+    second = build()  # "dropout_1", "dense_2", ...
+    assert first.layers[2].name == "dropout" != second.layers[2].name
+    assert model_fingerprint(first) == model_fingerprint(second)
