@@ -206,6 +206,7 @@ def main(
     out: str = "runs/said_glue",
     workers: int = 1,
     verbose: int = 1,
+    overwrite: bool = False,
 ) -> keras_idim.SearchResult:
     """Finds d90 of fine-tuning `preset` on the GLUE `task` with SAID.
 
@@ -237,6 +238,13 @@ def main(
             `"runs/said_glue"`.
         workers: int. Runs at once (Ray when more than 1). Defaults to `1`.
         verbose: int. 0: silent; 1: a line per run. Defaults to `1`.
+        overwrite: bool. Start over instead of resuming `out`'s
+            results.json (the old one is kept as results.json.bak). Without
+            it, a results.json of another search is refused before any
+            training, naming what differs: the data are `functools.partial`s
+            of `glue_dataset`, fingerprinted by their arguments, so another
+            `train_split`, `sequence_length` or `data_dir` is refused, and
+            another preset by the model's fingerprint. Defaults to `False`.
 
     Returns:
         The `SearchResult`.
@@ -277,6 +285,7 @@ def main(
         name=f"SAID {preset} on glue/{task}",
         workers=workers,
         verbose=verbose,
+        overwrite=overwrite,
     )
     result.plot(os.path.join(out, "curve.png"))
     if verbose:
@@ -310,6 +319,7 @@ def run_main(args: argparse.Namespace) -> None:
         download=not args.no_download,
         out=args.out,
         workers=args.workers,
+        overwrite=args.overwrite,
     )
 
 
@@ -335,6 +345,13 @@ if __name__ == "__main__":
     )
     parser.add_argument("--out", default="runs/said_glue")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over instead of resuming --out (keeps results.json.bak); "
+        "without it, another --train-split, --sequence-length, --data-dir or "
+        "--preset with the same --out is refused",
+    )
     args = parser.parse_args()
     try:
         run_main(args)

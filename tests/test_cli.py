@@ -382,3 +382,18 @@ def test_a_failed_start_shows_what_was_held():
     )
     assert proc.returncode == 0
     assert proc.stderr == "kept: why it failed\n"
+
+
+def test_cli_search_refuses_another_search_in_out_unless_overwrite(tmp_path, capsys):
+    argv = ["search", "--dims", "1", "--baseline", "1.0", "--fraction", "1"]
+    argv += ["--out", str(tmp_path), "--quiet"]
+    assert cli.main([*argv, "--epochs", "1"]) == 1
+    old = (tmp_path / "results.json").read_text()
+    with pytest.raises(SystemExit) as info:
+        cli.main([*argv, "--epochs", "2"])
+    assert info.value.code == 2
+    assert "another configuration (differing in: epochs)" in capsys.readouterr().err
+    assert (tmp_path / "results.json").read_text() == old
+    assert cli.main([*argv, "--epochs", "2", "--overwrite"]) == 1
+    assert (tmp_path / "results.json.bak").read_text() == old
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["epochs"] == 2

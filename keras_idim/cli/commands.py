@@ -124,6 +124,7 @@ def _search(search, model_fn, train, val, loss, metrics, monitor, args):
         tensorboard=args.tensorboard,
         structure_aware=args.said,
         results_path=args.results_path,
+        overwrite=args.overwrite,
         tolerance=args.tolerance,
         start_dim=args.start_dim,
         method=args.method,

@@ -389,6 +389,13 @@ def _add_search(sub) -> None:
         "results.json) instead of training one; refused, naming what differs, "
         "unless it had the same data, metric and baseline recipe",
     )
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over instead of resuming OUT/results.json (the old one is "
+        "kept as results.json.bak); without it, results of another model, data "
+        "or configuration are refused",
+    )
     s.add_argument("--quiet", action="store_true", help="print the answer only")
     s.add_argument(
         "-v",

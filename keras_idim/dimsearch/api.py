@@ -20,6 +20,7 @@ from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch import store
 from keras_idim.dimsearch.comparison import reusable_baseline
 from keras_idim.dimsearch.driver import Driver
+from keras_idim.dimsearch.fingerprint import data_fingerprint, model_fingerprint
 from keras_idim.dimsearch.floor import chance_floor, output_shape_of
 from keras_idim.dimsearch.records import THRESHOLD_RULES
 from keras_idim.dimsearch.result import SearchResult
@@ -82,6 +83,7 @@ def search(
     threshold_rule: str = "baseline",
     floor: float | None = None,
     ci_level: float = 0.9,
+    overwrite: bool = False,
 ) -> SearchResult:
     """Finds the intrinsic dimension: the smallest d that reaches the threshold.
 
@@ -119,10 +121,15 @@ def search(
       that passes.
 
     With `results_path`, the state is written atomically after every run
-    (the configuration and its hash, the baseline, every run). Calling
-    `search` again with the same path and configuration skips every finished
-    run and continues; a file from another configuration, or a corrupt one,
-    is an error naming the file, and is never overwritten. One search at a
+    (the configuration and its hash, the baseline, every run, and the
+    fingerprints of the model and the data taken at the start). Calling
+    `search` again with the same path, configuration, model and data skips
+    every finished run and continues; a file from another configuration,
+    another model (architecture, D, or initial weights theta_0) or other
+    data, or a corrupt one, is refused before any training with an error
+    naming the file and what differs, and is never overwritten (unless
+    `overwrite=True`). A file written before the fingerprints were recorded
+    resumes unchecked, with one printed line saying so. One search at a
     time may use a results file: while it runs it holds an operating-system
     lock on `results_path + ".lock"` (let go when its process ends, even
     killed), and a second search on the same path is refused at once with a
@@ -266,6 +273,10 @@ def search(
             result says so). Defaults to `None`.
         ci_level: float. The level of `d_int_ci`, in (0, 1). Not part of
             the configuration. Defaults to `0.9`.
+        overwrite: bool. Start over instead of resuming: an existing
+            `results_path` is not read; on this search's first write it is
+            copied to `results_path + ".bak"` (replacing an older one) and
+            then replaced atomically. Defaults to `False`.
 
     Returns:
         A `SearchResult`.
@@ -329,6 +340,11 @@ def search(
             f"interval). {received('ci_level', ci_level)}"
         )
     ci_level = float(ci_level)
+    if not isinstance(overwrite, bool):
+        raise ValueError(
+            "`overwrite` should be True (start over, keeping the old results "
+            f"file as .bak) or False (resume). {received('overwrite', overwrite)}"
+        )
     if verbose not in (0, 1, 2):
         raise ValueError(
             "`verbose` should be 0 (silent), 1 (a line per run and a progress "
@@ -436,6 +452,44 @@ def search(
     # One search at a time on a results file; the lock is taken before the
     # file is read and let go when the search ends, however it ends.
     with store.lock(results_path) if results_path else contextlib.nullcontext():
+        min_dim = 1
+
+        def batched(model: keras.Model) -> keras.Model:
+            """Refuses an unbatched dataset, from the first model's inputs."""
+            for arg, data in (("train_data", train_data), ("val_data", val_data)):
+                check_batched(arg, data, model)
+            return model
+
+        if method == "lora":  # the largest useful rank, before any training
+            limit, output_shape, model_print = cfg.check_model_fn(
+                model_fn,
+                seeds[0],
+                lambda m: (
+                    lora.max_rank(batched(m), lora_targets),
+                    output_shape_of(m),
+                    model_fingerprint(m),
+                ),
+            )
+        else:  # D (and SAID's number of weight tensors), before any training
+            limit, tensors, output_shape, model_print = cfg.check_model_fn(
+                model_fn,
+                seeds[0],
+                lambda m: (
+                    *cfg.weight_counts(batched(m)),
+                    output_shape_of(m),
+                    model_fingerprint(m),
+                ),
+            )
+        # The data are read up front only for a results file to check.
+        prints = {
+            "model": model_print,
+            "train_data": data_fingerprint(train_data, seeds[0])
+            if results_path
+            else None,
+            "val_data": data_fingerprint(val_data, seeds[0]) if results_path else None,
+            "seed": seeds[0],
+        }
+        # Reads the results file, and refuses one of another search.
         driver = Driver(
             recipe,
             None,  # the strategy, once D (or the largest rank) is known
@@ -451,33 +505,14 @@ def search(
             ci_level=ci_level,
             reuse=reuse,
             baseline_from=baseline_from,
+            fingerprints=prints,
+            overwrite=overwrite,
         )
-        min_dim = 1
-
-        def batched(model: keras.Model) -> keras.Model:
-            """Refuses an unbatched dataset, from the first model's inputs."""
-            for arg, data in (("train_data", train_data), ("val_data", val_data)):
-                check_batched(arg, data, model)
-            return model
-
-        if method == "lora":  # the largest useful rank, before any training
-            limit, output_shape = cfg.check_model_fn(
-                model_fn,
-                seeds[0],
-                lambda m: (
-                    lora.max_rank(batched(m), lora_targets),
-                    output_shape_of(m),
-                ),
-            )
+        if method == "lora":
             cfg.check_dims_fit(
                 dims, start_dim, max_dim, limit, "{}, the largest useful LoRA rank"
             )
-        else:  # D (and SAID's number of weight tensors), before any training
-            limit, tensors, output_shape = cfg.check_model_fn(
-                model_fn,
-                seeds[0],
-                lambda m: (*cfg.weight_counts(batched(m)), output_shape_of(m)),
-            )
+        else:
             cfg.check_dims_fit(dims, start_dim, max_dim, limit)
             if structure_aware:
                 cfg.check_said_dims(dims, start_dim, tensors)

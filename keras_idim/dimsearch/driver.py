@@ -100,6 +100,13 @@ class Driver:
             already checked to be the same problem (see
             `comparison.reusable_baseline`).
         baseline_from: dict or None. What the results file records of it.
+        fingerprints: dict or None. The model's and the data's fingerprints
+            (see `fingerprint.fingerprints`): a results file with others is
+            refused (`store.check_fingerprints`), and they are saved with
+            the runs.
+        overwrite: bool. Start over: the results file is not read, and on
+            this search's first write it is copied to `results_path +
+            ".bak"` and replaced.
     """
 
     def __init__(
@@ -120,8 +127,17 @@ class Driver:
         ci_level: float = 0.9,
         reuse: SearchResult | None = None,
         baseline_from: dict | None = None,
+        fingerprints: dict | None = None,
+        overwrite: bool = False,
     ):
         self.recipe = recipe
+        self.fingerprints = fingerprints
+        #: The file to set aside on the first write (`overwrite=True`).
+        self.set_aside = (
+            os.fspath(results_path)
+            if overwrite and results_path and os.path.exists(results_path)
+            else None
+        )
         self.baseline_from = baseline_from
         self.threshold_rule = threshold_rule
         self.floor = floor
@@ -146,7 +162,15 @@ class Driver:
             self.base = Baseline(float(threshold), "absolute")
         elif baseline is not None:
             self.base = Baseline(float(baseline), "global")
-        previous = store.load_previous(results_path, config) if results_path else None
+        previous = (
+            store.load_previous(results_path, config, fingerprints)
+            if results_path and not overwrite
+            else None
+        )
+        if previous and fingerprints is not None:
+            unchecked = store.check_fingerprints(results_path, previous, fingerprints)
+            if unchecked:
+                say(unchecked)
         if previous:
             retried = 0
             for key in ("baseline_runs", "runs", "speculative_runs"):
@@ -221,6 +245,7 @@ class Driver:
         """Writes the state to the results file, if there is one."""
         if not self.results_path:
             return
+        self.keep_old_file()
         runs, speculative = self.ordered_runs()
         store.save(
             self.results_path,
@@ -235,6 +260,7 @@ class Driver:
                 speculative_runs=speculative,
                 d_int=d_int,
                 baseline_from=self.baseline_from,
+                fingerprints=self.fingerprints,
                 **self.floor_fields(),
             ),
         )
@@ -247,6 +273,19 @@ class Driver:
             found.write(
                 self.results_path, record, self.config, store.config_hash(self.config)
             )
+
+    def keep_old_file(self) -> None:
+        """With `overwrite=True`, before the first write: copies the old
+        results file to `.bak` (the write then replaces it atomically, so a
+        crash leaves the old file or the new one, never half of either)."""
+        if self.set_aside is None:
+            return
+        import shutil
+
+        backup = self.set_aside + ".bak"
+        shutil.copyfile(self.set_aside, backup)
+        self.set_aside = None
+        self.say(f"overwrite: the old {self.results_path} is kept as {backup}")
 
     def report(self, record: RunRecord) -> None:
         head = "baseline " if record.dim is None else f"d {record.dim:>8}"
@@ -466,8 +505,10 @@ class Driver:
             baseline_from=self.baseline_from,
             path=None if not self.results_path else os.fspath(self.results_path),
             model_fn=self.recipe.model_fn,
+            fingerprints=self.fingerprints,
         )
         if self.results_path:
+            self.keep_old_file()
             result.to_json(self.results_path)
         self.say(result.verdict())
         return result

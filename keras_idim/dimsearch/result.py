@@ -118,6 +118,10 @@ class SearchResult:
             (not stored in it); `model` finds the runs' files beside it.
         model_fn: callable or None. The search's `model_fn`, when this
             result comes from `search` in this process (not stored).
+        fingerprints: dict or None. The model's and the data's
+            fingerprints taken at the search's start (see
+            `keras_idim.dimsearch.fingerprint`); `None` for files written
+            before they were recorded.
     """
 
     d_int: int | None
@@ -140,6 +144,7 @@ class SearchResult:
     model_fn: Callable | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    fingerprints: dict | None = None
 
     # -- derived views --
 
@@ -317,6 +322,7 @@ class SearchResult:
             d_int_ci=self.d_int_ci,
             ci_level=self.ci_level,
             baseline_from=self.baseline_from,
+            fingerprints=self.fingerprints,
         )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -368,6 +374,7 @@ class SearchResult:
             ci_level=data.get("ci_level", 0.9),
             baseline_from=data.get("baseline_from"),
             path=None if is_text else os.fspath(source),
+            fingerprints=data.get("fingerprints"),
         )
 
     # -- the model found --

@@ -10,7 +10,10 @@ Added since, and absent from older files (read as their defaults): `floor`
 (the chance floor, or null when none was checked) and `floor_source`,
 `threshold_rule` (`"baseline"`), `d_int_ci` (`[low, high]` or null),
 `ci_level`, and `baseline_from` (null, or `{"path", "config_hash"}`: the
-search whose local baseline was reused, see `search(baseline=...)`).
+search whose local baseline was reused, see `search(baseline=...)`), and
+`fingerprints` (null, or `{"model", "train_data", "val_data", "seed"}`
+taken at the search's start, see `keras_idim.dimsearch.fingerprint` and
+`check_fingerprints`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -140,6 +144,7 @@ def state_dict(
     d_int_ci: Sequence | None = None,
     ci_level: float = 0.9,
     baseline_from: Mapping | None = None,
+    fingerprints: Mapping | None = None,
 ) -> dict:
     """The content of a results file (also of a search still under way)."""
     return {
@@ -166,6 +171,7 @@ def state_dict(
         "d_int_ci": None if d_int_ci is None else list(d_int_ci),
         "ci_level": ci_level,
         "baseline_from": None if baseline_from is None else dict(baseline_from),
+        "fingerprints": None if fingerprints is None else dict(fingerprints),
     }
 
 
@@ -260,6 +266,11 @@ def _check_added(data: dict, source: Any) -> None:
                 or isinstance(data["baseline_from"]["path"], str)
             )
         ),
+        "fingerprints": data.get("fingerprints") is None
+        or (
+            isinstance(data["fingerprints"], dict)
+            and isinstance(data["fingerprints"].get("model"), dict)
+        ),
     }
     for key, ok in checks.items():
         if not ok:
@@ -314,8 +325,123 @@ def load(path: str | os.PathLike) -> dict:
     return parse(read_text(path), os.fspath(path))
 
 
-def load_previous(path: str | os.PathLike, config: Mapping) -> dict | None:
-    """The stored state of an earlier search with this config, if any.
+#: What the errors call the parts of a search that decide its answer.
+_WHAT = {"train_data": "the training data", "val_data": "the validation data"}
+
+#: How to start over, in every refusal of a file written by another search.
+_START_OVER = (
+    "Nothing was overwritten: pass `overwrite=True` (CLI: `--overwrite`) to "
+    "start over (the old file is then kept as {path}.bak), use another "
+    "`results_path`, or delete the file."
+)
+
+
+def _short(value: Any) -> str:
+    """A description in a line: SHA-256 digests cut to 12 characters."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    text = re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1...", text)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _data_difference(key: str, mine: Any, theirs: Any) -> str:
+    """`the training data differ (...)`, naming the part that differs."""
+    what = _WHAT.get(key, key)
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        for field, words in (
+            ("partial", "functools.partial of"),
+            ("args", "the partial's positional arguments"),
+            ("keywords", "the partial's keyword arguments"),
+            ("element_spec", "element_spec"),
+            ("first_batches_sha256", "SHA-256 of the first batches"),
+        ):
+            if field in mine and field in theirs and mine[field] != theirs[field]:
+                if mine[field] is None or theirs[field] is None:
+                    continue  # not recorded on one side: not compared
+                return (
+                    f"{what} differ ({words} {_short(mine[field])} here, "
+                    f"{_short(theirs[field])} in the file)"
+                )
+        if set(mine) & set(theirs) <= {"not_read"}:
+            return ""  # one side could not be read: nothing to compare
+    return f"{what} differ ({_short(mine)} here, {_short(theirs)} in the file)"
+
+
+def _model_differences(mine: Mapping, theirs: Mapping, seed: Any) -> list[str]:
+    found = []
+    if mine.get("D") != theirs.get("D"):
+        found.append(
+            f"the model differs: D = {mine.get('D'):,} here, "
+            f"{theirs.get('D'):,} in the file"
+            if isinstance(mine.get("D"), int) and isinstance(theirs.get("D"), int)
+            else f"the model differs: D = {mine.get('D')!r} here, "
+            f"{theirs.get('D')!r} in the file"
+        )
+    if mine.get("architecture_sha256") != theirs.get("architecture_sha256"):
+        found.append(
+            "the model's architecture differs (SHA-256 of its "
+            f"{mine.get('architecture_from')} "
+            f"{_short(mine.get('architecture_sha256'))} here, "
+            f"{_short(theirs.get('architecture_sha256'))} in the file)"
+        )
+    if mine.get("theta0_sha256") != theirs.get("theta0_sha256"):
+        found.append(
+            "the model's initial weights theta_0 differ (SHA-256 of the "
+            f"trainable weights of `model_fn()` built with seed {seed}: "
+            f"{_short(mine.get('theta0_sha256'))} here, "
+            f"{_short(theirs.get('theta0_sha256'))} in the file)"
+        )
+    return found
+
+
+def fingerprint_differences(mine: Mapping, theirs: Mapping) -> list[str]:
+    """What differs between two searches' fingerprints, in words."""
+    found = _model_differences(mine["model"], theirs.get("model") or {}, mine["seed"])
+    for key in ("train_data", "val_data"):
+        if mine.get(key) != theirs.get(key):
+            words = _data_difference(key, mine.get(key), theirs.get(key))
+            if words:
+                found.append(words)
+    return found
+
+
+def check_fingerprints(
+    path: str | os.PathLike, previous: Mapping, mine: Mapping
+) -> str | None:
+    """Refuses a results file written for another model or other data.
+
+    Returns:
+        None when the file's fingerprints match; one line to print when the
+        file has none (written before they were recorded): it resumes
+        unchecked.
+
+    Raises:
+        SearchFileError: the file was written for another model or other
+            data; the error names what differs.
+    """
+    path = os.fspath(path)
+    theirs = previous.get("fingerprints")
+    if theirs is None:
+        return (
+            f"{path} was written before keras_idim recorded the model's and "
+            "the data's fingerprints: it could not be checked against this "
+            "model and data, and resumes as it is (pass `overwrite=True` to "
+            "start over)."
+        )
+    found = fingerprint_differences(mine, theirs)
+    if found:
+        raise SearchFileError(
+            f"The results file {path} was written by a search of another "
+            f"problem: {'; '.join(found)}. " + _START_OVER.format(path=path)
+        )
+    return None
+
+
+def load_previous(
+    path: str | os.PathLike, config: Mapping, fingerprints: Mapping | None = None
+) -> dict | None:
+    """The stored state of an earlier search with this config, if any
+    (its error, for another configuration, also names what differs in the
+    `fingerprints`, where the file has them).
 
     Raises:
         SearchFileError: the file is unusable, or was written by a search
@@ -331,10 +457,18 @@ def load_previous(path: str | os.PathLike, config: Mapping) -> dict | None:
             for k in set(config) | set(theirs)
             if config.get(k, ADDED_KEYS.get(k)) != theirs.get(k, ADDED_KEYS.get(k))
         )
+        details = [
+            _data_difference(k, config.get(k), theirs.get(k))
+            for k in differ
+            if k in _WHAT
+        ]
+        if fingerprints is not None and data.get("fingerprints") is not None:
+            details += fingerprint_differences(fingerprints, data["fingerprints"])
         raise SearchFileError(
             f"The results file {os.fspath(path)} was written by a search with "
             "another configuration (differing in: "
-            f"{', '.join(differ) or 'its hash'}). Nothing was overwritten: use "
-            "another `results_path`, or delete the file to start afresh."
+            f"{', '.join(differ) or 'its hash'}). "
+            + "".join(f"{d[0].upper()}{d[1:]}. " for d in details if d)
+            + _START_OVER.format(path=os.fspath(path))
         )
     return data
