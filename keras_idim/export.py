@@ -15,10 +15,8 @@ Two ways for a measured subspace model to leave the lab:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import zipfile
 from typing import Any
 
 import keras
@@ -26,7 +24,7 @@ import numpy as np
 
 from keras_idim import lora
 from keras_idim.subspace import SubspaceModel
-from keras_idim.utils.io import check_target, staged
+from keras_idim.utils.io import check_target, header_npz, read_header_npz, staged
 from keras_idim.utils.validation import check_bool
 from keras_idim.version import __version__
 
@@ -114,12 +112,6 @@ def _split(flat: np.ndarray, variables: list) -> list[np.ndarray]:
     return [p.reshape(v.shape) for p, v in zip(pieces, variables)]
 
 
-def _base_state(model: SubspaceModel) -> list:
-    """The base model's other variables (e.g. BatchNorm moving statistics)."""
-    wrapped = {id(v) for v in model.base_variables}
-    return [v for v in model.base_model.weights if id(v) not in wrapped]
-
-
 def save_compact(
     model: SubspaceModel | keras.Model,
     path: str | os.PathLike,
@@ -185,7 +177,7 @@ def save_compact(
     path = check_target(path, overwrite)
     model.sync_base_weights()
     theta_0 = _split(keras.ops.convert_to_numpy(model.theta_0), model.base_variables)
-    state = _base_state(model)
+    state = model.state_variables
     header = {
         "format": COMPACT_FORMAT,
         "format_version": COMPACT_VERSION,
@@ -218,11 +210,9 @@ def save_compact(
 
 def _write(path: str, header: dict, arrays: dict) -> str:
     """The `.npz` archive: the arrays and the JSON header, written atomically."""
-    header_bytes = json.dumps(header, sort_keys=True).encode()
-    arrays["header"] = np.frombuffer(header_bytes, dtype=np.uint8)
     with staged(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            f.write(header_npz(header, arrays))
             f.flush()
             os.fsync(f.fileno())
     return path
@@ -315,13 +305,10 @@ def _read_compact(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     except FileNotFoundError:
         raise FileNotFoundError(f"No compact file at `path={path!r}`.") from None
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        header = json.loads(arrays.pop("header").tobytes().decode())
-    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as e:
+        header, arrays = read_header_npz(raw)
+    except ValueError as e:
         raise CompactFileError(
-            f"The compact file {path!r} is corrupt or truncated "
-            f"({type(e).__name__}: {e})."
+            f"The compact file {path!r} is corrupt or truncated ({e})."
         ) from None
     if not isinstance(header, dict) or header.get("format") not in (
         COMPACT_FORMAT,
@@ -440,7 +427,7 @@ def load_compact(
     model.theta_d.assign(arrays["theta_d"])
     if header["structure_aware"]:
         model.lambdas.assign(arrays["lambdas"])
-    state = _base_state(model)
+    state = model.state_variables
     if [list(v.shape) for v in state] != header["state_shapes"]:
         raise ValueError(
             f"`base_model` does not match the compact file {path!r}: its "

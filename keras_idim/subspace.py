@@ -248,6 +248,14 @@ class SubspaceModel(keras.Model):
         """
         return list(self._base.variables)
 
+    @property
+    def state_variables(self) -> list:
+        """The base model's other variables, which the subspace does not
+        drive (e.g. BatchNorm moving statistics; none for most models): with
+        the seed and theta_d, what a saved subspace model must keep."""
+        wrapped = {id(v) for v in self._base.variables}
+        return [v for v in self.base_model.weights if id(v) not in wrapped]
+
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.base_model(inputs, training=training)
 

@@ -14,18 +14,15 @@ the seed and that file, with no training.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import math
 import os
-import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 import numpy as np
 
-from keras_idim.utils.io import atomic_write
+from keras_idim.utils.io import atomic_write, header_npz, read_header_npz
 
 #: Format tag and version of a run's file.
 RUN_FORMAT = "keras_idim.search_run"
@@ -51,12 +48,6 @@ def theta_0_sha256(model: Any) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def _state(model: Any) -> list:
-    """The base model's variables that the subspace does not drive."""
-    wrapped = {id(v) for v in model.base_variables}
-    return [v for v in model.base_model.weights if id(v) not in wrapped]
-
-
 def snapshot(model: Any, theta_0_hash: str | None = None) -> dict:
     """What rebuilds a SubspaceModel from its seed: copies of theta_d, the
     lambdas (SAID) and the other base state, and theta_0's fingerprint
@@ -64,7 +55,7 @@ def snapshot(model: Any, theta_0_hash: str | None = None) -> dict:
     arrays = {"theta_d": np.array(keras.ops.convert_to_numpy(model.theta_d))}
     if model.structure_aware:
         arrays["lambdas"] = np.array(keras.ops.convert_to_numpy(model.lambdas))
-    for i, v in enumerate(_state(model)):
+    for i, v in enumerate(model.state_variables):
         arrays[f"state_{i}"] = np.array(keras.ops.convert_to_numpy(v))
     return {
         "arrays": arrays,
@@ -118,15 +109,9 @@ def write(
         "epoch": found["epoch"],
         "metric": record.metric,
     }
-    arrays = dict(found["arrays"])
-    arrays["header"] = np.frombuffer(
-        json.dumps(header, sort_keys=True).encode(), dtype=np.uint8
-    )
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
     path = run_file(results_path, record.dim, record.seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, header_npz(header, found["arrays"]))
     return path
 
 
@@ -135,13 +120,14 @@ def read(path: str) -> dict:
     it when it is not one."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        header = json.loads(arrays.pop("header").tobytes().decode())
-    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as e:
+            header, arrays = read_header_npz(f.read())
+    except OSError as e:
         raise ValueError(
             f"The run file {path!r} is corrupt or truncated ({type(e).__name__}: {e})."
+        ) from None
+    except ValueError as e:
+        raise ValueError(
+            f"The run file {path!r} is corrupt or truncated ({e})."
         ) from None
     if not isinstance(header, dict) or header.get("format") != RUN_FORMAT:
         raise ValueError(f"{path!r} is not a keras_idim search run file.")
@@ -191,7 +177,7 @@ def rebuild(
     model.theta_d.assign(arrays["theta_d"])
     if structure_aware:
         model.lambdas.assign(arrays["lambdas"])
-    for i, v in enumerate(_state(model)):
+    for i, v in enumerate(model.state_variables):
         v.assign(arrays[f"state_{i}"])
     model.sync_base_weights()
     return model

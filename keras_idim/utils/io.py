@@ -9,11 +9,16 @@ every other file keras_idim writes.
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+import numpy as np
 
 from keras_idim.utils.validation import check_bool, received
 
@@ -78,6 +83,31 @@ def check_target(
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"Cannot write into the folder of `{arg}={path!r}`.")
     return path
+
+
+def header_npz(header: Mapping, arrays: Mapping[str, Any]) -> bytes:
+    """An `.npz` archive of `arrays` and of `header` as JSON (sorted keys),
+    the bytes of the array "header": the layout of keras_idim's compact and
+    run files."""
+    text = json.dumps(dict(header), sort_keys=True).encode()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, header=np.frombuffer(text, dtype=np.uint8))
+    return buffer.getvalue()
+
+
+def read_header_npz(raw: bytes) -> tuple[Any, dict[str, np.ndarray]]:
+    """The header and the arrays of `header_npz`'s bytes.
+
+    Raises:
+        ValueError: not such an archive (corrupt or truncated), its message
+            the error's type and text.
+    """
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        return json.loads(arrays.pop("header").tobytes().decode()), arrays
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as e:
+        raise ValueError(f"{type(e).__name__}: {e}") from None
 
 
 def check_writable(path: str | os.PathLike, arg: str, *, folder: bool = False) -> None:
