@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -11,7 +12,12 @@ import tensorflow as tf
 from keras_idim import projections as projections_module
 from keras_idim.projections.base import Projection
 from keras_idim.utils.io import check_target, staged
-from keras_idim.utils.validation import check_bool, check_positive_int, check_seed
+from keras_idim.utils.validation import (
+    check_bool,
+    check_positive_int,
+    check_seed,
+    is_number,
+)
 
 try:  # Keras >= 3.7 unscales the loss it tracks under a distribution.
     from keras.src.losses.loss import unscale_loss_for_distribution
@@ -87,6 +93,10 @@ class SubspaceModel(keras.Model):
         projection_kwargs: dict. Extra arguments of the projection class,
             e.g. `{"memory_budget": 2**30, "over_budget": "raise"}` for
             `"dense"`. Defaults to `None`.
+        said_learning_rate: float or None. With `structure_aware=True`, the
+            learning rate of the per-tensor scales, which train with a copy
+            of the compiled optimizer (see `compile`). `None`: the compiled
+            optimizer's rate times `sqrt(dim / D)`. Defaults to `None`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -106,6 +116,7 @@ class SubspaceModel(keras.Model):
         seed: int = 0,
         structure_aware: bool = False,
         projection_kwargs: dict | None = None,
+        said_learning_rate: float | None = None,
         **kwargs: Any,
     ):
         # Validate everything before any work.
@@ -133,6 +144,18 @@ class SubspaceModel(keras.Model):
         dim = check_positive_int("dim", dim)
         seed = check_seed(seed)
         structure_aware = check_bool("structure_aware", structure_aware)
+        if said_learning_rate is not None and (
+            not structure_aware
+            or not is_number(said_learning_rate)
+            or not 0 < said_learning_rate < float("inf")
+        ):
+            raise ValueError(
+                "`said_learning_rate` should be a positive number (the rate of "
+                "SAID's per-tensor scales), and only with "
+                "`structure_aware=True`. Received: "
+                f"`said_learning_rate={said_learning_rate!r}` with "
+                f"`structure_aware={structure_aware}`"
+            )
         if not isinstance(projection, Projection):
             projection_cls = projections_module.get(projection)
         if projection_kwargs is not None and (
@@ -191,6 +214,10 @@ class SubspaceModel(keras.Model):
         self.full_dim = full_dim
         self.seed = seed
         self.structure_aware = structure_aware
+        self.said_learning_rate = (
+            None if said_learning_rate is None else float(said_learning_rate)
+        )
+        self._said_optimizer = None
         self.projection = projection
         self._base = base_vars
         # XLA cannot compile tf.sparse ops, nor Fastfood's compiled kernel:
@@ -362,6 +389,38 @@ class SubspaceModel(keras.Model):
 
     # -- training ----------------------------------------------------------
 
+    def compile(self, optimizer: Any = "rmsprop", *args: Any, **kwargs: Any) -> None:
+        """`keras.Model.compile`; with SAID, the scales also get an optimizer
+        of their own: a copy of `optimizer` at `said_learning_rate`, or, by
+        default, at `optimizer`'s rate times `sqrt(dim / full_dim)`.
+
+        A step of size r on each scale changes the whole of its tensor's
+        offset by a factor 1 + r, while a step of size r on each of the d
+        coordinates of theta_d moves each weight by about r * sqrt(d / D)
+        (unit-norm columns): at theta_d's rate the m scales would move the
+        weights far more than theta_d does, and flip sign. The copy's state
+        is not saved with the model: after loading, the scales' optimizer
+        starts afresh."""
+        super().compile(optimizer, *args, **kwargs)
+        self._said_optimizer = None
+        if not self.structure_aware or self.optimizer is None:
+            return
+        config = keras.optimizers.serialize(self.optimizer)
+        rate = self.said_learning_rate
+        main = config["config"].get("learning_rate")
+        if rate is None and is_number(main):
+            rate = float(main) * math.sqrt(self.dim / self.full_dim)
+        said = keras.optimizers.deserialize(config)
+        if rate is not None:  # else a schedule: the scales follow it as it is
+            said.learning_rate = rate
+        said.build([self.lambdas])
+        self._said_optimizer = _Holder(said)
+
+    @property
+    def said_optimizer(self):
+        """The optimizer of SAID's scales (see `compile`), or `None`."""
+        return None if self._said_optimizer is None else self._said_optimizer.variable
+
     def train_step(self, data: Any) -> dict:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         # The tf.Variables behind the base model's (non-trainable) weights.
@@ -384,7 +443,12 @@ class SubspaceModel(keras.Model):
             )
             loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, base_vars)
-        self.optimizer.apply(self.subspace_gradients(grads), self.trainable_variables)
+        grads = self.subspace_gradients(grads)
+        if self._said_optimizer is None:
+            self.optimizer.apply(grads, self.trainable_variables)
+        else:  # SAID's scales at their own rate
+            self.optimizer.apply(grads[:1], [self.theta_d])
+            self._said_optimizer.variable.apply(grads[1:], [self.lambdas])
         self.sync_base_weights()
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -460,6 +524,8 @@ class SubspaceModel(keras.Model):
             "structure_aware": self.structure_aware,
             "projection": keras.saving.serialize_keras_object(self.projection),
         }
+        if self.said_learning_rate is not None:  # as files before it had it
+            config["said_learning_rate"] = self.said_learning_rate
         return config
 
     @classmethod
