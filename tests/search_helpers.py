@@ -35,8 +35,16 @@ def must_not_run(recipe, dim, seed, threshold):
 
 
 # Settings under which tiny_fc on digits fails at d <= 3 and passes at d = 300.
+# Fixed rates (the baseline's: the optimizer's own), not the probes of
+# `learning_rate="auto"`, which tests/dimsearch/test_rates.py covers.
 TINY = dict(
-    baseline=1.0, fraction=0.5, epochs=3, batch_size=64, learning_rate=0.05, verbose=0
+    baseline=1.0,
+    fraction=0.5,
+    epochs=3,
+    batch_size=64,
+    learning_rate=0.05,
+    baseline_learning_rate=None,
+    verbose=0,
 )
 
 # A whole automatic search on tiny_fc and digits (10 runs of 3 epochs), for
@@ -47,6 +55,7 @@ TINY_RAY = dict(
     epochs=3,
     batch_size=64,
     learning_rate=0.05,
+    baseline_learning_rate=None,
     dims="auto",
     start_dim=1,
     max_dim=1210,

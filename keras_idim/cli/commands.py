@@ -123,6 +123,7 @@ def _search(search, model_fn, train, val, loss, metrics, monitor, args):
         floor=args.floor,
         tensorboard=args.tensorboard,
         structure_aware=args.said,
+        said_learning_rate=args.said_lr,
         results_path=args.results_path,
         overwrite=args.overwrite,
         tolerance=args.tolerance,
@@ -204,6 +205,39 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probed_rate(args, model_fn, train, val, loss, metrics, monitor, mode) -> float:
+    """`--lr auto` for `train`: the rate a search's run at this d and seed
+    would train at (`keras_idim.dimsearch.runner.probe_rates`)."""
+    from keras_idim.dimsearch.config import optimizer_factory
+    from keras_idim.dimsearch.runner import Recipe, probe_rates
+
+    make, _ = optimizer_factory("adam", "auto")
+    if mode is None:  # a metric of unknown direction: the probes judge the loss
+        monitor, mode = "val_loss", "min"
+    recipe = Recipe(
+        model_fn=model_fn,
+        train_data=train,
+        val_data=val,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        loss=loss,
+        metrics=metrics,
+        monitor=monitor,
+        mode=mode,
+        projection=args.projection,
+        structure_aware=args.said,
+        optimizer=make,
+        baseline_optimizer=make,
+        said_learning_rate=args.said_lr,
+    )
+    rate, probes = probe_rates(recipe, args.dim, args.seed)
+    tried = ", ".join(
+        f"{r:g}: " + ("failed" if v is None else f"{v:.4f}") for r, v in probes
+    )
+    print(f"--lr auto: probed {monitor} after an epoch at {tried}; training at {rate:g}")
+    return rate
+
+
 def run_train(args: argparse.Namespace) -> int:
     import keras
     import tensorflow as tf
@@ -220,21 +254,25 @@ def run_train(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         download=not args.no_download,
     )
-    keras.utils.set_random_seed(args.seed)
-    base = _model_fn(args.model, info)()
-    model = SubspaceModel(
-        base,
-        args.dim,
-        projection=args.projection,
-        seed=args.seed,
-        structure_aware=args.said,
-    )
+    model_fn = _model_fn(args.model, info)
     loss, metrics, monitor = _task(args, info)
     try:  # which value is best, known before training (see `search --mode`)
         mode = resolve_mode("auto", monitor, metrics)
     except ValueError:
         mode = None
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss, metrics=metrics)
+    rate = args.lr
+    if rate == "auto":  # probed as a search's run probes it
+        rate = _probed_rate(args, model_fn, train, val, loss, metrics, monitor, mode)
+    keras.utils.set_random_seed(args.seed)
+    model = SubspaceModel(
+        model_fn(),
+        args.dim,
+        projection=args.projection,
+        seed=args.seed,
+        structure_aware=args.said,
+        said_learning_rate=args.said_lr,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics)
     print(
         f"{args.model} on {args.dataset}: D = {model.full_dim}, d = {args.dim}, "
         f"{args.projection} projection{' (SAID)' if args.said else ''}"

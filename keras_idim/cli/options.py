@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import argparse
 
+from keras_idim.dimsearch.defaults import RECIPE
 from keras_idim.version import __version__
 
-#: Defaults of the command line, tuned on the embedded digits data.
+#: Defaults of the command line: `keras_idim.search`'s recipe
+#: (`keras_idim.dimsearch.defaults.RECIPE`), on the embedded digits data.
 DEFAULTS = {
     "model": "fc",
     "dataset": "digits",
-    "projection": "fastfood",
-    "fraction": 0.9,
-    "epochs": 10,
-    "batch_size": 32,
-    "lr": 0.03,
-    "baseline_lr": 1e-3,
+    "projection": RECIPE["projection"],
+    "fraction": RECIPE["fraction"],
+    "epochs": RECIPE["epochs"],
+    "batch_size": RECIPE["batch_size"],
+    "lr": RECIPE["learning_rate"],
+    "baseline_lr": RECIPE["baseline_learning_rate"],
 }
 
 #: Loss and metric by the dataset's task, unless `--loss`/`--metric` say.
@@ -47,6 +49,11 @@ def _positive_float(text: str) -> float:
             f"should be a finite positive number: {text!r}"
         )
     return value
+
+
+def _rate(text: str) -> float | str:
+    """`auto`, or a finite positive learning rate."""
+    return "auto" if text == "auto" else _positive_float(text)
 
 
 def _seed(text: str) -> int:
@@ -180,6 +187,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--said", action="store_true", help="structure-aware subspace (SAID)"
     )
     parser.add_argument(
+        "--said-lr",
+        type=_positive_float,
+        default=None,
+        metavar="RATE",
+        help="with --said, the learning rate of SAID's per-tensor scales "
+        "(default: each run's rate times sqrt(d / D))",
+    )
+    parser.add_argument(
         "--epochs",
         type=_positive_int,
         default=DEFAULTS["epochs"],
@@ -193,9 +208,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lr",
-        type=_positive_float,
+        type=_rate,
         default=DEFAULTS["lr"],
-        help="Adam learning rate of subspace runs (default: %(default)s)",
+        metavar="RATE",
+        help="Adam learning rate of subspace runs, or 'auto': probe rates "
+        "for an epoch each and train one half-decade below the best "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--loss",
@@ -305,9 +323,11 @@ def _add_search(sub) -> None:
     )
     s.add_argument(
         "--baseline-lr",
-        type=_positive_float,
+        type=_rate,
         default=DEFAULTS["baseline_lr"],
-        help="Adam learning rate of the local baseline (default: %(default)s)",
+        metavar="RATE",
+        help="Adam learning rate of the local baseline, or 'auto' (default: "
+        "%(default)s)",
     )
     s.add_argument(
         "--dims",

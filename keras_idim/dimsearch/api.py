@@ -17,6 +17,7 @@ import keras
 from keras_idim import lora
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
+from keras_idim.dimsearch.defaults import RECIPE
 from keras_idim.dimsearch import store
 from keras_idim.dimsearch.comparison import reusable_baseline
 from keras_idim.dimsearch.driver import Driver
@@ -50,16 +51,17 @@ def search(
     train_data: Any,
     val_data: Any,
     *,
-    projection: str = "fastfood",
-    fraction: float = 0.9,
+    projection: str = RECIPE["projection"],
+    fraction: float = RECIPE["fraction"],
     baseline: float | str | os.PathLike | SearchResult | None = None,
     dims: str | Sequence[int] = "auto",
     seeds: Iterable[int] = (0,),
-    epochs: int = 10,
-    batch_size: int = 128,
+    epochs: int = RECIPE["epochs"],
+    batch_size: int = RECIPE["batch_size"],
     optimizer: Any = "adam",
-    learning_rate: float | None = None,
-    baseline_learning_rate: float | None = None,
+    learning_rate: float | str | None = RECIPE["learning_rate"],
+    baseline_learning_rate: float | str | None = RECIPE["baseline_learning_rate"],
+    said_learning_rate: float | None = None,
     loss: Any = "sparse_categorical_crossentropy",
     metrics: Sequence | None = None,
     monitor: str = "val_accuracy",
@@ -174,14 +176,24 @@ def search(
         seeds: iterable of int. Seeds of each d (and of the baseline), in
             [0, 2**32). Defaults to `(0,)`.
         epochs: int. Epochs per run at most. Defaults to `10`.
-        batch_size: int. Batch size for array inputs. Defaults to `128`.
+        batch_size: int. Batch size for array inputs. Defaults to `32`.
         optimizer: str, keras optimizer or callable. A fresh optimizer is
             made for each run. Defaults to `"adam"`.
-        learning_rate: float or None. Learning rate of the subspace runs;
-            `None` keeps the optimizer's. Subspace training usually wants a
-            larger one than full training. Defaults to `None`.
-        baseline_learning_rate: float or None. Learning rate of the local
-            baseline's runs; `None` keeps the optimizer's. Defaults to `None`.
+        learning_rate: float, `"auto"` or None. Learning rate of the
+            subspace (or LoRA) runs. `"auto"`: each run first probes rates
+            for an epoch each on a half-decade grid, walking from
+            `optimizer`'s own rate times `sqrt(D / d)` while they improve,
+            and trains one grid step below the best
+            (`keras_idim.dimsearch.rates`); the rate each run used is in
+            its record (`RunRecord.learning_rate`, `rate_probes`). `None`
+            keeps the optimizer's. Defaults to `"auto"`.
+        baseline_learning_rate: float, `"auto"` or None. Likewise for the
+            local baseline's runs (the probes start from the optimizer's
+            own rate). Defaults to `"auto"`.
+        said_learning_rate: float or None. With `structure_aware=True`, the
+            rate of SAID's per-tensor scales (see `SubspaceModel`); `None`
+            derives it from each run's rate: times `sqrt(d / D)`. Defaults
+            to `None`.
         loss: str or keras loss. Defaults to
             `"sparse_categorical_crossentropy"` (models that output
             probabilities, like `keras_idim.models`).
@@ -358,11 +370,11 @@ def search(
     if max_dim is not None:
         max_dim = check_positive_int("max_dim", max_dim)
     tolerance = check_positive_number("tolerance", tolerance, hint=" (e.g. 0.1)")
-    for arg, value in (
-        ("learning_rate", learning_rate),
-        ("baseline_learning_rate", baseline_learning_rate),
-    ):
-        check_positive_number(arg, value, allow_none=True)
+    learning_rate = cfg.check_learning_rate("learning_rate", learning_rate)
+    baseline_learning_rate = cfg.check_learning_rate(
+        "baseline_learning_rate", baseline_learning_rate
+    )
+    check_positive_number("said_learning_rate", said_learning_rate, allow_none=True)
     monitor = check_name("monitor", monitor)
     method = cfg.check_method(method, lora_targets, lora_train)
     metrics = cfg.check_metrics(metrics)
@@ -370,6 +382,12 @@ def search(
     mode = cfg.resolve_mode(mode, monitor, metrics, callbacks)
     cfg.check_monitor(monitor, mode, metrics, callbacks)
     structure_aware = cfg.check_structure_aware(structure_aware)
+    if said_learning_rate is not None and not structure_aware:
+        raise ValueError(
+            "`said_learning_rate` is the rate of SAID's scales: it needs "
+            "`structure_aware=True`. "
+            + received("said_learning_rate", said_learning_rate)
+        )
     if method == "subspace":
         cfg.check_dtype_policy()
     tensorboard = cfg.check_tensorboard(tensorboard)
@@ -403,6 +421,7 @@ def search(
         "batch_size": batch_size,
         "optimizer": sub_opt_config,
         "baseline_optimizer": base_opt_config,
+        "said_learning_rate": said_learning_rate,
         "loss": cfg.describe_object(loss),
         "metrics": [cfg.describe_object(m) for m in metrics],
         "monitor": monitor,
@@ -443,6 +462,9 @@ def search(
         lora_targets=lora_targets,
         lora_train=lora_train,
         fit_verbose=2 if verbose >= 2 else 0,
+        learning_rate=learning_rate,
+        baseline_learning_rate=baseline_learning_rate,
+        said_learning_rate=said_learning_rate,
     )
 
     def say(message: str) -> None:

@@ -13,11 +13,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_idim.dimsearch.rates import AUTO
 from keras_idim.utils.io import check_writable
 from keras_idim.utils.validation import (
     SEED_RANGE,
     check_positive_int,
     is_int,
+    is_number,
     received,
 )
 
@@ -64,30 +66,75 @@ def describe_object(obj: Any) -> Any:
 
 
 def optimizer_factory(
-    optimizer: Any, learning_rate: float | None
-) -> tuple[Callable[[], keras.optimizers.Optimizer], Any]:
-    """A factory of fresh optimizers, and a JSON description of it."""
+    optimizer: Any, learning_rate: float | str | None
+) -> tuple[Callable[..., keras.optimizers.Optimizer], Any]:
+    """A factory of fresh optimizers, and a JSON description of it.
+
+    The factory takes an optional `rate`, which replaces the learning rate
+    (an automatic rate, `"auto"`, is given there after its probes); without
+    it, the optimizer has `learning_rate` (`None`: its own).
+    """
+    fixed = None if learning_rate == AUTO else learning_rate
+
+    def with_rate(opt, rate):
+        rate = fixed if rate is None else rate
+        if rate is not None:
+            opt.learning_rate = rate
+        return opt
+
     if isinstance(optimizer, str):
 
-        def make() -> keras.optimizers.Optimizer:
-            opt = keras.optimizers.get(optimizer)
-            if learning_rate is not None:
-                opt.learning_rate = learning_rate
-            return opt
+        def make(rate: float | None = None) -> keras.optimizers.Optimizer:
+            return with_rate(keras.optimizers.get(optimizer), rate)
 
         make()  # fail early on an unknown name
-        return make, {"name": optimizer, "learning_rate": learning_rate}
-    if isinstance(optimizer, keras.optimizers.Optimizer):
+        description = {"name": optimizer, "learning_rate": learning_rate}
+    elif isinstance(optimizer, keras.optimizers.Optimizer):
         config = keras.optimizers.serialize(optimizer)
         if learning_rate is not None:
             config["config"]["learning_rate"] = learning_rate
-        return (lambda: keras.optimizers.deserialize(config)), config
-    if callable(optimizer):
-        return optimizer, describe_object(optimizer)
+        base = keras.optimizers.serialize(optimizer)
+
+        def make(rate: float | None = None) -> keras.optimizers.Optimizer:
+            return with_rate(keras.optimizers.deserialize(base), rate)
+
+        description = config
+    elif callable(optimizer):
+
+        def make(rate: float | None = None) -> keras.optimizers.Optimizer:
+            return with_rate(optimizer(), rate)
+
+        description = describe_object(optimizer)
+        if learning_rate is not None:
+            description = {"factory": description, "learning_rate": learning_rate}
+    else:
+        raise ValueError(
+            "`optimizer` should be an optimizer name, a keras optimizer (its "
+            "config is copied for each run) or a function returning a fresh "
+            f"optimizer. {received('optimizer', optimizer)}"
+        )
+    if learning_rate == AUTO:
+        own = keras.optimizers.serialize(make())["config"].get("learning_rate")
+        if not is_number(own):  # a schedule is serialised as a dict
+            raise ValueError(
+                "An automatic learning rate sets the optimizer's rate to the "
+                "best one it probes, which a learning-rate schedule does not "
+                f"allow: this optimizer's rate is {own!r}. Give a number "
+                "instead of 'auto' (or an optimizer without a schedule)."
+            )
+    return make, description
+
+
+def check_learning_rate(arg: str, value: Any) -> float | str | None:
+    """`"auto"`, `None`, or a finite positive rate."""
+    if value == AUTO:
+        return AUTO
+    if value is None or is_number(value) and 0 < value < float("inf"):
+        return None if value is None else float(value)
     raise ValueError(
-        "`optimizer` should be an optimizer name, a keras optimizer (its "
-        "config is copied for each run) or a function returning a fresh "
-        f"optimizer. {received('optimizer', optimizer)}"
+        f"`{arg}` should be 'auto' (probe a few rates at the start of each "
+        "run and train at the best), a positive number, or None (the "
+        f"optimizer's own). {received(arg, value)}"
     )
 
 

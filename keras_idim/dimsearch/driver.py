@@ -291,7 +291,9 @@ class Driver:
         head = "baseline " if record.dim is None else f"d {record.dim:>8}"
         self.say(
             f"{head}  seed {record.seed}  {self.monitor} {_fmt(record.metric)}  "
-            f"epochs {record.epochs}  {record.seconds:6.1f}s  {record.status}"
+            f"epochs {record.epochs}"
+            + ("" if record.learning_rate is None else f"  lr {record.learning_rate:g}")
+            + f"  {record.seconds:6.1f}s  {record.status}"
             f"{'  (reached threshold)' if record.stopped_early else ''}"
             f"{'  ' + record.message if record.message else ''}"
         )

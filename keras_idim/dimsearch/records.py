@@ -70,6 +70,14 @@ class RunRecord:
             theta_0's fingerprint; see `keras_idim.dimsearch.found`), in
             memory only: the results file does not hold it (the search
             writes it to its own small file beside the results file).
+        learning_rate: float or None. The rate the run's optimizer had at
+            its end (as set, chosen by the probes, or changed by a
+            callback). `None` where it could not be read, and in files
+            written before it was recorded.
+        rate_probes: list or None. With an automatic rate, the probes:
+            `[[rate, value], ...]` in the order tried, `value` the
+            monitored value after the probe (`None`: it diverged or
+            failed). `None` for a run with a rate given.
     """
 
     dim: int | None
@@ -84,6 +92,8 @@ class RunRecord:
     history: list = dataclasses.field(default_factory=list)
     trainable_params: int | None = None
     found: dict | None = dataclasses.field(default=None, repr=False, compare=False)
+    learning_rate: float | None = None
+    rate_probes: list | None = None
 
     def to_dict(self) -> dict:
         data = {
@@ -92,8 +102,9 @@ class RunRecord:
             if f.name != "found"  # kept in its own file, not in the JSON
         }
         data["history"] = list(data["history"])
-        if data["trainable_params"] is None:  # as files before it had it
-            del data["trainable_params"]
+        for optional in ("trainable_params", "learning_rate", "rate_probes"):
+            if data[optional] is None:  # as files before it had it
+                del data[optional]
         return data
 
     @classmethod

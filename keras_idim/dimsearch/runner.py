@@ -10,15 +10,18 @@ a test can drive the search with a fake.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import keras
+import numpy as np
 
 from keras_idim import lora
 from keras_idim.callbacks import DivergenceStop, ThresholdStop
+from keras_idim.dimsearch import rates
 from keras_idim.dimsearch.found import KeepBest
 from keras_idim.dimsearch.records import DIVERGED, OK, RunRecord, best
 from keras_idim.subspace import SubspaceModel
@@ -43,7 +46,8 @@ class Recipe:
         mode: str. `"max"` or `"min"`.
         projection: str. The projection kind.
         structure_aware: bool. SAID subspaces.
-        optimizer: callable. Makes a fresh optimizer for a subspace run.
+        optimizer: callable. Makes a fresh optimizer for a subspace run,
+            with the rate it is given (`None`: the one it was set to).
         baseline_optimizer: callable. Likewise for a baseline run.
         callbacks: list or callable. The user's callbacks, or
             `(dim, seed) -> list` (`dim=None` for a baseline run).
@@ -56,6 +60,13 @@ class Recipe:
         lora_train: list, callable or None. Layers that also train fully.
         fit_verbose: int. `verbose` of each run's `model.fit` (2: a line
             per epoch, as Keras prints it; 0: nothing).
+        learning_rate: float, `"auto"` or None. The subspace (or LoRA)
+            runs' rate as the user gave it: `"auto"` probes each run's
+            (`keras_idim.dimsearch.rates`); `None` keeps the optimizer's.
+        baseline_learning_rate: float, `"auto"` or None. Likewise for the
+            baseline's runs.
+        said_learning_rate: float or None. The rate of SAID's scales (see
+            `SubspaceModel`); `None`: derived from theta_d's.
     """
 
     model_fn: Callable[[], keras.Model]
@@ -67,8 +78,8 @@ class Recipe:
     monitor: str
     projection: str
     structure_aware: bool
-    optimizer: Callable[[], keras.optimizers.Optimizer]
-    baseline_optimizer: Callable[[], keras.optimizers.Optimizer]
+    optimizer: Callable[..., keras.optimizers.Optimizer]
+    baseline_optimizer: Callable[..., keras.optimizers.Optimizer]
     metrics: list = dataclasses.field(default_factory=lambda: ["accuracy"])
     mode: str = "max"
     callbacks: Any = None
@@ -77,6 +88,9 @@ class Recipe:
     lora_targets: Any = None
     lora_train: Any = None
     fit_verbose: int = 0
+    learning_rate: float | str | None = None
+    baseline_learning_rate: float | str | None = None
+    said_learning_rate: float | None = None
 
 
 def run_kind(recipe: Recipe) -> str:
@@ -296,13 +310,112 @@ def user_callbacks(recipe: Recipe, dim: int | None, seed: int) -> list:
     return callbacks
 
 
+def _build(recipe: Recipe, dim: int | None, seed: int, rate: float | None):
+    """A run's model, compiled, from its seed: the base model, its LoRA
+    version, or its SubspaceModel."""
+    keras.utils.set_random_seed(seed)
+    model = recipe.model_fn()
+    make_optimizer = recipe.baseline_optimizer
+    if dim is not None and recipe.method == "lora":
+        lora.enable(model, dim, targets_=recipe.lora_targets, train=recipe.lora_train)
+        make_optimizer = recipe.optimizer
+    elif dim is not None:
+        model = SubspaceModel(
+            model,
+            dim,
+            projection=recipe.projection,
+            seed=seed,
+            structure_aware=recipe.structure_aware,
+            said_learning_rate=recipe.said_learning_rate,
+        )
+        make_optimizer = recipe.optimizer
+    model.compile(
+        optimizer=make_optimizer(rate),
+        loss=recipe.loss,
+        metrics=fresh_metrics(recipe.metrics),
+    )
+    return model
+
+
+def _fit(recipe: Recipe, model, seed: int, epochs: int, callbacks: list) -> dict:
+    # Arrays get a fresh dataset shuffled from the run's seed, so that a
+    # run sees the same batches whatever ran before it (a resumed search
+    # repeats an uninterrupted one); a tf.data dataset is used as it is.
+    return model.fit(
+        as_dataset(recipe.train_data, recipe.batch_size, shuffle=True, seed=seed),
+        validation_data=as_dataset(recipe.val_data, recipe.batch_size, shuffle=False),
+        epochs=epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself
+        verbose=recipe.fit_verbose,
+    ).history
+
+
+def run_rate(recipe: Recipe, dim: int | None) -> float | str | None:
+    """The learning rate a run is set to: a number, `None` (the optimizer's
+    own) or `"auto"`."""
+    return recipe.baseline_learning_rate if dim is None else recipe.learning_rate
+
+
+def probe_rates(recipe: Recipe, dim: int | None, seed: int) -> tuple[float, list]:
+    """An automatic rate for a run: `(rate, probes)` (see
+    `keras_idim.dimsearch.rates`). Each probe trains the run's own model,
+    from its seed, for `rates.PROBE_EPOCHS`, without the user's callbacks;
+    one model serves every probe, its weights and optimizer put back to
+    where they started before each (so that nothing is traced again)."""
+    model = _build(recipe, dim, seed, None)
+    if isinstance(model, SubspaceModel):
+        full_dim, trainable = model.full_dim, model.dim
+        start_vars = list(model.trainable_variables) + model.state_variables
+    else:
+        full_dim = trainable = lora.trainable_count(model)
+        if dim is not None:  # LoRA: the weights the adapters sit on
+            full_dim = sum(
+                int(np.prod(v.shape)) for v in model.weights if "lora" not in v.path
+            )
+        start_vars = list(model.weights)
+    optimizers = [model.optimizer]
+    if getattr(model, "said_optimizer", None) is not None:
+        optimizers.append(model.said_optimizer)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    start_vars += [v for opt in optimizers for v in opt.variables]
+    start_values = [keras.ops.convert_to_numpy(v) for v in start_vars]
+    default = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+    def score(rate: float) -> float | None:
+        for variable, value in zip(start_vars, start_values):
+            variable.assign(value)
+        model.optimizer.learning_rate = rate
+        if len(optimizers) > 1 and model.said_learning_rate is None:
+            optimizers[1].learning_rate = rate * math.sqrt(model.dim / full_dim)
+        if isinstance(model, SubspaceModel):
+            model.sync_base_weights()
+        divergence = DivergenceStop()
+        try:
+            history = _fit(recipe, model, seed, rates.PROBE_EPOCHS, [divergence])
+        except Exception:  # the run at the chosen rate records what it raises
+            return None
+        values = [float(v) for v in history.get(recipe.monitor, [])]
+        if divergence.diverged or not values:
+            return None
+        return best(values, recipe.mode)
+
+    start = rates.start_rate(default, full_dim, trainable)
+    return rates.choose(score, start, recipe.mode)
+
+
 def train_run(
     recipe: Recipe, dim: int | None, seed: int, threshold: float | None
 ) -> RunRecord:
     """One run: the baseline (`dim=None`) or a subspace of dimension `dim`.
 
     A run that raises is recorded with status `"error"`; a missing `monitor`
-    is the search's mistake, not the run's, and raises.
+    is the search's mistake, not the run's, and raises. With an automatic
+    rate (`"auto"`), the run first probes rates (`probe_rates`) and trains
+    at the best; its record holds the probes. Either way the record holds
+    the rate the optimizer had at the end of the run (a callback may have
+    changed it).
 
     Args:
         recipe: Recipe. How to train.
@@ -325,50 +438,28 @@ def train_run(
         callbacks.append(keep)
     started = time.perf_counter()
     projection = "none" if dim is None else run_kind(recipe)
+    rate, probes = run_rate(recipe, dim), None
     try:
-        keras.utils.set_random_seed(seed)
-        model = recipe.model_fn()
-        make_optimizer = recipe.baseline_optimizer
-        if dim is not None and recipe.method == "lora":
-            lora.enable(
-                model, dim, targets_=recipe.lora_targets, train=recipe.lora_train
-            )
-            make_optimizer = recipe.optimizer
-        elif dim is not None:
-            model = SubspaceModel(
-                model,
-                dim,
-                projection=recipe.projection,
-                seed=seed,
-                structure_aware=recipe.structure_aware,
-            )
-            make_optimizer = recipe.optimizer
-        model.compile(
-            optimizer=make_optimizer(),
-            loss=recipe.loss,
-            metrics=fresh_metrics(recipe.metrics),
+        if rate == rates.AUTO:
+            rate, probes = probe_rates(recipe, dim, seed)
+        model = _build(recipe, dim, seed, rate)
+        history = _fit(
+            recipe,
+            model,
+            seed,
+            recipe.epochs,
+            callbacks + user_callbacks(recipe, dim, seed),
         )
-        # Arrays get a fresh dataset shuffled from the run's seed, so that a
-        # run sees the same batches whatever ran before it (a resumed search
-        # repeats an uninterrupted one); a tf.data dataset is used as it is.
-        history = model.fit(
-            as_dataset(recipe.train_data, recipe.batch_size, shuffle=True, seed=seed),
-            validation_data=as_dataset(
-                recipe.val_data, recipe.batch_size, shuffle=False
-            ),
-            epochs=recipe.epochs,
-            callbacks=callbacks + user_callbacks(recipe, dim, seed),
-            shuffle=False,  # the dataset shuffles itself
-            verbose=recipe.fit_verbose,
-        ).history
     except Exception as e:  # a failed run is recorded, the search goes on
-        return RunRecord.error(
+        record = RunRecord.error(
             dim,
             seed,
             projection,
             time.perf_counter() - started,
             f"{type(e).__name__}: {e}",
         )
+        record.rate_probes = probes
+        return record
     if recipe.monitor not in history:
         raise ValueError(
             f"The metric `monitor={recipe.monitor!r}` is not in the training "
@@ -393,7 +484,18 @@ def train_run(
         history=values,
         trainable_params=lora.trainable_count(model),
         found=None if keep is None else keep.kept,
+        learning_rate=final_rate(model),
+        rate_probes=probes,
     )
+
+
+def final_rate(model: keras.Model) -> float | None:
+    """The learning rate the model's optimizer has now, to 6 digits."""
+    try:
+        rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return float(f"{rate:.6g}")
 
 
 @runtime_checkable

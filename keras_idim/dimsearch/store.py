@@ -56,6 +56,7 @@ ADDED_KEYS: dict[str, Any] = {
     "threshold_rule": "baseline",
     "floor": None,
     "baseline_from": None,
+    "said_learning_rate": None,
 }
 
 _RUN_LISTS = ("baseline_runs", "runs", "speculative_runs")
@@ -230,6 +231,17 @@ def _check_record(data: Any, source: Any, where: str) -> RunRecord:
         ),
         "history": isinstance(data.get("history", []), list)
         and all(_is_number(v) for v in data.get("history", [])),
+        "learning_rate": data.get("learning_rate") is None
+        or (_is_number(data["learning_rate"]) and data["learning_rate"] >= 0),
+        "rate_probes": data.get("rate_probes") is None
+        or isinstance(data["rate_probes"], list)
+        and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and _is_number(p[0])
+            and (p[1] is None or _is_number(p[1]))
+            for p in data["rate_probes"]
+        ),
     }
     for key, ok in checks.items():
         if not ok:
