@@ -415,6 +415,16 @@ class SubspaceModel(keras.Model):
             said.learning_rate = rate
         said.build([self.lambdas])
         self._said_optimizer = _Holder(said)
+        # Built over every trainable variable, as Keras builds it (its slots
+        # for the scales stay unused): saved files keep one layout.
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config: dict) -> None:
+        """Compiles a loaded model as it was (`compile` is this class's own)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     @property
     def said_optimizer(self):

@@ -111,7 +111,16 @@ def test_said_step_matches_the_chain_rule(kind):
     x, y = data(seed=1)
     theta_0 = flat_weights(base.trainable_variables)
     sizes = [int(np.prod(v.shape)) for v in base.trainable_variables]
-    model = SubspaceModel(base, dim=9, projection=kind, seed=2, structure_aware=True)
+    # The scales at theta_d's rate too, so that one SGD step of 1.0 is the
+    # chain rule for both (by default they have their own, smaller rate).
+    model = SubspaceModel(
+        base,
+        dim=9,
+        projection=kind,
+        seed=2,
+        structure_aware=True,
+        said_learning_rate=1.0,
+    )
     assert [tuple(v.shape) for v in model.trainable_variables] == [(5,), (4,)]
     rng = np.random.default_rng(3)
     theta_d = rng.standard_normal(5).astype(np.float32)
