@@ -197,8 +197,8 @@ def main(
     epochs: int = 3,
     batch_size: int = 32,
     sequence_length: int = 128,
-    learning_rate: float = 1e-3,
-    baseline_learning_rate: float = 2e-5,
+    learning_rate: float | str = "auto",
+    baseline_learning_rate: float | str = "auto",
     baseline: float | None = None,
     train_split: str = "train",
     data_dir: str | None = None,
@@ -224,9 +224,12 @@ def main(
         epochs: int. Epochs per run at most. Defaults to `3`.
         batch_size: int. Defaults to `32`.
         sequence_length: int. Tokens per example. Defaults to `128`.
-        learning_rate: float. Adam's rate for theta_d. Defaults to `1e-3`.
-        baseline_learning_rate: float. Adam's rate for full fine-tuning.
-            Defaults to `2e-5`.
+        learning_rate: float or "auto". Adam's rate for theta_d; `"auto"`
+            probes each run's (see docs/search.md, "A d90 you can trust").
+            Defaults to `"auto"`.
+        baseline_learning_rate: float or "auto". Adam's rate for full
+            fine-tuning (2e-5 is the usual one for BERT). Defaults to
+            `"auto"`.
         baseline: float or None. A global baseline accuracy instead of
             training the local one. Defaults to `None`.
         train_split: str. TFDS split to train on, e.g. `"train[:10%]"`.
@@ -336,8 +339,11 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--sequence-length", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--baseline-learning-rate", type=float, default=2e-5)
+    def rate(text):
+        return text if text == "auto" else float(text)
+
+    parser.add_argument("--learning-rate", type=rate, default="auto")
+    parser.add_argument("--baseline-learning-rate", type=rate, default="auto")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(

@@ -202,3 +202,11 @@ def test_said_glue_without_its_data_says_so_in_one_message(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "said_glue.py: Could not load the TFDS dataset 'glue/mrpc'" in proc.stderr
     assert "--data-dir /copied/dir --no-download" in proc.stderr
+
+
+def test_rates_vs_grid_example_runs(load, tmp_path):
+    results = load("rates_vs_grid").main(
+        grid=(0.1,), out=str(tmp_path), dims=[40], epochs=1, verbose=0
+    )
+    assert set(results) == {"auto", 0.1}
+    assert (tmp_path / "auto" / "results.json").exists()
