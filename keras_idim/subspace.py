@@ -8,17 +8,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_idim import _compat
 from keras_idim import projections as projections_module
 from keras_idim.projections.base import Projection
 from keras_idim.utils.io import check_target, staged
 from keras_idim.utils.validation import check_bool, check_positive_int, check_seed
-
-try:  # Keras >= 3.7 unscales the loss it tracks under a distribution.
-    from keras.src.losses.loss import unscale_loss_for_distribution
-except ImportError:  # pragma: no cover - older Keras 3
-
-    def unscale_loss_for_distribution(loss):
-        return loss
 
 
 class _BaseVariables:
@@ -73,6 +67,9 @@ class SubspaceModel(keras.Model):
     `trainable = False` (the layers themselves stay trainable, so that
     BatchNormalization still runs in training mode during `fit`).
 
+    It runs on Keras' TensorFlow backend only: with another
+    (`KERAS_BACKEND=jax`), building one raises a `RuntimeError` that says so.
+
     Args:
         base_model: keras.Model. A built model (called on data, or built with
             an input shape) with at least one trainable weight.
@@ -109,6 +106,7 @@ class SubspaceModel(keras.Model):
         **kwargs: Any,
     ):
         # Validate everything before any work.
+        _compat.check_backend("a SubspaceModel")
         if not isinstance(base_model, keras.Model):
             raise ValueError(
                 "`base_model` should be a `keras.Model`. "
@@ -353,7 +351,7 @@ class SubspaceModel(keras.Model):
         # Files saved by keras_idim 0.1.0 with structure_aware hold SAID's
         # P theta_d as a fourth variable, after theta_d, the lambdas and
         # theta_0: it is made again from theta_d instead.
-        own = len(self._trainable_variables) + len(self._non_trainable_variables)
+        own = 3 if self.structure_aware else 2  # theta_d, lambdas, theta_0
         if self.structure_aware and len(store.keys()) == own + 1:
             store = {str(i): store[str(i)] for i in range(own)}
         super().load_own_variables(store)
@@ -379,8 +377,8 @@ class SubspaceModel(keras.Model):
             batch_size = tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[
                 0
             ]
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=batch_size
+            _compat.loss_tracker(self).update_state(
+                _compat.unscale_loss_for_distribution(loss), sample_weight=batch_size
             )
             loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, base_vars)
