@@ -14,6 +14,11 @@ from keras_idim.projections.base import Projection
 from keras_idim.utils.io import check_target, staged
 from keras_idim.utils.validation import check_bool, check_positive_int, check_seed
 
+#: Version of a SubspaceModel's saved form: its config (`format_version`)
+#: and the variables it saves. A config without `format_version` is of
+#: version 1 (keras_idim 0.1.0); version 2 adds the field.
+FORMAT_VERSION = 2
+
 
 class _BaseVariables:
     """The base model's trainable variables at wrap time, in order.
@@ -191,6 +196,9 @@ class SubspaceModel(keras.Model):
         self.structure_aware = structure_aware
         self.projection = projection
         self._base = base_vars
+        # The format version of the config this model was loaded from (see
+        # `from_config`); `None` when built in code.
+        self._loaded_format: int | None = None
         # XLA cannot compile tf.sparse ops, nor Fastfood's compiled kernel:
         # Keras then refuses jit_compile.
         self.supports_jit = projection.supports_xla
@@ -348,11 +356,18 @@ class SubspaceModel(keras.Model):
         return [self.projection.transpose_pieces(scaled), grad_lambdas]
 
     def load_own_variables(self, store: Any) -> None:
-        # Files saved by keras_idim 0.1.0 with structure_aware hold SAID's
-        # P theta_d as a fourth variable, after theta_d, the lambdas and
-        # theta_0: it is made again from theta_d instead.
+        # The variables of version 1 (a config without `format_version`) of
+        # a SAID model may hold P theta_d as a fourth variable, after
+        # theta_d, the lambdas and theta_0: it is dropped and made again
+        # from theta_d. A model built in code reads a weights file, which
+        # carries no version: there the fourth variable tells the layout.
+        # A version 2 config never has it.
         own = 3 if self.structure_aware else 2  # theta_d, lambdas, theta_0
-        if self.structure_aware and len(store.keys()) == own + 1:
+        if (
+            self.structure_aware
+            and self._loaded_format in (None, 1)
+            and len(store.keys()) == own + 1
+        ):
             store = {str(i): store[str(i)] for i in range(own)}
         super().load_own_variables(store)
         if self.structure_aware and self._offset is not None:
@@ -457,12 +472,26 @@ class SubspaceModel(keras.Model):
             "seed": self.seed,
             "structure_aware": self.structure_aware,
             "projection": keras.saving.serialize_keras_object(self.projection),
+            "format_version": FORMAT_VERSION,
         }
         return config
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> SubspaceModel:
+        """Rebuilds a SubspaceModel from `get_config`'s dict, of any format
+        version up to `FORMAT_VERSION` (no `format_version`: version 1).
+
+        Raises:
+            ValueError: a format version this keras_idim does not read.
+        """
         config = dict(config)
+        version = config.pop("format_version", 1)
+        if isinstance(version, bool) or version not in range(1, FORMAT_VERSION + 1):
+            raise ValueError(
+                f"This SubspaceModel was saved in format version {version!r}; "
+                f"this keras_idim reads versions 1 to {FORMAT_VERSION}. Load it "
+                "with the keras_idim that saved it, or a newer one."
+            )
         config["base_model"] = keras.saving.deserialize_keras_object(
             config["base_model"], custom_objects=custom_objects
         )
@@ -470,4 +499,6 @@ class SubspaceModel(keras.Model):
             config["projection"] = keras.saving.deserialize_keras_object(
                 config["projection"], custom_objects=custom_objects
             )
-        return cls(**config)
+        model = cls(**config)
+        model._loaded_format = version
+        return model
