@@ -28,7 +28,8 @@ from keras_idim.utils.io import check_target, header_npz, read_header_npz, stage
 from keras_idim.utils.validation import check_bool
 from keras_idim.version import __version__
 
-#: Version of the compact file format that this code writes and reads.
+#: Version of the compact file format that this code writes and reads
+#: (version 1: written by keras_idim 0.1.0 and 0.2.0).
 COMPACT_VERSION = 1
 COMPACT_FORMAT = "keras_idim.compact"
 #: Format tag of a LoRA model's compact file (adapters, no base).

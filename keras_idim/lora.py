@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_idim import _compat
 from keras_idim.utils.validation import check_positive_int, received
 
 #: The names of the LoRA matrices Keras adds to a layer: `lora_kernel_a`
@@ -36,7 +37,7 @@ Selector = Sequence[str] | Callable[[keras.layers.Layer], bool]
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every layer of `model`, nested ones included, each once."""
     seen, found = set(), []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _compat.nested_layers(model):
         if id(layer) not in seen:
             seen.add(id(layer))
             found.append(layer)

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_idim import _compat
 from keras_idim import projections as projections_module
 from keras_idim.projections.base import Projection
 from keras_idim.utils.io import check_target, staged
@@ -19,12 +20,10 @@ from keras_idim.utils.validation import (
     is_number,
 )
 
-try:  # Keras >= 3.7 unscales the loss it tracks under a distribution.
-    from keras.src.losses.loss import unscale_loss_for_distribution
-except ImportError:  # pragma: no cover - older Keras 3
-
-    def unscale_loss_for_distribution(loss):
-        return loss
+#: Version of a SubspaceModel's saved form: its config (`format_version`)
+#: and the variables it saves. A config without `format_version` is of
+#: version 1 (keras_idim 0.1.0); version 2 adds the field.
+FORMAT_VERSION = 2
 
 
 class _BaseVariables:
@@ -79,6 +78,9 @@ class SubspaceModel(keras.Model):
     `trainable = False` (the layers themselves stay trainable, so that
     BatchNormalization still runs in training mode during `fit`).
 
+    It runs on Keras' TensorFlow backend only: with another
+    (`KERAS_BACKEND=jax`), building one raises a `RuntimeError` that says so.
+
     Args:
         base_model: keras.Model. A built model (called on data, or built with
             an input shape) with at least one trainable weight.
@@ -120,6 +122,7 @@ class SubspaceModel(keras.Model):
         **kwargs: Any,
     ):
         # Validate everything before any work.
+        _compat.check_backend("a SubspaceModel")
         if not isinstance(base_model, keras.Model):
             raise ValueError(
                 "`base_model` should be a `keras.Model`. "
@@ -220,6 +223,9 @@ class SubspaceModel(keras.Model):
         self._said_optimizer = None
         self.projection = projection
         self._base = base_vars
+        # The format version of the config this model was loaded from (see
+        # `from_config`); `None` when built in code.
+        self._loaded_format: int | None = None
         # XLA cannot compile tf.sparse ops, nor Fastfood's compiled kernel:
         # Keras then refuses jit_compile.
         self.supports_jit = projection.supports_xla
@@ -377,11 +383,18 @@ class SubspaceModel(keras.Model):
         return [self.projection.transpose_pieces(scaled), grad_lambdas]
 
     def load_own_variables(self, store: Any) -> None:
-        # Files saved by keras_idim 0.1.0 with structure_aware hold SAID's
-        # P theta_d as a fourth variable, after theta_d, the lambdas and
-        # theta_0: it is made again from theta_d instead.
-        own = len(self._trainable_variables) + len(self._non_trainable_variables)
-        if self.structure_aware and len(store.keys()) == own + 1:
+        # The variables of version 1 (a config without `format_version`) of
+        # a SAID model may hold P theta_d as a fourth variable, after
+        # theta_d, the lambdas and theta_0: it is dropped and made again
+        # from theta_d. A model built in code reads a weights file, which
+        # carries no version: there the fourth variable tells the layout.
+        # A version 2 config never has it.
+        own = 3 if self.structure_aware else 2  # theta_d, lambdas, theta_0
+        if (
+            self.structure_aware
+            and self._loaded_format in (None, 1)
+            and len(store.keys()) == own + 1
+        ):
             store = {str(i): store[str(i)] for i in range(own)}
         super().load_own_variables(store)
         if self.structure_aware and self._offset is not None:
@@ -448,8 +461,8 @@ class SubspaceModel(keras.Model):
             batch_size = tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[
                 0
             ]
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=batch_size
+            _compat.loss_tracker(self).update_state(
+                _compat.unscale_loss_for_distribution(loss), sample_weight=batch_size
             )
             loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, base_vars)
@@ -533,6 +546,7 @@ class SubspaceModel(keras.Model):
             "seed": self.seed,
             "structure_aware": self.structure_aware,
             "projection": keras.saving.serialize_keras_object(self.projection),
+            "format_version": FORMAT_VERSION,
         }
         if self.said_learning_rate is not None:  # as files before it had it
             config["said_learning_rate"] = self.said_learning_rate
@@ -540,7 +554,20 @@ class SubspaceModel(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> SubspaceModel:
+        """Rebuilds a SubspaceModel from `get_config`'s dict, of any format
+        version up to `FORMAT_VERSION` (no `format_version`: version 1).
+
+        Raises:
+            ValueError: a format version this keras_idim does not read.
+        """
         config = dict(config)
+        version = config.pop("format_version", 1)
+        if isinstance(version, bool) or version not in range(1, FORMAT_VERSION + 1):
+            raise ValueError(
+                f"This SubspaceModel was saved in format version {version!r}; "
+                f"this keras_idim reads versions 1 to {FORMAT_VERSION}. Load it "
+                "with the keras_idim that saved it, or a newer one."
+            )
         config["base_model"] = keras.saving.deserialize_keras_object(
             config["base_model"], custom_objects=custom_objects
         )
@@ -548,4 +575,6 @@ class SubspaceModel(keras.Model):
             config["projection"] = keras.saving.deserialize_keras_object(
                 config["projection"], custom_objects=custom_objects
             )
-        return cls(**config)
+        model = cls(**config)
+        model._loaded_format = version
+        return model

@@ -311,7 +311,7 @@ def test_compact_header_records_the_one_version(tmp_path):
     save_compact(model, tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz") as npz:
         header = json.loads(npz["header"].tobytes().decode())
-    assert header["keras_idim_version"] == __version__ == "0.1.0"
+    assert header["keras_idim_version"] == __version__ == "0.2.0"
 
 
 def test_subspace_model_export_stages_and_checks_its_target(

@@ -6,7 +6,7 @@ from conftest import KINDS, materialize
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from keras_idim import SubspaceModel
+from keras_idim import SubspaceModel, subspace
 from keras_idim.projections import DenseProjection, FastfoodProjection
 
 
@@ -283,6 +283,38 @@ def test_get_config_round_trip():
     clone = SubspaceModel.from_config(model.get_config())
     assert (clone.dim, clone.seed, clone.full_dim, clone.name) == (4, 9, 53, "sub")
     assert type(clone.projection) is type(model.projection)
+
+
+def test_config_says_its_format_version_and_a_newer_one_is_refused():
+    model = SubspaceModel(mlp(), dim=4, projection="sparse", seed=9)
+    config = model.get_config()
+    assert config["format_version"] == subspace.FORMAT_VERSION == 2
+    # Without it, a config of keras_idim 0.1.0 (version 1).
+    old = {k: v for k, v in config.items() if k != "format_version"}
+    assert SubspaceModel.from_config(old).get_config() == config
+    with pytest.raises(ValueError, match="format version 3; this keras_idim reads"):
+        SubspaceModel.from_config({**config, "format_version": 3})
+
+
+def test_a_version_2_model_takes_no_fourth_said_variable():
+    # Only version 1 (and weights files, which carry no version) may hold
+    # SAID's P theta_d as a fourth variable.
+    model = SubspaceModel(
+        mlp(), dim=9, projection="dense", seed=2, structure_aware=True
+    )
+    loaded = SubspaceModel.from_config(model.get_config())
+    own = {
+        "0": model.theta_d.numpy(),
+        "1": model.lambdas.numpy(),
+        "2": model.theta_0.numpy(),
+    }
+    loaded.load_own_variables(own)
+    with pytest.raises(ValueError, match="expected 3 variables"):
+        loaded.load_own_variables({**own, "3": np.zeros(53, np.float32)})
+    old = SubspaceModel.from_config(
+        {k: v for k, v in model.get_config().items() if k != "format_version"}
+    )
+    old.load_own_variables({**own, "3": np.zeros(53, np.float32)})
 
 
 # -- bad input ----------------------------------------------------------------

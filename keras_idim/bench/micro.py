@@ -24,7 +24,7 @@ PRODUCTS = [
     (11_050_000, 10_000, "fastfood", {"blocks": "stacked", "jit_compile": False}),
     (11_050_000, 10_000, "fastfood", {"blocks": "stacked", "jit_compile": True}),
     (11_050_000, 10_000, "fastfood", {"blocks": "stacked", "kernel": True}),
-    # The kernel where `auto` now uses it too (every size, no GPU).
+    # The kernel at fc-mnist's size (`auto` uses it at every size, no GPU).
     (199_210, 1_000, "fastfood", {"blocks": "stacked", "kernel": True}),
 ]
 

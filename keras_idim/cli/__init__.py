@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from keras_idim import _compat
 from keras_idim.cli.commands import (
     _export_path,
     run_compare,
@@ -53,7 +54,7 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list) -> list:
     options = {
         option
         for command in ("search", "train", "export")
-        for a in _subparser(parser, command)._actions
+        for a in _compat.parser_actions(_subparser(parser, command))
         if a.nargs is None and a.option_strings
         for option in a.option_strings
     }
@@ -74,7 +75,7 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list) -> list:
 
 def _subparser(parser: argparse.ArgumentParser, command: str):
     """The parser of a sub-command (its errors name the sub-command)."""
-    return parser._subparsers._group_actions[0].choices[command]
+    return _compat.subcommand_parser(parser, command)
 
 
 def _check_combinations(parser: argparse.ArgumentParser, args) -> None:

@@ -142,6 +142,9 @@ def _search(search, model_fn, train, val, loss, metrics, monitor, args):
 #: What `keras-idim search` writes beside results.json so that `keras-idim
 #: export OUT` can rebuild model_fn (a results file holds no function).
 SEARCH_SPEC = "search.json"
+#: Version of its format (a file without `format_version`, written by
+#: keras_idim 0.1.0, is of version 1).
+SEARCH_SPEC_VERSION = 1
 
 
 def _write_search_spec(out: str, args: argparse.Namespace) -> None:
@@ -156,7 +159,12 @@ def _write_search_spec(out: str, args: argparse.Namespace) -> None:
     atomic_write(
         os.path.join(out, SEARCH_SPEC),
         json.dumps(
-            {"model": model, "dataset": args.dataset, "data_dir": args.data_dir},
+            {
+                "format_version": SEARCH_SPEC_VERSION,
+                "model": model,
+                "dataset": args.dataset,
+                "data_dir": args.data_dir,
+            },
             indent=1,
         ),
     )
@@ -187,6 +195,11 @@ def _search_model(folder: str, args: argparse.Namespace):
         )
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
+    if spec.get("format_version", 1) != SEARCH_SPEC_VERSION:
+        raise ValueError(
+            f"{spec_path!r} has format version {spec['format_version']!r}; this "
+            f"keras_idim reads version {SEARCH_SPEC_VERSION}."
+        )
     result = SearchResult.from_json(results)
     info = data.load(
         spec["dataset"], arrays=True, data_dir=spec.get("data_dir"), download=False

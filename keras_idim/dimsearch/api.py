@@ -14,7 +14,7 @@ from typing import Any
 
 import keras
 
-from keras_idim import lora
+from keras_idim import _compat, lora
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch.defaults import RECIPE
@@ -293,6 +293,10 @@ def search(
     Returns:
         A `SearchResult`.
 
+    Raises:
+        RuntimeError: Keras' backend is not TensorFlow (keras_idim runs on
+            it only).
+
     Example:
 
     >>> result = keras_idim.search(
@@ -301,6 +305,7 @@ def search(
     >>> result.d_int, result.threshold
     """
     # Check everything before any work.
+    _compat.check_backend("a d-search")
     if not callable(model_fn) or isinstance(model_fn, keras.Model):
         raise ValueError(
             "`model_fn` should be a function that builds and returns a fresh, "

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_idim import _compat
 from keras_idim.dimsearch.rates import AUTO
 from keras_idim.utils.io import check_writable
 from keras_idim.utils.validation import (
@@ -213,7 +214,7 @@ def _metric_name_and_direction(spec: Any) -> tuple[str, str | None]:
         name = getattr(metric, "__name__", str(metric))
     if not isinstance(metric, keras.metrics.Metric):
         metric = keras.metrics.MeanMetricWrapper(metric)
-    return name, getattr(metric, "_direction", None)
+    return name, _compat.metric_direction(metric)
 
 
 def resolve_mode(

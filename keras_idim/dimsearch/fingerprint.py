@@ -29,6 +29,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_idim import _compat
+
 #: How many batches of a dataset are hashed.
 BATCHES = 2
 
@@ -57,7 +59,7 @@ def _renamed(config: Any, places: dict) -> Any:
 
 def model_fingerprint(model: keras.Model) -> dict:
     """The architecture's SHA-256, D, and theta_0's SHA-256 of a built model."""
-    layers = [model, *model._flatten_layers(include_self=False)]
+    layers = [model, *_compat.nested_layers(model)]
     try:
         # Keras numbers auto-generated names per process ("dense_3"); a
         # layer's place in the model is what identifies it (in values only:

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
+from keras_idim import _compat
+
 #: Metric (or loss) names and classes whose floor is the majority class.
 MAJORITY_METRICS = frozenset(
     {
@@ -72,7 +74,7 @@ def _names(obj: Any) -> set[str]:
     """The names a metric or loss goes by: its class, function or wrapped
     function."""
     names = {type(obj).__name__}
-    for candidate in (obj, getattr(obj, "fn", None), getattr(obj, "_fn", None)):
+    for candidate in (obj, getattr(obj, "fn", None), _compat.wrapped_function(obj)):
         name = getattr(candidate, "__name__", None)
         if isinstance(name, str):
             names.add(name)

@@ -23,8 +23,10 @@ import keras
 import numpy as np
 
 from keras_idim.utils.io import atomic_write, header_npz, read_header_npz
+from keras_idim.version import __version__
 
-#: Format tag and version of a run's file.
+#: Format tag and version of a run's file (version 1: written by keras_idim
+#: 0.1.0, without `keras_idim_version`, and 0.2.0).
 RUN_FORMAT = "keras_idim.search_run"
 RUN_VERSION = 1
 
@@ -100,6 +102,7 @@ def write(
     header = {
         "format": RUN_FORMAT,
         "format_version": RUN_VERSION,
+        "keras_idim_version": __version__,
         "dim": record.dim,
         "seed": record.seed,
         "projection": config.get("projection"),

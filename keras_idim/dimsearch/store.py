@@ -1,12 +1,14 @@
 """The results file of a d-search: load, verify, save atomically.
 
 Its format is a contract: a file written by an earlier keras_idim resumes.
-It is a JSON object with `format` (`RESULTS_FORMAT`), `version`
-(`RESULTS_VERSION`), the search's `config` and its `config_hash`, `monitor`,
+It is a JSON object with `format` (`RESULTS_FORMAT`), `version` (the
+format's version, `RESULTS_VERSION`), `keras_idim_version` (the keras_idim
+that wrote it; absent from files of keras_idim 0.1.0, whose format version
+is the same), the search's `config` and its `config_hash`, `monitor`,
 `mode`, `fraction`, `threshold`, `baseline` (`{"value", "kind"}` or null
 while the baseline still trains), the runs (`baseline_runs`, `runs` on the
 sequential path, `speculative_runs`) as `RunRecord` dicts, and `d_int`.
-Added since, and absent from older files (read as their defaults): `floor`
+A file of version 1 may lack these (read as their defaults): `floor`
 (the chance floor, or null when none was checked) and `floor_source`,
 `threshold_rule` (`"baseline"`), `d_int_ci` (`[low, high]` or null),
 `ci_level`, and `baseline_from` (null, or `{"path", "config_hash"}`: the
@@ -37,8 +39,10 @@ from keras_idim.dimsearch.records import (
     threshold_of,
 )
 from keras_idim.utils.io import atomic_write
+from keras_idim.version import __version__
 
-#: Format tag and version of the results file.
+#: Format tag and version of the results file (version 1: written by
+#: keras_idim 0.1.0 and 0.2.0).
 RESULTS_FORMAT = "keras_idim.search"
 RESULTS_VERSION = 1
 
@@ -151,6 +155,7 @@ def state_dict(
     return {
         "format": RESULTS_FORMAT,
         "version": RESULTS_VERSION,
+        "keras_idim_version": __version__,
         "config": dict(config),
         "config_hash": config_hash(config),
         "monitor": monitor,

@@ -127,8 +127,7 @@ class Projection:
         The same as `transpose(tf.concat([s_t * g_t], 0))`; a projection may
         join the pieces in the layout its products want (Fastfood: padded
         to whole groups of blocks), so that `g` is copied once, or read them
-        where they are (`fuses_pieces`). (Joining them inside the compiled
-        pass measured more memory, not less.)
+        where they are (`fuses_pieces`).
         """
         if scales is not None:
             scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))

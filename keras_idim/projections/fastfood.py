@@ -33,8 +33,8 @@ def fwht(x: tf.Tensor) -> tf.Tensor:
     digit by its factor (one matrix product of shape (L/f, f) x (f, f)) and
     rotates that digit to the front (a transpose), so after m steps every
     factor is applied and the digits are back in order. That is O(L log L)
-    work in m large matrix products, measured several times faster here than
-    log2(L) butterfly stages or contractions along inner axes.
+    work in m large matrix products, instead of log2(L) butterfly stages or
+    contractions along inner axes.
 
     Args:
         x: tf.Tensor. A float tensor of static shape (..., L), L a power of
@@ -109,8 +109,8 @@ class FastfoodProjection(Projection):
     - `blocks="stacked"`: B is the next power of two >= d, and
       ceil(D / B) independent blocks (their own B, Pi, G, S) are stacked to
       cover the D rows: O(D log d) per product. For d much smaller than D
-      this measured faster here (see bench/RESULTS.md) with the same column
-      statistics, and it is the default (`"auto"` picks it when B <= L / 4,
+      this is less work, with the same column statistics (bench/RESULTS.md
+      times both), and it is the default (`"auto"` picks it when B <= L / 4,
       i.e. when it saves at least two levels of the transform).
 
     Column norms: every column of a block's `H G Pi H B` has squared norm
@@ -127,8 +127,8 @@ class FastfoodProjection(Projection):
             `"auto"`.
         jit_compile: bool. Run the map and its transpose as XLA-compiled
             functions (also inside a train step that Keras does not
-            compile); they measured 1.3 to 2 times faster here. Defaults to
-            `True`. Where the compiled kernel runs the products
+            compile; bench/RESULTS.md times both). Defaults to `True`.
+            Where the compiled kernel runs the products
             (`keras_idim.projections.kernel`: by default on a machine
             without a GPU), it is not used.
         version: int or None. How P is drawn from the seed and stored. `3`:
@@ -138,9 +138,9 @@ class FastfoodProjection(Projection):
             are drawn per group of blocks (about `BUILD_CHUNK` numbers; the
             groups after the first from streams of their own), so that
             drawing P takes little more memory than P itself. `1`: each
-            drawn whole, the P of keras_idim 0.1.0 (at D ~ 10^8 drawing it
-            took 8 GiB for a 1.6 GiB P); a configuration without a version
-            (saved by 0.1.0) is version 1. All have the same statistics;
+            drawn whole, so that drawing P takes several times the memory
+            of P; a configuration without a version (keras_idim 0.1.0's)
+            is version 1. All have the same statistics;
             1 and 2 give the same P where one group holds every block
             (below about 4M weights). Defaults to `None`: 3 from `HALF_FROM`
             (2^22) weights, where P's size counts, and 2 below (so that
@@ -516,5 +516,6 @@ class FastfoodProjection(Projection):
 
     @classmethod
     def from_config(cls, config: dict) -> FastfoodProjection:
-        # Saved before P had versions: drawn as version 1 draws it.
+        # A configuration without `version` (keras_idim 0.1.0's) is drawn
+        # as version 1 draws it.
         return cls(**{"version": 1, **config})

@@ -26,9 +26,9 @@ which rung is in use, or why none is.
 The environment variable `KERAS_IDIM_FASTFOOD_KERNEL` chooses:
 
 - `auto` (the default): the kernel on a machine with no GPU, when it
-  builds, at every size (its training steps were faster than the
-  TensorFlow ops' from D = 2,000 up: bench/RESULTS.md); TensorFlow ops
-  otherwise (a P from `WARN_FROM` rows warns once that it falls back);
+  builds, at every size (bench/RESULTS.md compares its training steps with
+  the TensorFlow ops'); TensorFlow ops otherwise (a P from `WARN_FROM`
+  rows warns once that it falls back);
 - `1`: the kernel at any size, and an error if it cannot be built;
 - `0`: never.
 

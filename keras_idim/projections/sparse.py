@@ -34,8 +34,8 @@ class SparseProjection(Projection):
 
     With `jit_compile=True` the products run as XLA-compiled functions built
     from a gather and a segment sum over the nonzeros (XLA compiles no
-    `tf.sparse` op), measured 1.2 to 2 times faster here than
-    `tf.sparse.sparse_dense_matmul`, which `jit_compile=False` uses.
+    `tf.sparse` op); `jit_compile=False` uses
+    `tf.sparse.sparse_dense_matmul` (bench/RESULTS.md times both).
 
     Args:
         full_dim: int. D, the number of rows.

@@ -88,7 +88,15 @@ def check_target(
 def header_npz(header: Mapping, arrays: Mapping[str, Any]) -> bytes:
     """An `.npz` archive of `arrays` and of `header` as JSON (sorted keys),
     the bytes of the array "header": the layout of keras_idim's compact and
-    run files."""
+    run files.
+
+    Raises:
+        ValueError: `header` lacks the file's `format` tag or its
+            `format_version`, which every such file carries.
+    """
+    missing = [k for k in ("format", "format_version") if k not in header]
+    if missing:
+        raise ValueError(f"A file's header needs {missing}. Received: {header!r}")
     text = json.dumps(dict(header), sort_keys=True).encode()
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, header=np.frombuffer(text, dtype=np.uint8))

@@ -133,6 +133,19 @@ def test_cli_export_rebuilds_the_search_model(tmp_path, digits, capsys):
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     logs = model.evaluate(*val, batch_size=128, verbose=0, return_dict=True)
     assert logs["accuracy"] == pytest.approx(record.metric, abs=1e-6)
+    # search.json says its format version; one without it (keras_idim
+    # 0.1.0's) is of version 1 and exports alike; a newer one is refused.
+    spec = json.loads((out / "search.json").read_text())
+    assert spec.pop("format_version") == 1
+    (out / "search.json").write_text(json.dumps(spec))
+    again = ["export", str(out), "--format", "compact", "--out"]
+    assert cli.main([*again, str(tmp_path / "again")]) == 0
+    (out / "search.json").write_text(json.dumps({**spec, "format_version": 2}))
+    with pytest.raises(SystemExit):
+        cli.main([*again, str(tmp_path / "newer")])
+    assert "has format version 2; this keras_idim reads version 1" in (
+        capsys.readouterr().err
+    )
     # A folder whose model function is unknown is refused, saying so.
     os.remove(out / "search.json")
     with pytest.raises(SystemExit) as e:

@@ -1,9 +1,16 @@
 import os
 import stat
 
+import numpy as np
 import pytest
 
-from keras_idim.utils.io import atomic_write, check_target, staged
+from keras_idim.utils.io import (
+    atomic_write,
+    check_target,
+    header_npz,
+    read_header_npz,
+    staged,
+)
 
 
 def mode(path):
@@ -115,3 +122,11 @@ def test_staged_never_puts_a_file_in_place_of_a_folder(tmp_path):
             open(tmp, "w").close()
     assert (target / "data.txt").read_text() == "mine"
     assert os.listdir(tmp_path) == ["kept"]
+
+
+def test_header_npz_files_say_their_format_and_version():
+    header = {"format": "keras_idim.test", "format_version": 1}
+    read, arrays = read_header_npz(header_npz(header, {"a": np.arange(3)}))
+    assert read == header and arrays["a"].tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"header needs \['format_version'\]"):
+        header_npz({"format": "keras_idim.test"}, {})
