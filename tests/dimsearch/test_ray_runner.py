@@ -139,8 +139,14 @@ class RayChildren:
         return child
 
     def processes(self, title=None):
-        """PIDs of live processes with this test's marker (and `title`)."""
-        pids = []
+        """PIDs of live processes with this test's marker (and `title`).
+
+        With a `title`, a process whose parent has that title too is left
+        out: it is a child that a worker forked (the compiler that builds
+        Fastfood's kernel, say), seen between its fork and its exec, when
+        /proc still shows the worker's title as its command line.
+        """
+        found = {}  # pid -> (command line, parent pid)
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -151,13 +157,15 @@ class RayChildren:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
                 with open(f"/proc/{entry}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        continue  # a zombie: already dead
+                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
             except OSError:
                 continue
-            if title is None or cmdline.startswith(title):
-                pids.append(int(entry))
-        return pids
+            if state != "Z":  # a zombie: already dead
+                found[int(entry)] = (cmdline, int(ppid))
+        if title is None:
+            return list(found)
+        titled = {pid for pid, (line, _) in found.items() if line.startswith(title)}
+        return [pid for pid in titled if found[pid][1] not in titled]
 
     def finish(self, child, timeout=300):
         child.wait(timeout=timeout)
