@@ -34,7 +34,9 @@ def main(npz=None, grid=(0.003, 0.01, 0.03, 0.1, 0.3), out="runs/rates", **kwarg
     model_fn = functools.partial(models.fc, shape, classes)
     results = {}
     started = time.perf_counter()
-    auto = search(model_fn, train, val, results_path=f"{out}/auto/results.json", **kwargs)
+    auto = search(
+        model_fn, train, val, results_path=f"{out}/auto/results.json", **kwargs
+    )
     results["auto"] = auto.d_int
     print(f"auto: d_int90 = {auto.d_int} ({time.perf_counter() - started:.0f}s)")
     for rate in grid:
@@ -49,7 +51,9 @@ def main(npz=None, grid=(0.003, 0.01, 0.03, 0.1, 0.3), out="runs/rates", **kwarg
             **kwargs,
         )
         results[rate] = fixed.d_int
-        print(f"{rate:g}: d_int90 = {fixed.d_int} ({time.perf_counter() - started:.0f}s)")
+        print(
+            f"{rate:g}: d_int90 = {fixed.d_int} ({time.perf_counter() - started:.0f}s)"
+        )
     return results
 
 

@@ -339,6 +339,7 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--sequence-length", type=int, default=128)
+
     def rate(text):
         return text if text == "auto" else float(text)
 

@@ -419,13 +419,11 @@ class SubspaceModel(keras.Model):
         if not self.structure_aware or self.optimizer is None:
             return
         config = keras.optimizers.serialize(self.optimizer)
-        rate = self.said_learning_rate
         main = config["config"].get("learning_rate")
-        if rate is None and is_number(main):
-            rate = float(main) * math.sqrt(self.dim / self.full_dim)
         said = keras.optimizers.deserialize(config)
-        if rate is not None:  # else a schedule: the scales follow it as it is
-            said.learning_rate = rate
+        if self.said_learning_rate is not None or is_number(main):
+            said.learning_rate = self.said_rate(main)
+        # else a schedule: the scales follow it as it is
         said.build([self.lambdas])
         self._said_optimizer = _Holder(said)
         # Built over every trainable variable, as Keras builds it (its slots
@@ -438,6 +436,13 @@ class SubspaceModel(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def said_rate(self, rate: float) -> float:
+        """The scales' rate when theta_d's is `rate`: `said_learning_rate`,
+        or by default `rate * sqrt(dim / full_dim)`."""
+        if self.said_learning_rate is not None:
+            return self.said_learning_rate
+        return float(rate) * math.sqrt(self.dim / self.full_dim)
 
     @property
     def said_optimizer(self):

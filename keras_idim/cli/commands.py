@@ -247,7 +247,9 @@ def _probed_rate(args, model_fn, train, val, loss, metrics, monitor, mode) -> fl
     tried = ", ".join(
         f"{r:g}: " + ("failed" if v is None else f"{v:.4f}") for r, v in probes
     )
-    print(f"--lr auto: probed {monitor} after an epoch at {tried}; training at {rate:g}")
+    print(
+        f"--lr auto: probed {monitor} after an epoch at {tried}; training at {rate:g}"
+    )
     return rate
 
 

@@ -17,9 +17,9 @@ import keras
 from keras_idim import _compat, lora
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
-from keras_idim.dimsearch.defaults import RECIPE
 from keras_idim.dimsearch import store
 from keras_idim.dimsearch.comparison import reusable_baseline
+from keras_idim.dimsearch.defaults import RECIPE
 from keras_idim.dimsearch.driver import Driver
 from keras_idim.dimsearch.fingerprint import data_fingerprint, model_fingerprint
 from keras_idim.dimsearch.floor import chance_floor, output_shape_of

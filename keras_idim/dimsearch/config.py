@@ -4,6 +4,7 @@ resume)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -91,15 +92,14 @@ def optimizer_factory(
         make()  # fail early on an unknown name
         description = {"name": optimizer, "learning_rate": learning_rate}
     elif isinstance(optimizer, keras.optimizers.Optimizer):
-        config = keras.optimizers.serialize(optimizer)
-        if learning_rate is not None:
-            config["config"]["learning_rate"] = learning_rate
         base = keras.optimizers.serialize(optimizer)
 
         def make(rate: float | None = None) -> keras.optimizers.Optimizer:
             return with_rate(keras.optimizers.deserialize(base), rate)
 
-        description = config
+        description = copy.deepcopy(base)
+        if learning_rate is not None:
+            description["config"]["learning_rate"] = learning_rate
     elif callable(optimizer):
 
         def make(rate: float | None = None) -> keras.optimizers.Optimizer:

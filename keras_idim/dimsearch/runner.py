@@ -10,7 +10,6 @@ a test can drive the search with a fake.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -371,7 +370,7 @@ def probe_rates(recipe: Recipe, dim: int | None, seed: int) -> tuple[float, list
         full_dim = trainable = lora.trainable_count(model)
         if dim is not None:  # LoRA: the weights the adapters sit on
             full_dim = sum(
-                int(np.prod(v.shape)) for v in model.weights if "lora" not in v.path
+                int(np.prod(v.shape)) for v in model.weights if not lora.is_lora(v)
             )
         start_vars = list(model.weights)
     optimizers = [model.optimizer]
@@ -387,8 +386,8 @@ def probe_rates(recipe: Recipe, dim: int | None, seed: int) -> tuple[float, list
         for variable, value in zip(start_vars, start_values):
             variable.assign(value)
         model.optimizer.learning_rate = rate
-        if len(optimizers) > 1 and model.said_learning_rate is None:
-            optimizers[1].learning_rate = rate * math.sqrt(model.dim / full_dim)
+        if len(optimizers) > 1:
+            optimizers[1].learning_rate = model.said_rate(rate)
         if isinstance(model, SubspaceModel):
             model.sync_base_weights()
         divergence = DivergenceStop()

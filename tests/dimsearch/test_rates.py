@@ -112,7 +112,10 @@ def test_the_record_holds_the_rate_a_callback_set():
 
     train, val = digits_arrays()
     result = search(
-        tiny_fc, train, val, **dict(TINY, dims=[40], learning_rate=0.05),
+        tiny_fc,
+        train,
+        val,
+        **dict(TINY, dims=[40], learning_rate=0.05),
         callbacks=[Halve()],
     )
     (run,) = result.runs
@@ -128,7 +131,10 @@ def test_auto_is_recorded_in_the_results_file(tmp_path):
     train, val = digits_arrays()
     path = tmp_path / "results.json"
     result = search(
-        tiny_fc, train, val, **dict(TINY, dims=[40], learning_rate="auto"),
+        tiny_fc,
+        train,
+        val,
+        **dict(TINY, dims=[40], learning_rate="auto"),
         results_path=path,
     )
     import json
