@@ -28,8 +28,8 @@
 // then the levels across groups, three at most a pass. The other steps
 // are fused into its first and last passes (B v and the permuted G x as
 // the first pass reads its numbers; S, base and the output, or Pi^T and
-// acc, as the last pass gives them), and the next block's stored numbers
-// are prefetched while the first transform runs. Every number is rounded
+// acc, as the last pass gives them; an output of 2^22 rows or more is
+// streamed past the caches). Every number is rounded
 // as the plain loops of one number at a time round it, in the same order,
 // so the products do not depend on the width built.
 
@@ -415,32 +415,13 @@ class Workspace {
   float* data_;
 };
 
-// Asks for the cache lines (into L2) of p's stored numbers at row `at`,
-// some time before they are read: the next block's, while this block's
-// first transform leaves memory idle.
-inline void PrefetchLine(const void* line) {
-#if defined(__GNUC__)
-  __builtin_prefetch(line, 0, 2);
-#endif
-}
-
-template <typename Index, typename Real>
-inline void Prefetch(const Blocks<Real>& p, const Index* perm, int64_t at) {
-  PrefetchLine(p.signs + at);
-  PrefetchLine(perm + at);
-  PrefetchLine(p.gauss + at);
-  PrefetchLine(p.row_scale + at);
-}
-
 // Block b of P v before the row scales S, as vectors: x = B v (v
 // zero-padded to L), x = H x, then y = H (G Pi x), each vector of y handed
 // to out(j, vector); x and y are workspaces of L numbers. V's W <= L.
-// ahead(j) is called once for each vector of the first transform.
-template <typename V, typename Index, typename Real, typename Ahead,
-          typename Out>
+template <typename V, typename Index, typename Real, typename Out>
 inline void BlockForward(const Blocks<Real>& p, const Index* perm,
                          const float* v, int64_t dim, int64_t b, float* x,
-                         float* y, Ahead ahead, Out out) {
+                         float* y, Out out) {
   using F = typename V::F;
   constexpr int64_t W = int64_t{1} << V::kBits;
   const int64_t L = p.length;
@@ -451,7 +432,6 @@ inline void BlockForward(const Blocks<Real>& p, const Index* perm,
   Transform<V>(
       x, L,
       [&](int64_t j) -> F {
-        ahead(j);
         if (j < whole) return V::Mul(V::Load(v + j), V::Signs(s + j));
         if (j >= dim) return V::Zero();
         alignas(64) float t[W];
@@ -677,16 +657,6 @@ class ForwardOp : public OpKernel {
       using F = typename V::F;
       Workspace x(L), y(L);
       std::vector<float> sc(L);
-      // The next block's stored numbers (and base), asked for ahead.
-      auto ahead = [&](int64_t b) {
-        const int64_t next = b + 1 < stop ? (b + 1) * L : -1;
-        const float* base = bs && next >= 0 && next + L <= full_dim_ ? bs + next : nullptr;
-        return [&p, perm, base, next](int64_t j) {
-          if (next < 0) return;
-          Prefetch(p, perm, next + j);
-          if (base) PrefetchLine(base + j);
-        };
-      };
       for (int64_t b = start; b < stop; ++b) {
         const int64_t first = b * L;
         const int64_t kept = std::min(L, full_dim_ - first);
@@ -694,7 +664,7 @@ class ForwardOp : public OpKernel {
         if (kept == L && (!sc_piece || k >= 0)) {
           // Every row kept, one scale: u written as y's vectors come.
           const float piece = sc_piece ? sc_piece[k] : 1.0f;
-          BlockForward<V>(p, perm, vv, dim, b, x.get(), y.get(), ahead(b), [&](int64_t j, F u) {
+          BlockForward<V>(p, perm, vv, dim, b, x.get(), y.get(), [&](int64_t j, F u) {
             u = V::Mul(u, p.template ScalesAt<V>(b, j));
             if (sc_piece) u = V::Mul(u, V::Set(piece));
             if (bs) u = V::Add(V::Load(bs + first + j), u);
@@ -707,7 +677,7 @@ class ForwardOp : public OpKernel {
           continue;
         }
         float* yy = y.get();
-        BlockForward<V>(p, perm, vv, dim, b, x.get(), yy, ahead(b),
+        BlockForward<V>(p, perm, vv, dim, b, x.get(), yy,
                         [yy](int64_t j, F u) { V::Store(yy + j, u); });
         p.Scales(b, kept, sc.data());
         for (int64_t j = 0; j < kept; ++j) yy[j] *= sc[j];  // u
@@ -819,8 +789,8 @@ class TransposeOp : public OpKernel {
             V::Store(a + j, V::Add(V::Load(a + j), V::Mul(x, V::Signs(s + j))));
           };
         };
-        const int64_t stop_block = (k + 1) * p.used / shards;
-        for (int64_t b = k * p.used / shards; b < stop_block; ++b) {
+        for (int64_t b = k * p.used / shards; b < (k + 1) * p.used / shards;
+             ++b) {
           const int64_t first = b * L;
           const int64_t kept = std::min(L, full_dim_ - first);
           const int8_t* s = p.signs + b * L;
@@ -830,15 +800,9 @@ class TransposeOp : public OpKernel {
             // it, acc += B w as w's vectors come.
             const float* gi = g.data[i] + (first - g.start[i]);
             const float li = lam ? lam[i] : 1.0f;
-            // The next block's stored numbers (and g, in this piece) are
-            // asked for ahead.
-            const int64_t next = b + 1 < stop_block ? (b + 1) * L : -1;
-            const float* gn = next >= 0 && g.Within(next, L) == i ? gi + L : nullptr;
             BlockTranspose<V>(
                 p, perm, b, t, w,
                 [&](int64_t j) {
-                  if (next >= 0) Prefetch(p, perm, next + j);
-                  if (gn) PrefetchLine(gn + j);
                   F x = V::Load(gi + j);
                   if (lam) x = V::Mul(x, V::Set(li));
                   return V::Mul(x, p.template ScalesAt<V>(b, j));
