@@ -21,10 +21,27 @@
 // the pieces, scaled, without joining them, and with v gives each piece's
 // g . (P v) from the same transforms (SAID's lambda gradients); the forward
 // writes base + scale * u.
+//
+// Each transform runs on vectors (AVX-512, AVX2, or the compiler's 4-float
+// vectors, as the build's flags allow): its first levels inside vectors
+// and registers, then L1-sized groups of numbers through their own levels,
+// then the levels across groups, three at most a pass. The other steps
+// are fused into its first and last passes (B v and the permuted G x as
+// the first pass reads its numbers; S, base and the output, or Pi^T and
+// acc, as the last pass gives them; an output of 2^22 rows or more is
+// streamed past the caches). Every number is rounded
+// as the plain loops of one number at a time round it, in the same order,
+// so the products do not depend on the width built.
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -39,60 +56,314 @@ using tensorflow::Tensor;
 using tensorflow::TensorShape;
 namespace errors = tensorflow::errors;
 
-// x <- H x in place, for x of length n = 2^k: the first three levels as
-// 8-point transforms of consecutive numbers, then two levels a pass (radix
-// 4), then one level if one is left: fewer passes over x than one level
-// a pass.
-inline void Butterflies(float* x, int64_t n, int64_t h) {
-  for (int64_t i = 0; i < n; i += h << 1) {
-    float* a = x + i;
-    float* b = a + h;
-    for (int64_t j = 0; j < h; ++j) {
-      const float p = a[j], q = b[j];
-      a[j] = p + q;
-      b[j] = p - q;
+// Vectors of W floats, for the transforms and the passes fused into them:
+// AVX-512 (16), AVX2 (8) or plain floats (1), as the build's flags allow.
+// Every operation rounds as the plain C++ of one number at a time would
+// (a level's p + q and p - q, one product, one sum), so the products are
+// the same numbers whichever width is built.
+struct Scalar {
+  static constexpr int kBits = 0;
+  using F = float;
+  static F Load(const float* p) { return *p; }
+  static void Store(float* p, F x) { *p = x; }
+  static void Stream(float* p, F x) { *p = x; }
+  static F Zero() { return 0.0f; }
+  static F Set(float a) { return a; }
+  static F Add(F a, F b) { return a + b; }
+  static F Sub(F a, F b) { return a - b; }
+  static F Mul(F a, F b) { return a * b; }
+  static F MulAdd(F a, F b, F c) { return a * b + c; }
+  static F Signs(const int8_t* s) { return *s; }
+  static F Reals(const float* p) { return *p; }
+  static F Reals(const Eigen::half* p) { return static_cast<float>(*p); }
+  template <typename Index>
+  static F Gather(const float* x, const Index* i) { return x[*i]; }
+  template <typename Index>
+  static void Scatter(float* x, const Index* i, F v) { x[*i] = v; }
+  static F Levels(F x) { return x; }  // no level inside one number
+};
+
+#if defined(__AVX512F__)
+struct Simd {
+  static constexpr int kBits = 4;
+  using F = __m512;
+  static F Load(const float* p) { return _mm512_loadu_ps(p); }
+  static void Store(float* p, F x) { _mm512_storeu_ps(p, x); }
+  // Past the caches (p aligned to 64 bytes): no read of the line first.
+  static void Stream(float* p, F x) { _mm512_stream_ps(p, x); }
+  static F Zero() { return _mm512_setzero_ps(); }
+  static F Set(float a) { return _mm512_set1_ps(a); }
+  static F Add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F Sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static F Mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F MulAdd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F Signs(const int8_t* s) {
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))));
+  }
+  static F Reals(const float* p) { return Load(p); }
+  static F Reals(const Eigen::half* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static __m512i Indices(const int16_t* i) {
+    return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(i)));
+  }
+  static __m512i Indices(const int32_t* i) { return _mm512_loadu_si512(i); }
+  template <typename Index>
+  static F Gather(const float* x, const Index* i) {
+    return _mm512_i32gather_ps(Indices(i), x, 4);
+  }
+  template <typename Index>
+  static void Scatter(float* x, const Index* i, F v) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    for (int l = 0; l < 16; ++l) x[i[l]] = t[l];
+  }
+  // Levels 0 to 3 (h = 1, 2, 4, 8) inside the vector: lane l gets
+  // x_l + x_(l^h) where bit h of l is clear, x_(l^h) - x_l where it is set
+  // (x_l times -1 is exact, so the sum rounds as p - q does).
+  static F Levels(F x) {
+    const F s1 = _mm512_setr_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
+    const F s2 = _mm512_setr_ps(1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1);
+    const F s4 = _mm512_setr_ps(1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1);
+    const F s8 = _mm512_setr_ps(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
+    x = _mm512_fmadd_ps(x, s1, _mm512_permute_ps(x, 0xB1));
+    x = _mm512_fmadd_ps(x, s2, _mm512_permute_ps(x, 0x4E));
+    x = _mm512_fmadd_ps(x, s4, _mm512_shuffle_f32x4(x, x, 0xB1));
+    return _mm512_fmadd_ps(x, s8, _mm512_shuffle_f32x4(x, x, 0x4E));
+  }
+};
+#elif defined(__AVX2__)
+struct Simd {
+  static constexpr int kBits = 3;
+  using F = __m256;
+  static F Load(const float* p) { return _mm256_loadu_ps(p); }
+  static void Store(float* p, F x) { _mm256_storeu_ps(p, x); }
+  static void Stream(float* p, F x) { _mm256_stream_ps(p, x); }
+  static F Zero() { return _mm256_setzero_ps(); }
+  static F Set(float a) { return _mm256_set1_ps(a); }
+  static F Add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F Sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F Mul(F a, F b) { return _mm256_mul_ps(a, b); }
+#if defined(__FMA__)
+  static F MulAdd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+#else
+  static F MulAdd(F a, F b, F c) { return Add(Mul(a, b), c); }
+#endif
+  static F Signs(const int8_t* s) {
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s))));
+  }
+  static F Reals(const float* p) { return Load(p); }
+  static F Reals(const Eigen::half* p) {
+#if defined(__F16C__)
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+    alignas(32) float t[8];
+    for (int l = 0; l < 8; ++l) t[l] = static_cast<float>(p[l]);
+    return _mm256_load_ps(t);
+#endif
+  }
+  static __m256i Indices(const int16_t* i) {
+    return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(i)));
+  }
+  static __m256i Indices(const int32_t* i) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i));
+  }
+  template <typename Index>
+  static F Gather(const float* x, const Index* i) {
+    return _mm256_i32gather_ps(x, Indices(i), 4);
+  }
+  template <typename Index>
+  static void Scatter(float* x, const Index* i, F v) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, v);
+    for (int l = 0; l < 8; ++l) x[i[l]] = t[l];
+  }
+  // Levels 0 to 2 (h = 1, 2, 4) inside the vector, as in the AVX-512 one.
+  static F Levels(F x) {
+    const F s1 = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
+    const F s2 = _mm256_setr_ps(1, 1, -1, -1, 1, 1, -1, -1);
+    const F s4 = _mm256_setr_ps(1, 1, 1, 1, -1, -1, -1, -1);
+    x = MulAdd(x, s1, _mm256_permute_ps(x, 0xB1));
+    x = MulAdd(x, s2, _mm256_permute_ps(x, 0x4E));
+    return MulAdd(x, s4, _mm256_permute2f128_ps(x, x, 0x01));
+  }
+};
+#elif defined(__GNUC__)
+// Four floats in the compiler's own vectors (SSE2 on any x86-64, NEON on
+// aarch64), where no flag names wider ones.
+struct Simd {
+  static constexpr int kBits = 2;
+  typedef float F __attribute__((vector_size(16)));
+  static F Load(const float* p) {
+    F x;
+    std::memcpy(&x, p, sizeof x);
+    return x;
+  }
+  static void Store(float* p, F x) { std::memcpy(p, &x, sizeof x); }
+  static void Stream(float* p, F x) { Store(p, x); }
+  static F Zero() { return F{0.0f, 0.0f, 0.0f, 0.0f}; }
+  static F Set(float a) { return F{a, a, a, a}; }
+  static F Add(F a, F b) { return a + b; }
+  static F Sub(F a, F b) { return a - b; }
+  static F Mul(F a, F b) { return a * b; }
+  static F MulAdd(F a, F b, F c) { return a * b + c; }
+  static F Signs(const int8_t* s) {
+    return F{float(s[0]), float(s[1]), float(s[2]), float(s[3])};
+  }
+  static F Reals(const float* p) { return Load(p); }
+  static F Reals(const Eigen::half* p) {
+    return F{static_cast<float>(p[0]), static_cast<float>(p[1]),
+             static_cast<float>(p[2]), static_cast<float>(p[3])};
+  }
+  template <typename Index>
+  static F Gather(const float* x, const Index* i) {
+    return F{x[i[0]], x[i[1]], x[i[2]], x[i[3]]};
+  }
+  template <typename Index>
+  static void Scatter(float* x, const Index* i, F v) {
+    for (int l = 0; l < 4; ++l) x[i[l]] = v[l];
+  }
+  // Levels 0 and 1 (h = 1, 2) inside the vector, as in the AVX-512 one.
+  static F Levels(F x) {
+    const F s1 = {1, -1, 1, -1}, s2 = {1, 1, -1, -1};
+#if defined(__clang__) || __GNUC__ >= 12
+    x = x * s1 + __builtin_shufflevector(x, x, 1, 0, 3, 2);
+    return x * s2 + __builtin_shufflevector(x, x, 2, 3, 0, 1);
+#else
+    typedef int I __attribute__((vector_size(16)));
+    x = x * s1 + __builtin_shuffle(x, I{1, 0, 3, 2});
+    return x * s2 + __builtin_shuffle(x, I{2, 3, 0, 1});
+#endif
+  }
+};
+#else
+using Simd = Scalar;
+#endif
+
+// Orders the streamed stores before what follows (x86: they are weakly
+// ordered).
+inline void StreamFence() {
+#if defined(__AVX2__) || defined(__AVX512F__)
+  _mm_sfence();
+#endif
+}
+
+// Levels lo to lo + R - 1 on the 2^R vectors v (v[m] at x + m * 2^lo):
+// level lo + t pairs v[m] with v[m + 2^t], the sum first.
+template <typename V, int R>
+inline void Radix(typename V::F* v) {
+#pragma GCC unroll 4
+  for (int t = 1; t < (1 << R); t <<= 1) {
+#pragma GCC unroll 8
+    for (int m = 0; m < (1 << R); ++m) {
+      if (m & t) continue;
+      const typename V::F p = v[m], q = v[m + t];
+      v[m] = V::Add(p, q);
+      v[m + t] = V::Sub(p, q);
     }
   }
 }
 
+// log2 of the numbers that each group of a transform's levels after the
+// first pass works in (L1-sized: 16 KiB of floats).
+constexpr int kChunkBits = 12;
+
+// Levels lo to lo + R - 1 over x[off, off + len), 2^lo >= W; each result
+// vector goes to out(position, vector).
+template <typename V, int R, typename Out>
+inline void Pass(float* x, int64_t off, int64_t len, int64_t h, Out out) {
+  constexpr int64_t W = int64_t{1} << V::kBits;
+  for (int64_t i = off; i < off + len; i += h << R) {
+    for (int64_t j = i; j < i + h; j += W) {
+      typename V::F v[1 << R];
+#pragma GCC unroll 8
+      for (int m = 0; m < (1 << R); ++m) v[m] = V::Load(x + j + m * h);
+      Radix<V, R>(v);
+#pragma GCC unroll 8
+      for (int m = 0; m < (1 << R); ++m) out(j + m * h, v[m]);
+    }
+  }
+}
+
+// Levels lo to hi - 1 over x[off, off + len), up to three a pass; the last
+// pass's vectors go to out, the others back to x.
+template <typename V, typename Out>
+inline void Passes(float* x, int64_t off, int64_t len, int lo, int hi, Out out) {
+  auto store = [x](int64_t j, typename V::F v) { V::Store(x + j, v); };
+  while (lo < hi) {
+    const int left = hi - lo, r = left == 4 ? 2 : std::min(left, 3);
+    const int64_t h = int64_t{1} << lo;
+    const bool last = lo + r == hi;
+    if (r == 3) {
+      last ? Pass<V, 3>(x, off, len, h, out) : Pass<V, 3>(x, off, len, h, store);
+    } else if (r == 2) {
+      last ? Pass<V, 2>(x, off, len, h, out) : Pass<V, 2>(x, off, len, h, store);
+    } else {
+      last ? Pass<V, 1>(x, off, len, h, out) : Pass<V, 1>(x, off, len, h, store);
+    }
+    lo += r;
+  }
+}
+
+// The first pass: levels 0 to (kBits + R) - 1 in groups of 2^R vectors,
+// each vector from in(position).
+template <typename V, int R, typename In, typename Out>
+inline void FirstPass(float* x, int64_t off, int64_t len, In in, Out out) {
+  constexpr int64_t W = int64_t{1} << V::kBits;
+  for (int64_t g = off; g < off + len; g += W << R) {
+    typename V::F v[1 << R];
+#pragma GCC unroll 8
+    for (int m = 0; m < (1 << R); ++m) v[m] = V::Levels(in(g + m * W));
+    Radix<V, R>(v);
+#pragma GCC unroll 8
+    for (int m = 0; m < (1 << R); ++m) out(g + m * W, v[m]);
+  }
+}
+
+// x <- H in, for n = 2^k numbers, n >= W: in(j) gives the input's vector at
+// j (a multiple of W), out(j, vector) takes the result's. Levels in order
+// 0, 1, ..., k - 1, each number's as one level a pass would round them:
+// the first levels inside vectors, then up to three more in registers,
+// then groups of 2^kChunkBits numbers (in L1) through their own levels, then
+// the levels across the groups, the last pass handing its vectors to out.
+template <typename V, typename In, typename Out>
+inline void Transform(float* x, int64_t n, In in, Out out) {
+  int k = 0;
+  while ((int64_t{1} << k) < n) ++k;
+  const int first = std::min(k, V::kBits + 3);  // the first pass's levels
+  const int chunk = std::max(first, std::min(k, kChunkBits));
+  const int64_t size = int64_t{1} << chunk;
+  auto store = [x](int64_t j, typename V::F v) { V::Store(x + j, v); };
+  for (int64_t off = 0; off < n; off += size) {
+    const int r = first - V::kBits;
+    auto pass = [&](auto to) {
+      if (r == 3) FirstPass<V, 3>(x, off, size, in, to);
+      if (r == 2) FirstPass<V, 2>(x, off, size, in, to);
+      if (r == 1) FirstPass<V, 1>(x, off, size, in, to);
+      if (r == 0) FirstPass<V, 0>(x, off, size, in, to);
+    };
+    if (first == k) {
+      pass(out);
+      continue;
+    }
+    pass(store);
+    if (chunk == k) {
+      Passes<V>(x, off, size, first, chunk, out);
+    } else {
+      Passes<V>(x, off, size, first, chunk, store);
+    }
+  }
+  if (chunk < k) Passes<V>(x, 0, n, chunk, k, out);
+}
+
+// x <- H x in place.
+template <typename V>
 inline void Fwht(float* x, int64_t n) {
-  int64_t h = 1;
-  if (n >= 8) {
-    for (int64_t i = 0; i < n; i += 8) {
-      float* y = x + i;
-      const float a0 = y[0] + y[1], a1 = y[0] - y[1], a2 = y[2] + y[3],
-                  a3 = y[2] - y[3], a4 = y[4] + y[5], a5 = y[4] - y[5],
-                  a6 = y[6] + y[7], a7 = y[6] - y[7];
-      const float b0 = a0 + a2, b1 = a1 + a3, b2 = a0 - a2, b3 = a1 - a3,
-                  b4 = a4 + a6, b5 = a5 + a7, b6 = a4 - a6, b7 = a5 - a7;
-      y[0] = b0 + b4;
-      y[1] = b1 + b5;
-      y[2] = b2 + b6;
-      y[3] = b3 + b7;
-      y[4] = b0 - b4;
-      y[5] = b1 - b5;
-      y[6] = b2 - b6;
-      y[7] = b3 - b7;
-    }
-    h = 8;
-  }
-  for (; 4 * h <= n; h <<= 2) {
-    for (int64_t i = 0; i < n; i += h << 2) {
-      float* a = x + i;
-      float* b = a + h;
-      float* c = b + h;
-      float* d = c + h;
-      for (int64_t j = 0; j < h; ++j) {
-        const float p = a[j] + b[j], q = a[j] - b[j];
-        const float r = c[j] + d[j], s = c[j] - d[j];
-        a[j] = p + r;
-        b[j] = q + s;
-        c[j] = p - r;
-        d[j] = q - s;
-      }
-    }
-  }
-  for (; h < n; h <<= 1) Butterflies(x, n, h);
+  Transform<V>(
+      x, n, [x](int64_t j) { return V::Load(x + j); },
+      [x](int64_t j, typename V::F v) { V::Store(x + j, v); });
 }
 
 // P's stored tensors, as both products read them. Real: float, or
@@ -117,7 +388,77 @@ struct Blocks {
       for (int64_t j = 0; j < n; ++j) out[j] = static_cast<float>(s[j]);
     }
   }
+
+  // The scales S of block b's rows j to j + W - 1, as Scales makes them.
+  template <typename V>
+  typename V::F ScalesAt(int64_t b, int64_t j) const {
+    const typename V::F s = V::Reals(row_scale + b * length + j);
+    return block_scale ? V::Mul(s, V::Set(block_scale[b])) : s;
+  }
 };
+
+// Outputs of at least this many rows (16 MiB of floats) are written past
+// the caches.
+constexpr int64_t kStreamFrom = int64_t{1} << 22;
+
+// Floats aligned to a cache line, uninitialised.
+class Workspace {
+ public:
+  explicit Workspace(int64_t n)
+      : data_(static_cast<float*>(std::aligned_alloc(64, (4 * n + 63) / 64 * 64))) {}
+  ~Workspace() { std::free(data_); }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  float* get() const { return data_; }
+
+ private:
+  float* data_;
+};
+
+// Block b of P v before the row scales S, as vectors: x = B v (v
+// zero-padded to L), x = H x, then y = H (G Pi x), each vector of y handed
+// to out(j, vector); x and y are workspaces of L numbers. V's W <= L.
+template <typename V, typename Index, typename Real, typename Out>
+inline void BlockForward(const Blocks<Real>& p, const Index* perm,
+                         const float* v, int64_t dim, int64_t b, float* x,
+                         float* y, Out out) {
+  using F = typename V::F;
+  constexpr int64_t W = int64_t{1} << V::kBits;
+  const int64_t L = p.length;
+  const int8_t* s = p.signs + b * L;
+  const Index* pm = perm + b * L;
+  const Real* g = p.gauss + b * L;
+  const int64_t whole = dim - dim % W;
+  Transform<V>(
+      x, L,
+      [&](int64_t j) -> F {
+        if (j < whole) return V::Mul(V::Load(v + j), V::Signs(s + j));
+        if (j >= dim) return V::Zero();
+        alignas(64) float t[W];
+        for (int64_t l = 0; l < W; ++l) t[l] = j + l < dim ? v[j + l] * s[j + l] : 0.0f;
+        return V::Load(t);
+      },
+      [x](int64_t j, F a) { V::Store(x + j, a); });
+  Transform<V>(
+      y, L, [&](int64_t j) { return V::Mul(V::Gather(x, pm + j), V::Reals(g + j)); },
+      out);
+}
+
+// The transpose of block b but for B: w = H Pi^T G H t, t given as vectors
+// by in(j); t and w are workspaces of L numbers, w's vectors handed to
+// out(j, vector). V's W <= L.
+template <typename V, typename Index, typename Real, typename In, typename Out>
+inline void BlockTranspose(const Blocks<Real>& p, const Index* perm, int64_t b,
+                           float* t, float* w, In in, Out out) {
+  using F = typename V::F;
+  const int64_t L = p.length;
+  const Index* pm = perm + b * L;
+  const Real* g = p.gauss + b * L;
+  Transform<V>(t, L, in, [&](int64_t j, F a) {
+    V::Scatter(w, pm + j, V::Mul(a, V::Reals(g + j)));
+  });
+  Transform<V>(w, L, [w](int64_t j) { return V::Load(w + j); }, out);
+}
 
 // Reads and checks the inputs signs, permutation, gauss and row_scale; false
 // (with the error set) when they do not fit.
@@ -202,6 +543,15 @@ struct Pieces {
     }
   }
 
+  // The piece that holds all of rows [first, first + n), or -1 (none, or
+  // no pieces).
+  int64_t Within(int64_t first, int64_t n) const {
+    if (data.empty()) return -1;
+    const int64_t k =
+        std::upper_bound(start.begin(), start.end(), first) - start.begin() - 1;
+    return k < static_cast<int64_t>(data.size()) && start[k + 1] >= first + n ? k : -1;
+  }
+
   // out[0 .. n) = rows [first, first + n), each times its piece's scale.
   void Read(int64_t first, int64_t n, float* out) const {
     Segments(first, n, [&](int64_t k, int64_t row, int64_t m) {
@@ -236,23 +586,6 @@ inline int64_t BlockCost(int64_t length) {
   int64_t bits = 0;
   while ((int64_t{1} << bits) < length) ++bits;
   return 2 * length * (bits + 4);
-}
-
-// y = the rows of block b of P v, before the row scales S (L numbers); x is
-// a workspace of L numbers.
-template <typename Index, typename Real>
-inline void BlockForward(const Blocks<Real>& p, const Index* perm,
-                         const float* v, int64_t dim, int64_t b, float* x,
-                         float* y) {
-  const int64_t L = p.length;
-  const int8_t* s = p.signs + b * L;
-  const Index* pm = perm + b * L;
-  const Real* g = p.gauss + b * L;
-  for (int64_t j = 0; j < dim; ++j) x[j] = v[j] * s[j];
-  std::fill(x + dim, x + L, 0.0f);
-  Fwht(x, L);
-  for (int64_t j = 0; j < L; ++j) y[j] = x[pm[j]] * static_cast<float>(g[j]);
-  Fwht(y, L);
 }
 
 // Runs fn(first shard, stop shard) over `shards` shards of the used blocks,
@@ -314,25 +647,59 @@ class ForwardOp : public OpKernel {
     for (int64_t n : sizes_) pieces.Add(nullptr, n);
     const float* sc_piece = with_scales ? scales.flat<float>().data() : nullptr;
     const int64_t L = p.length;
-    auto work = [&](int64_t start, int64_t stop) {
-      std::vector<float> x(L), y(L), sc(L);
+    // An output larger than the caches is streamed past them (aligned as
+    // TensorFlow allocates it): written without being read first.
+    const bool stream = full_dim_ >= kStreamFrom &&
+                        reinterpret_cast<std::uintptr_t>(o) % 64 == 0;
+    // Blocks of width-V vectors (plain floats where a block is narrower).
+    auto blocks = [&](auto simd, int64_t start, int64_t stop) {
+      using V = decltype(simd);
+      using F = typename V::F;
+      Workspace x(L), y(L);
+      std::vector<float> sc(L);
       for (int64_t b = start; b < stop; ++b) {
-        BlockForward(p, perm, vv, dim, b, x.data(), y.data());
         const int64_t first = b * L;
         const int64_t kept = std::min(L, full_dim_ - first);
+        const int64_t k = pieces.Within(first, L);
+        if (kept == L && (!sc_piece || k >= 0)) {
+          // Every row kept, one scale: u written as y's vectors come.
+          const float piece = sc_piece ? sc_piece[k] : 1.0f;
+          BlockForward<V>(p, perm, vv, dim, b, x.get(), y.get(), [&](int64_t j, F u) {
+            u = V::Mul(u, p.template ScalesAt<V>(b, j));
+            if (sc_piece) u = V::Mul(u, V::Set(piece));
+            if (bs) u = V::Add(V::Load(bs + first + j), u);
+            if (stream) {
+              V::Stream(o + first + j, u);
+            } else {
+              V::Store(o + first + j, u);
+            }
+          });
+          continue;
+        }
+        float* yy = y.get();
+        BlockForward<V>(p, perm, vv, dim, b, x.get(), yy,
+                        [yy](int64_t j, F u) { V::Store(yy + j, u); });
         p.Scales(b, kept, sc.data());
-        for (int64_t j = 0; j < kept; ++j) y[j] *= sc[j];  // u
+        for (int64_t j = 0; j < kept; ++j) yy[j] *= sc[j];  // u
         if (sc_piece) {
           pieces.Segments(first, kept, [&](int64_t k, int64_t row, int64_t m) {
             const float s = sc_piece[k];
-            for (int64_t i = row - first; i < row - first + m; ++i) y[i] *= s;
+            for (int64_t i = row - first; i < row - first + m; ++i) yy[i] *= s;
           });
         }
         if (bs) {
-          for (int64_t j = 0; j < kept; ++j) o[first + j] = bs[first + j] + y[j];
+          for (int64_t j = 0; j < kept; ++j) o[first + j] = bs[first + j] + yy[j];
         } else {
-          std::copy(y.begin(), y.begin() + kept, o + first);
+          std::copy(yy, yy + kept, o + first);
         }
+      }
+      if (stream) StreamFence();
+    };
+    auto work = [&](int64_t start, int64_t stop) {
+      if (L >= (int64_t{1} << Simd::kBits)) {
+        blocks(Simd{}, start, stop);
+      } else {
+        blocks(Scalar{}, start, stop);
       }
     };
     c->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
@@ -362,32 +729,6 @@ bool ReadPieces(OpKernelContext* c, int64_t full_dim, Pieces* out) {
     return false;
   }
   return true;
-}
-
-// The transpose of block b on t (its L rows, S applied; overwritten):
-// w = B H Pi^T G H t, added to a times lam; returns w[:dim] . v when v is
-// given (0 otherwise).
-template <typename Index, typename Real>
-inline double BlockTranspose(const Blocks<Real>& p, const Index* perm,
-                             int64_t b, float* t, float* w, float lam,
-                             const float* v, int64_t dim, float* a) {
-  const int64_t L = p.length;
-  const int8_t* s = p.signs + b * L;
-  const Index* pm = perm + b * L;
-  const Real* gs = p.gauss + b * L;
-  Fwht(t, L);
-  for (int64_t j = 0; j < L; ++j) w[pm[j]] = t[j] * static_cast<float>(gs[j]);
-  Fwht(w, L);
-  double dot = 0.0;
-  if (v) {
-    for (int64_t j = 0; j < dim; ++j) dot += static_cast<double>(w[j] * s[j]) * v[j];
-  }
-  if (lam == 1.0f) {
-    for (int64_t j = 0; j < L; ++j) a[j] += w[j] * s[j];
-  } else {
-    for (int64_t j = 0; j < L; ++j) a[j] += lam * (w[j] * s[j]);
-  }
-  return dot;
 }
 
 // P^T (scales * g) for g given as pieces, and with v (theta_d) each piece's
@@ -428,33 +769,82 @@ class TransposeOp : public OpKernel {
     std::vector<float> acc(shards * L, 0.0f);
     std::vector<double> dots(shards * n, 0.0);
     g.scales = lam;
-    OverShards(c, p, shards, [&](int64_t start, int64_t stop) {
-      std::vector<float> t(L), w(L), sc(L);
+    // Blocks of width-V vectors (plain floats where a block is narrower).
+    auto blocks = [&](auto simd, int64_t start, int64_t stop) {
+      using V = decltype(simd);
+      using F = typename V::F;
+      Workspace tw(L), ww(L);
+      float* t = tw.get();
+      float* w = ww.get();
+      std::vector<float> sc(L);
+      auto from_t = [t](int64_t j) { return V::Load(t + j); };
+      auto to_w = [w](int64_t j, F a) { V::Store(w + j, a); };
       for (int64_t k = start; k < stop; ++k) {
         float* a = acc.data() + k * L;
         double* d = dots.data() + k * n;
+        // acc += B w, but for the rows past dim, which nothing reads.
+        const auto add = [a, dim = dim_](const int8_t* s) {
+          return [a, s, dim](int64_t j, F x) {
+            if (j >= dim) return;
+            V::Store(a + j, V::Add(V::Load(a + j), V::Mul(x, V::Signs(s + j))));
+          };
+        };
         for (int64_t b = k * p.used / shards; b < (k + 1) * p.used / shards;
              ++b) {
           const int64_t first = b * L;
           const int64_t kept = std::min(L, full_dim_ - first);
+          const int8_t* s = p.signs + b * L;
+          const int64_t i = g.Within(first, L);
+          if (!vv && kept == L && i >= 0) {
+            // Every row kept, in one piece: t read as the transform wants
+            // it, acc += B w as w's vectors come.
+            const float* gi = g.data[i] + (first - g.start[i]);
+            const float li = lam ? lam[i] : 1.0f;
+            BlockTranspose<V>(
+                p, perm, b, t, w,
+                [&](int64_t j) {
+                  F x = V::Load(gi + j);
+                  if (lam) x = V::Mul(x, V::Set(li));
+                  return V::Mul(x, p.template ScalesAt<V>(b, j));
+                },
+                add(s));
+            continue;
+          }
           p.Scales(b, kept, sc.data());
           if (!vv) {  // one transform, each row scaled by its piece as read
-            g.Read(first, kept, t.data());
+            g.Read(first, kept, t);
             for (int64_t j = 0; j < kept; ++j) t[j] *= sc[j];
-            std::fill(t.begin() + kept, t.end(), 0.0f);
-            BlockTranspose(p, perm, b, t.data(), w.data(), 1.0f, nullptr, 0, a);
+            std::fill(t + kept, t + L, 0.0f);
+            BlockTranspose<V>(p, perm, b, t, w, from_t, add(s));
             continue;
           }
           // One transform per piece in the block, its rows alone.
           g.Segments(first, kept, [&](int64_t i, int64_t row, int64_t m) {
-            std::fill(t.begin(), t.end(), 0.0f);
+            std::fill(t, t + L, 0.0f);
             const float* gi = g.data[i] + (row - g.start[i]);
             const int64_t j0 = row - first;
             for (int64_t j = 0; j < m; ++j) t[j0 + j] = gi[j] * sc[j0 + j];
-            d[i] += BlockTranspose(p, perm, b, t.data(), w.data(),
-                                   lam ? lam[i] : 1.0f, vv, dim_, a);
+            BlockTranspose<V>(p, perm, b, t, w, from_t, to_w);
+            double dot = 0.0;
+            for (int64_t j = 0; j < dim_; ++j) {
+              dot += static_cast<double>(w[j] * s[j]) * vv[j];
+            }
+            d[i] += dot;
+            const float l = lam ? lam[i] : 1.0f;
+            if (l == 1.0f) {
+              for (int64_t j = 0; j < L; ++j) a[j] += w[j] * s[j];
+            } else {
+              for (int64_t j = 0; j < L; ++j) a[j] += l * (w[j] * s[j]);
+            }
           });
         }
+      }
+    };
+    OverShards(c, p, shards, [&](int64_t start, int64_t stop) {
+      if (L >= (int64_t{1} << Simd::kBits)) {
+        blocks(Simd{}, start, stop);
+      } else {
+        blocks(Scalar{}, start, stop);
       }
     });
     Tensor *out = nullptr, *out_dots = nullptr;
