@@ -279,16 +279,7 @@ class SubspaceModel(keras.Model):
         """
         theta_d = tf.convert_to_tensor(self.theta_d)
         theta_0 = tf.convert_to_tensor(self.theta_0)
-        if self.structure_aware and self._offset is None:
-            # theta_0 + lambda * P theta_d in the projection's one pass.
-            theta = iter(
-                self._per_tensor(
-                    self.projection.scaled_affine(
-                        theta_d, theta_0, self.lambdas, self._base.sizes
-                    )
-                )
-            )
-        elif self.structure_aware:
+        if self.structure_aware and self._offset is not None:
             # P theta_d, kept for the lambdas' gradient, and read back from
             # the variable: the product's own buffer is then free at once.
             offset_var = self._offset.variable
@@ -301,8 +292,16 @@ class SubspaceModel(keras.Model):
                 self._per_tensor(offset),
             )
             theta = (base + lam * u for base, lam, u in pieces)
-        else:  # theta_0 + P theta_d in one pass: the only (D,) tensor made
-            theta = iter(self._per_tensor(self.projection.affine(theta_d, theta_0)))
+        else:
+            # theta_0 + (lambda *) P theta_d, piece by piece as the
+            # projection makes them (one pass; Fastfood's TensorFlow ops
+            # make each piece when it is asked for, group by group).
+            theta = self.projection.affine_pieces(
+                theta_d,
+                theta_0,
+                self._base.sizes,
+                self.lambdas if self.structure_aware else None,
+            )
         # One tensor at a time: each piece is made after the last one is
         # written, so that the pieces never add up to another (D,) tensor.
         written = []
