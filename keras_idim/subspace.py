@@ -223,8 +223,9 @@ class SubspaceModel(keras.Model):
             )
             # P theta_d, kept for the gradient of the lambdas where the
             # projection cannot make it again on the fly (`fuses_pieces`:
-            # Fastfood's kernel gives those dot products in its transpose
-            # pass). It follows from theta_d, so it is not a weight of the
+            # Fastfood gives those dot products beside its transpose, the
+            # kernel in its pass, the TensorFlow ops group by group). It
+            # follows from theta_d, so it is not a weight of the
             # model and not saved (`load_own_variables` reads files that
             # hold it).
             self._offset = (
@@ -273,9 +274,11 @@ class SubspaceModel(keras.Model):
         With SAID, tensor t gets `theta_0,t + lambda_t (P theta_d)_t`: each
         piece is scaled on its own, so that no tensor larger than D is ever
         built (a per-weight (D,) scale from `tf.repeat` tiled to (number of
-        tensors) x (largest tensor) floats). Without SAID the sum is made in
-        the projection's own pass (`Projection.affine`). The variables are
-        written one at a time, each piece made after the last was written.
+        tensors) x (largest tensor) floats). The sum comes from the
+        projection's own pass (`Projection.affine_pieces`; Fastfood's
+        TensorFlow ops make each piece when it is asked for, a group of rows
+        at a time). The variables are written one at a time, each piece made
+        after the last was written.
         """
         theta_d = tf.convert_to_tensor(self.theta_d)
         theta_0 = tf.convert_to_tensor(self.theta_0)

@@ -142,9 +142,7 @@ class Projection:
     #: stored `P theta_d`).
     fuses_pieces = False
 
-    def affine_pieces(
-        self, v: Any, base: Any, sizes: list, scales: Any = None
-    ) -> Any:
+    def affine_pieces(self, v: Any, base: Any, sizes: list, scales: Any = None) -> Any:
         """`base + s * (P @ v)` as an iterator of its consecutive pieces of
         `sizes` rows (s = `scales[t]` on piece t, or 1): a subspace model's
         weights, one tensor at a time. A projection may make each piece

@@ -235,8 +235,10 @@ class OpsBackend:
         size, and with `scales` each row's scale (else `None`)."""
         rows = [pieces[t][start : start + n] for t, start, _, n in parts]
         used = sum(n for *_, n in parts)
-        pad = [tf.zeros([self.group_size - used], tf.float32)] if used < self.group_size else []
-        g = tf.concat(rows + pad, axis=0) if len(rows) + len(pad) > 1 else (rows + pad)[0]
+        pad = []
+        if used < self.group_size:
+            pad = [tf.zeros([self.group_size - used], tf.float32)]
+        g = tf.concat(rows + pad, axis=0) if len(rows + pad) > 1 else (rows + pad)[0]
         if scales is None:
             return g, None
         scale = [tf.fill([n], scales[t]) for t, _, _, n in parts]
@@ -255,7 +257,7 @@ class OpsBackend:
         by_piece: list[list] = [[] for _ in sizes]
         last_reader = {}
         for c, parts in enumerate(table):
-            for t, start, offset, n in parts:
+            for t, _, offset, n in parts:
                 by_piece[t].append((c, offset, n))
                 last_reader[c] = t
         made: dict = {}

@@ -84,7 +84,10 @@ def test_products_of_pieces_are_p(ops, version, jit_compile, graph):
     theta = run(lambda: tf.concat(list(p.affine_pieces(v, base, SIZES, scales)), 0))
     close(theta, base + np.repeat(scales, SIZES) * u)
     close(run(lambda: tf.concat(list(p.affine_pieces(v, base, SIZES)), 0)), base + u)
-    close(run(p.scaled_affine, v, base, scales, SIZES), base + np.repeat(scales, SIZES) * u)
+    close(
+        run(p.scaled_affine, v, base, scales, SIZES),
+        base + np.repeat(scales, SIZES) * u,
+    )
     # theta_d = 0 gives exactly the base.
     zero = np.zeros(DIM, np.float32)
     np.testing.assert_array_equal(
@@ -113,7 +116,6 @@ def largest_made(graph) -> int:
 def test_products_of_pieces_make_no_full_sized_tensor(ops):
     p = ops()
     v, g, base, scales = inputs()
-    pieces = [tf.constant(q) for q in np.split(g, np.cumsum(SIZES)[:-1])]
     specs = [tf.TensorSpec([n], tf.float32) for n in SIZES]
 
     def said(*pieces):
