@@ -256,8 +256,9 @@ class SubspaceModel(keras.Model):
             )
             # P theta_d, kept for the gradient of the lambdas where the
             # projection cannot make it again on the fly (`fuses_pieces`:
-            # Fastfood's kernel gives those dot products in its transpose
-            # pass). It follows from theta_d, so it is not a weight of the
+            # Fastfood gives those dot products beside its transpose, the
+            # kernel in its pass, the TensorFlow ops group by group). It
+            # follows from theta_d, so it is not a weight of the
             # model and not saved (`load_own_variables` reads files that
             # hold it).
             self._offset = (
@@ -306,22 +307,15 @@ class SubspaceModel(keras.Model):
         With SAID, tensor t gets `theta_0,t + lambda_t (P theta_d)_t`: each
         piece is scaled on its own, so that no tensor larger than D is ever
         built (a per-weight (D,) scale from `tf.repeat` tiled to (number of
-        tensors) x (largest tensor) floats). Without SAID the sum is made in
-        the projection's own pass (`Projection.affine`). The variables are
-        written one at a time, each piece made after the last was written.
+        tensors) x (largest tensor) floats). The sum comes from the
+        projection's own pass (`Projection.affine_pieces`; Fastfood's
+        TensorFlow ops make each piece when it is asked for, a group of rows
+        at a time). The variables are written one at a time, each piece made
+        after the last was written.
         """
         theta_d = tf.convert_to_tensor(self.theta_d)
         theta_0 = tf.convert_to_tensor(self.theta_0)
-        if self.structure_aware and self._offset is None:
-            # theta_0 + lambda * P theta_d in the projection's one pass.
-            theta = iter(
-                self._per_tensor(
-                    self.projection.scaled_affine(
-                        theta_d, theta_0, self.lambdas, self._base.sizes
-                    )
-                )
-            )
-        elif self.structure_aware:
+        if self.structure_aware and self._offset is not None:
             # P theta_d, kept for the lambdas' gradient, and read back from
             # the variable: the product's own buffer is then free at once.
             offset_var = self._offset.variable
@@ -334,8 +328,16 @@ class SubspaceModel(keras.Model):
                 self._per_tensor(offset),
             )
             theta = (base + lam * u for base, lam, u in pieces)
-        else:  # theta_0 + P theta_d in one pass: the only (D,) tensor made
-            theta = iter(self._per_tensor(self.projection.affine(theta_d, theta_0)))
+        else:
+            # theta_0 + (lambda *) P theta_d, piece by piece as the
+            # projection makes them (one pass; Fastfood's TensorFlow ops
+            # make each piece when it is asked for, group by group).
+            theta = self.projection.affine_pieces(
+                theta_d,
+                theta_0,
+                self._base.sizes,
+                self.lambdas if self.structure_aware else None,
+            )
         # One tensor at a time: each piece is made after the last one is
         # written, so that the pieces never add up to another (D,) tensor.
         written = []

@@ -134,10 +134,24 @@ class Projection:
             pieces = [s * p for s, p in zip(scales, pieces)]
         return self.transpose(tf.concat(pieces, axis=0))
 
-    #: Whether `transpose_pieces`, `scaled_affine` and `piece_dots` read and
-    #: write the pieces in one pass each, with no (full_dim,) temporary but
-    #: the result (then SAID needs no stored `P theta_d`).
+    #: Whether `transpose_pieces`, `transpose_and_dots` and `affine_pieces`
+    #: read and write the pieces where they are (in one pass, or a group of
+    #: rows at a time), with no (full_dim,) temporary but `affine`'s result,
+    #: and make `P v`'s rows again for the dot products (then SAID needs no
+    #: stored `P theta_d`).
     fuses_pieces = False
+
+    def affine_pieces(self, v: Any, base: Any, sizes: list, scales: Any = None) -> Any:
+        """`base + s * (P @ v)` as an iterator of its consecutive pieces of
+        `sizes` rows (s = `scales[t]` on piece t, or 1): a subspace model's
+        weights, one tensor at a time. A projection may make each piece
+        only when it is asked for (Fastfood's TensorFlow ops: a group of
+        rows of `P v` at a time); here the whole sum is split."""
+        if scales is None:
+            whole = self.affine(v, base)
+        else:
+            whole = self.scaled_affine(v, base, scales, sizes)
+        return iter(tf.split(whole, sizes))
 
     def scaled_affine(self, v: Any, base: Any, scales: Any, sizes: list) -> tf.Tensor:
         """Returns `base + s * (P @ v)`, where `s` is `scales[t]` on the t-th

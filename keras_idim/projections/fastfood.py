@@ -8,56 +8,13 @@ import tensorflow as tf
 
 from keras_idim.projections import kernel
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
+from keras_idim.projections.fastfood_ops import (  # noqa: F401 (re-exported)
+    HADAMARD_FACTOR_BITS,
+    OpsBackend,
+    fwht,
+    hadamard_matrix,
+)
 from keras_idim.utils.validation import check_bool, check_choice
-
-#: log2 of the largest dense Hadamard factor used by `fwht`.
-HADAMARD_FACTOR_BITS = 6
-
-
-def hadamard_matrix(n: int) -> np.ndarray:
-    """The n x n Sylvester Hadamard matrix (entries +-1), n a power of two."""
-    h = np.ones([1, 1], np.float32)
-    while h.shape[0] < n:
-        h = np.block([[h, h], [h, -h]])
-    return h
-
-
-def fwht(x: tf.Tensor) -> tf.Tensor:
-    """Unnormalised fast Walsh-Hadamard transform along the last axis.
-
-    Returns `x @ H_L` (`H_L` is symmetric) for x of shape (..., L), L = 2^k,
-    with `H_L` the Sylvester Hadamard matrix (entries +-1,
-    `H_L @ H_L = L * I`), never formed. `H_L` is the Kronecker product of
-    m = ceil(k / 6) small Hadamard factors of (nearly) equal size, at most
-    64 x 64. Each index is read as m digits; each step multiplies the last
-    digit by its factor (one matrix product of shape (L/f, f) x (f, f)) and
-    rotates that digit to the front (a transpose), so after m steps every
-    factor is applied and the digits are back in order. That is O(L log L)
-    work in m large matrix products, instead of log2(L) butterfly stages or
-    contractions along inner axes.
-
-    Args:
-        x: tf.Tensor. A float tensor of static shape (..., L), L a power of
-            two.
-
-    Returns:
-        A tensor of the same shape and dtype.
-    """
-    shape = x.shape
-    length = int(shape[-1])
-    bits = length.bit_length() - 1
-    if length != 2**bits:
-        raise ValueError(f"`fwht` needs a power-of-two length. Received: {length}")
-    rows = int(np.prod(shape[:-1], dtype=np.int64))
-    steps = -(-bits // HADAMARD_FACTOR_BITS)
-    for i in range(steps):
-        f = 2 ** (bits // steps + (1 if i < bits % steps else 0))
-        h = tf.constant(hadamard_matrix(f), x.dtype)
-        y = tf.matmul(tf.reshape(x, [-1, f]), h)
-        y = tf.transpose(tf.reshape(y, [rows, length // f, f]), [0, 2, 1])
-        x = tf.reshape(y, [rows, length])
-    return tf.reshape(x, shape)
-
 
 #: About how many numbers each group of stacked blocks draws (version 2),
 #: and each slice of rows that an intermediate is computed on.
@@ -231,6 +188,9 @@ class FastfoodProjection(Projection):
         #: holds S alone, float16); `None` before (folded into `row_scale`).
         self.block_scale = whole[4] if version == 3 else None
         self._ops = self._kernel_ops()
+        #: The TensorFlow-ops backend (`fastfood_ops.OpsBackend`), `None`
+        #: where the compiled kernel makes the products.
+        self._tf = OpsBackend(self) if self._ops is None else None
 
     def _kernel_ops(self):
         """The compiled kernel's ops (`keras_idim.projections.kernel`) when
@@ -259,9 +219,9 @@ class FastfoodProjection(Projection):
         # XLA cannot compile the kernel's op.
         return self._ops is None
 
-    @property
-    def fuses_pieces(self) -> bool:
-        return self._ops is not None
+    #: Both backends read and write the pieces where they are: the kernel in
+    #: one pass, the TensorFlow ops group by group (`fastfood_ops`).
+    fuses_pieces = True
 
     def _maybe_compiled(self, name: str, fn):
         # The kernel is one pass already; XLA could not compile it.
@@ -270,16 +230,6 @@ class FastfoodProjection(Projection):
     def _kernel_args(self) -> tuple:
         block_scale = tf.zeros([0]) if self.block_scale is None else self.block_scale
         return self.signs, self.permutation, self.gauss, self.row_scale, block_scale
-
-    def _group_scale(self, c) -> tf.Tensor:
-        """The row scales of group c, float32, flattened: version 3's
-        float16 S times its blocks' float32 normalisation (as the kernel
-        makes them), or the stored float32 scales."""
-        size = self.group_rows * self.block_length
-        if self.block_scale is None:
-            return tf.reshape(self.row_scale, [self.num_groups, size])[c]
-        s = tf.reshape(self.row_scale, [self.num_groups, self.group_rows, -1])[c]
-        return tf.reshape(tf.cast(s, tf.float32) * self.block_scale[c][:, None], [-1])
 
     def _draw(
         self, first: int, stop: int, stream: tuple[int, ...]
@@ -363,36 +313,12 @@ class FastfoodProjection(Projection):
     def call(self, v: tf.Tensor) -> tf.Tensor:
         if self._ops is not None:
             return self._kernel_call(v)
-        x = tf.pad(v, [[0, self.block_length - self.dim]])[None, :]
-        rows, length = self.group_rows, self.block_length
-
-        def group(c: tf.Tensor) -> tf.Tensor:
-            # B, H, Pi, G, H on one group of blocks: (rows * length,).
-            y = fwht(x * tf.cast(self.signs[c], tf.float32))
-            y = tf.gather(tf.reshape(y, [-1]), self._group_permutation(c))
-            y = fwht(tf.reshape(y, [rows, length]) * tf.cast(self.gauss[c], tf.float32))
-            return tf.reshape(y, [-1]) * self._group_scale(c)
-
-        if self.num_groups == 1:
-            out = group(0)
-        else:
-            out = tf.map_fn(
-                group,
-                tf.range(self.num_groups),
-                fn_output_signature=tf.TensorSpec([rows * length], tf.float32),
-                parallel_iterations=1,
-            )
-        return tf.reshape(out, [-1])[: self.full_dim]
+        return self._tf.forward(v)
 
     @property
     def _index_dtype(self) -> type:
         """The permutation's indices into a block: int16 when they fit."""
         return np.int16 if self.block_length <= 2**15 else np.int32
-
-    def _group_permutation(self, c: tf.Tensor) -> tf.Tensor:
-        """Group c's permutation as indices into the group, flattened."""
-        starts = tf.range(self.group_rows, dtype=tf.int32)[:, None] * self.block_length
-        return tf.reshape(tf.cast(self.permutation[c], tf.int32) + starts, [-1])
 
     @property
     def _padding(self) -> int:
@@ -430,7 +356,7 @@ class FastfoodProjection(Projection):
 
     def scaled_affine(self, v, base, scales, sizes: list) -> tf.Tensor:
         if self._ops is None:
-            return super().scaled_affine(v, base, scales, sizes)
+            return tf.concat(list(self.affine_pieces(v, base, sizes, scales)), 0)
         return self._kernel_forward(
             self._checked(v),
             tf.convert_to_tensor(base, tf.float32),
@@ -438,14 +364,18 @@ class FastfoodProjection(Projection):
             sizes,
         )
 
+    def affine_pieces(self, v, base, sizes: list, scales=None):
+        if self._ops is not None:
+            return super().affine_pieces(v, base, sizes, scales)
+        base = tf.convert_to_tensor(base, tf.float32)
+        return self._tf.affine_pieces(self._checked(v), base, sizes, scales)
+
     def piece_dots(self, v, pieces: list) -> tf.Tensor:
-        if self._ops is None:
-            return super().piece_dots(v, pieces)
-        return self._kernel_transpose(pieces, None, self._checked(v))[1]
+        return self.transpose_and_dots(pieces, None, v)[1]
 
     def transpose_and_dots(self, pieces: list, scales, v) -> tuple:
         if self._ops is None:
-            return super().transpose_and_dots(pieces, scales, v)
+            return self._tf.transpose_pieces(pieces, scales, self._checked(v))
         return self._kernel_transpose(pieces, scales, self._checked(v))
 
     def _kernel_transpose(self, pieces: list, scales, v) -> tuple:
@@ -465,43 +395,13 @@ class FastfoodProjection(Projection):
     def transpose_pieces(self, pieces: list, scales=None) -> tf.Tensor:
         if self._ops is not None:  # read where they are, scaled as read
             return self._kernel_transpose(pieces, scales, None)[0]
-        if scales is not None:
-            return super().transpose_pieces(pieces, scales)
-        # Joined with the padding in one copy, in the layout of the groups.
-        pad = [tf.zeros([self._padding], tf.float32)] if self._padding else []
-        g = tf.concat([tf.cast(p, tf.float32) for p in pieces] + pad, axis=0)
-        return self._maybe_compiled("transpose_padded", self._transpose_padded)(g)
+        # Cut from the pieces group by group, scaled as cut.
+        return self._tf.transpose_pieces(pieces, scales)[0]
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
         if self._ops is not None:
             return self.transpose_pieces([g])
-        return self._transpose_padded(tf.pad(g, [[0, self._padding]]))
-
-    def _transpose_padded(self, g: tf.Tensor) -> tf.Tensor:
-        # P^T = B H Pi^T G H S (H symmetric, B G S diagonal), group by group,
-        # summed over the blocks (the transpose of feeding v to every block).
-        rows, length = self.group_rows, self.block_length
-        size = rows * length
-        g = tf.reshape(g, [self.num_groups, size])
-
-        def group(c: tf.Tensor) -> tf.Tensor:
-            y = fwht(tf.reshape(g[c] * self._group_scale(c), [rows, length]))
-            y = tf.reshape(y * tf.cast(self.gauss[c], tf.float32), [-1])
-            # Pi^T: the gather y[j] = x[perm[j]] transposed scatters back.
-            y = tf.scatter_nd(self._group_permutation(c)[:, None], y, [size])
-            y = fwht(tf.reshape(y, [rows, length])) * tf.cast(self.signs[c], tf.float32)
-            return tf.reduce_sum(y, axis=0)
-
-        if self.num_groups == 1:
-            total = group(0)
-        else:
-            total = tf.foldl(
-                lambda acc, c: acc + group(c),
-                tf.range(self.num_groups),
-                initializer=tf.zeros([length], tf.float32),
-                parallel_iterations=1,
-            )
-        return total[: self.dim]
+        return self._tf.transpose_padded(tf.pad(g, [[0, self._padding]]))
 
     @property
     def memory_bytes(self) -> int:

@@ -430,6 +430,7 @@ def test_doctor_says_why_the_kernel_is_unavailable(monkeypatch, capsys):
     from keras_idim.cli import main
 
     monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.delenv(kernel.ENV, raising=False)  # auto, whatever the run's
     kernel.reset()
     try:
         assert main(["doctor"]) == 1

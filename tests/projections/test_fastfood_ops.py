@@ -1,0 +1,189 @@
+"""Fastfood's TensorFlow-ops backend (`fastfood_ops`): its products over
+pieces, group by group, against P materialised; and that they make no
+(D,) temporary (a structural check of the traced graph)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import materialize
+
+from keras_idim import SubspaceModel
+from keras_idim.projections import FastfoodProjection, fastfood, kernel
+from keras_idim.projections.fastfood_ops import segments
+
+# 1500 rows in groups of 2 blocks of 32 (64 rows): 24 groups, the last
+# one padded; the pieces straddle groups, one is empty, one is one row.
+FULL, DIM, CHUNK = 1500, 30, 64
+SIZES = [7, 0, 693, 1, 130, 669]
+
+
+@pytest.fixture
+def ops(monkeypatch):
+    """A P of 24 groups whose products run in TensorFlow ops."""
+    monkeypatch.setenv(kernel.ENV, "0")
+    monkeypatch.setattr(fastfood, "PASS_CHUNK", CHUNK)
+
+    def make(**kwargs):
+        p = FastfoodProjection(FULL, DIM, seed=1, **kwargs)
+        assert not p.uses_kernel and p.fuses_pieces
+        assert (p.group_rows * p.block_length, p.num_groups) == (CHUNK, 24)
+        return p
+
+    return make
+
+
+def test_segments_cut_the_pieces_at_the_groups():
+    table = segments([3, 0, 6, 1], group_size=4, num_groups=3)
+    assert table == [
+        [(0, 0, 0, 3), (2, 0, 3, 1)],
+        [(2, 1, 0, 4)],
+        [(2, 5, 0, 1), (3, 0, 1, 1)],
+    ]
+    # Every row once, in order.
+    rows = [(t, a + i) for parts in table for t, a, _, n in parts for i in range(n)]
+    assert rows == [(0, 0), (0, 1), (0, 2)] + [(2, i) for i in range(6)] + [(3, 0)]
+
+
+def inputs():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(DIM).astype(np.float32)
+    g = rng.standard_normal(FULL).astype(np.float32)
+    base = rng.standard_normal(FULL).astype(np.float32)
+    scales = rng.uniform(-2, 2, len(SIZES)).astype(np.float32)
+    return v, g, base, scales
+
+
+def close(a, b):
+    np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "version, jit_compile, graph",
+    [(2, True, True), (2, False, False), (3, True, False), (3, False, True)],
+)
+def test_products_of_pieces_are_p(ops, version, jit_compile, graph):
+    p = ops(version=version, jit_compile=jit_compile)
+    mat = materialize(p).astype(np.float64)
+    v, g, base, scales = inputs()
+    pieces = np.split(g, np.cumsum(SIZES)[:-1])
+    u = mat @ v
+    scaled = np.repeat(scales, SIZES) * g
+    dots = [q @ w for q, w in zip(pieces, np.split(u, np.cumsum(SIZES)[:-1]))]
+
+    def run(fn, *args):
+        return (tf.function(fn) if graph else fn)(*args)
+
+    close(run(p.transpose_pieces, pieces), mat.T @ g)
+    close(run(p.transpose_pieces, pieces, scales), mat.T @ scaled)
+    sub, got = run(p.transpose_and_dots, pieces, scales, v)
+    close(sub, mat.T @ scaled)
+    close(got, dots)
+    assert got.numpy()[1] == 0.0  # the empty piece
+    close(run(p.piece_dots, v, pieces), dots)
+    theta = run(lambda: tf.concat(list(p.affine_pieces(v, base, SIZES, scales)), 0))
+    close(theta, base + np.repeat(scales, SIZES) * u)
+    close(run(lambda: tf.concat(list(p.affine_pieces(v, base, SIZES)), 0)), base + u)
+    close(
+        run(p.scaled_affine, v, base, scales, SIZES),
+        base + np.repeat(scales, SIZES) * u,
+    )
+    # theta_d = 0 gives exactly the base.
+    zero = np.zeros(DIM, np.float32)
+    np.testing.assert_array_equal(
+        run(lambda: tf.concat(list(p.affine_pieces(zero, base, SIZES, scales)), 0)),
+        base,
+    )
+
+
+def largest_made(graph) -> int:
+    """The most elements of any tensor made in a graph (its inputs and
+    captured tensors aside, constants (the Hadamard factors, made once)
+    and reshapes, which share their input's buffer), and of any tensor
+    made in the functions it calls."""
+    most = 0
+    for op in graph.get_operations():
+        if op.type in ("Placeholder", "Reshape", "Const"):
+            continue
+        for out in op.outputs:
+            if out.shape.is_fully_defined():
+                most = max(most, out.shape.num_elements())
+    for fn in graph._functions.values():
+        most = max(most, largest_made(fn.graph))
+    return most
+
+
+def test_products_of_pieces_make_no_full_sized_tensor(ops):
+    p = ops()
+    v, g, base, scales = inputs()
+    specs = [tf.TensorSpec([n], tf.float32) for n in SIZES]
+
+    def said(*pieces):
+        return p.transpose_and_dots(list(pieces), scales, v)
+
+    graph = tf.function(said).get_concrete_function(*specs).graph
+    assert largest_made(graph) == CHUNK  # a group's rows, not D's
+    # Each group's rows are cut only after the group before is done: every
+    # slice of a piece but those of the first group waits for it.
+    cuts = [
+        op
+        for op in graph.get_operations()
+        if op.type == "StridedSlice" and op.inputs[0].op.type == "Placeholder"
+    ]
+    # (The wait is on the slice or on its bounds, made in the same context.)
+    waits = [
+        bool(op.control_inputs) or any(x.op.control_inputs for x in op.inputs)
+        for op in cuts
+    ]
+    assert waits.count(False) == 2  # group 0's two pieces
+    assert len(cuts) > 24
+
+    def affine(base):
+        return list(p.affine_pieces(v, base, SIZES, scales))
+
+    graph = tf.function(affine).get_concrete_function(tf.TensorSpec([FULL])).graph
+    assert largest_made(graph) == max(SIZES)  # one piece at a time
+
+
+def test_said_model_with_tensorflow_ops_keeps_no_p_theta_d(ops, monkeypatch):
+    # A model of 1,504 weights over 24 groups: SAID's step against the
+    # chain rule with P materialised, and nothing of size D kept but theta_0.
+    base = keras.Sequential(
+        [keras.Input((20,)), keras.layers.Dense(60), keras.layers.Dense(4)]
+    )
+    model = SubspaceModel(
+        base, dim=DIM + 4, projection="fastfood", seed=1, structure_aware=True
+    )
+    p = model.projection
+    assert model.full_dim == 1504 and p.num_groups == 24 and not p.uses_kernel
+    assert model._offset is None
+    sizes = [int(np.prod(w.shape)) for w in model.base_variables]
+    rng = np.random.default_rng(3)
+    theta_d = rng.standard_normal(DIM).astype(np.float32)
+    lambdas = rng.uniform(0.5, 1.5, 4).astype(np.float32)
+    model.theta_d.assign(theta_d)
+    model.lambdas.assign(lambdas)
+    model.sync_base_weights()
+    mat = materialize(p).astype(np.float64)
+    theta_0 = model.theta_0.numpy().astype(np.float64)
+    u = mat @ theta_d
+    scales = np.repeat(lambdas, sizes)
+    flat = np.concatenate([w.numpy().ravel() for w in model.base_variables])
+    close(flat, theta_0 + scales * u)
+    x = rng.standard_normal((16, 20)).astype(np.float32)
+    y = rng.standard_normal((16, 4)).astype(np.float32)
+    loss_fn = keras.losses.MeanSquaredError()
+    watched = [w.value for w in model.base_variables]
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        loss = loss_fn(y, base(x))
+    g = np.concatenate(
+        [w.numpy().ravel() for w in tape.gradient(loss, watched)]
+    ).astype(np.float64)
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss_fn)
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    close(model.theta_d.numpy(), theta_d - mat.T @ (scales * g))
+    per_tensor = np.add.reduceat(g * u, np.cumsum([0] + sizes[:-1]))
+    close(model.lambdas.numpy(), lambdas - per_tensor)
+    full = [w for w in model.weights if w.shape.num_elements() >= model.full_dim]
+    assert [w.name for w in full] == ["theta_0"]
