@@ -152,7 +152,12 @@ def test_said_model_with_tensorflow_ops_keeps_no_p_theta_d(ops, monkeypatch):
         [keras.Input((20,)), keras.layers.Dense(60), keras.layers.Dense(4)]
     )
     model = SubspaceModel(
-        base, dim=DIM + 4, projection="fastfood", seed=1, structure_aware=True
+        base,
+        dim=DIM + 4,
+        projection="fastfood",
+        seed=1,
+        structure_aware=True,
+        said_learning_rate=1.0,  # the scales step at theta_d's rate
     )
     p = model.projection
     assert model.full_dim == 1504 and p.num_groups == 24 and not p.uses_kernel
