@@ -8,9 +8,8 @@ from typing import Any
 
 import keras
 
+from keras_idim.objective import MODES, Objective
 from keras_idim.utils.validation import check_choice, is_number, received
-
-_MODES = ("max", "min")
 
 
 @keras.saving.register_keras_serializable(package="keras_idim")
@@ -58,7 +57,8 @@ class ThresholdStop(keras.callbacks.Callback):
             )
         self.monitor = monitor
         self.target = float(target)
-        self.mode = check_choice("mode", mode, _MODES)
+        self.mode = check_choice("mode", mode, MODES)
+        self.objective = Objective(monitor, self.mode)
         self._reset()
 
     def _reset(self) -> None:
@@ -68,7 +68,7 @@ class ThresholdStop(keras.callbacks.Callback):
         self._warned = False
 
     def _better(self, a: float, b: float) -> bool:
-        return a >= b if self.mode == "max" else a <= b
+        return self.objective.reaches(a, b)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._reset()

@@ -16,6 +16,7 @@ import numpy as np
 
 from keras_idim import _compat
 from keras_idim.dimsearch.rates import AUTO
+from keras_idim.objective import MODE_OF_DIRECTION, Objective
 from keras_idim.utils.io import check_writable
 from keras_idim.utils.validation import (
     SEED_RANGE,
@@ -236,13 +237,9 @@ def resolve_mode(
         )
     if mode != "auto":
         return mode
-    name = monitor.removeprefix("val_")
-    if name == "loss":
-        return "min"
-    for spec in metrics:
-        metric_name, direction = _metric_name_and_direction(spec)
-        if metric_name == name and direction is not None:
-            return "max" if direction == "up" else "min"
+    known = keras_mode(monitor, metrics)
+    if known is not None:
+        return known
     refuse_unlogged(
         monitor, metrics, callbacks, "; so `mode='auto'` cannot tell its direction"
     )
@@ -251,6 +248,20 @@ def resolve_mode(
         "maximised or minimised (it is not the loss, nor a compiled metric with "
         "a known direction). Pass `mode='max'` or `mode='min'`."
     )
+
+
+def keras_mode(monitor: str, metrics: Sequence) -> str | None:
+    """The direction Keras gives `monitor` (`"max"` or `"min"`), as its own
+    callbacks read it: the loss is minimised, a compiled metric goes the
+    way it registers; `None` where that is not known."""
+    name = monitor.removeprefix("val_")
+    if name == "loss":
+        return "min"
+    for spec in metrics:
+        metric_name, direction = _metric_name_and_direction(spec)
+        if metric_name == name and direction in MODE_OF_DIRECTION:
+            return MODE_OF_DIRECTION[direction]
+    return None
 
 
 def _logged_metric_name(spec: Any) -> str | None:
@@ -315,20 +326,15 @@ def check_monitor(
     `mode` is `"max"` or `"min"` (after `resolve_mode`, or the user's).
     """
     refuse_unlogged(monitor, metrics, callbacks)
-    name = monitor.removeprefix("val_")
-    direction = "down" if name == "loss" else None
-    for spec in metrics if direction is None else ():
-        metric_name, metric_direction = _metric_name_and_direction(spec)
-        if metric_name == name:
-            direction = metric_direction
-            break
-    if direction is not None and mode != ("max" if direction == "up" else "min"):
-        way = "maximised" if direction == "up" else "minimised"
+    known = keras_mode(monitor, metrics)
+    if known is not None and mode != known:
+        way = "minimised" if Objective(monitor, known).minimize else "maximised"
+        direction = "down" if known == "min" else "up"
         raise ValueError(
             f"`mode={mode!r}` contradicts `monitor={monitor!r}`: Keras registers "
             f"it as {way} (its direction is {direction!r}), so the search would "
             "judge every run backwards. Pass `mode='auto'` or "
-            f"`mode={'max' if direction == 'up' else 'min'!r}`. "
+            f"`mode={known!r}`. "
             f"Received: `monitor={monitor!r}`, `mode={mode!r}`"
         )
 

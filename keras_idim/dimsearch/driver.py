@@ -33,6 +33,7 @@ from keras_idim.dimsearch.strategy import (
     plan_dims,
     smallest_passing,
 )
+from keras_idim.objective import Objective
 
 
 class RunError(RuntimeError):
@@ -419,7 +420,7 @@ class Driver:
                     "`baseline`."
                 )
             self.base = Baseline(mean([r.metric for r in runs]), "local")
-        sign = "<=" if self.mode == "min" else ">="
+        sign = Objective(mode=self.mode).sign
         floor = self.floor_value
         reused = ""
         if self.baseline_from is not None:
@@ -439,7 +440,7 @@ class Driver:
         if clears_floor(self.threshold, self.floor_value, self.mode):
             return
         self.save()
-        better = "below" if self.mode == "min" else "above"
+        better = Objective(mode=self.mode).beyond
         kept = (
             f" The baseline's runs are kept in {self.results_path}."
             if self.results_path and self.baseline_runs()

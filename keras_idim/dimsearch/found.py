@@ -22,6 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_idim.objective import Objective
 from keras_idim.utils.io import atomic_write, header_npz, read_header_npz
 from keras_idim.version import __version__
 
@@ -82,10 +83,7 @@ class KeepBest(keras.callbacks.Callback):
         if value is None or not math.isfinite(float(value)):
             return
         value = float(value)
-        better = self.best is None or (
-            value < self.best if self.mode == "min" else value > self.best
-        )
-        if better:
+        if self.best is None or Objective(mode=self.mode).better(value, self.best):
             self.best = value
             known = None if self.kept is None else self.kept["theta_0_sha256"]
             self.kept = {**snapshot(self.model, known), "epoch": epoch + 1}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_idim.dimsearch.records import OK, RunRecord
+from keras_idim.objective import Objective
 
 #: How many bootstrap resamples, and the fixed seed of their generator (the
 #: interval of a result is the same on every call).
@@ -50,7 +51,7 @@ def first_reaching(
     """Per column of `means` (`[d, resample]`): the smallest d whose mean
     reaches the threshold, or NaN. NaN means never reach."""
     with np.errstate(invalid="ignore"):
-        hit = means <= threshold if mode == "min" else means >= threshold
+        hit = Objective(mode=mode).reaches(means, threshold)
     hit &= ~np.isnan(means)
     first = np.argmax(hit, axis=0)
     found = hit.any(axis=0)

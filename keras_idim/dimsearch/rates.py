@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from keras_idim.objective import Objective
+
 #: The value of `learning_rate` (and `baseline_learning_rate`) that probes.
 AUTO = "auto"
 
@@ -76,7 +78,7 @@ def _better(a: float | None, b: float | None, mode: str) -> bool:
         return False
     if b is None:
         return True
-    return a > b if mode == "max" else a < b
+    return Objective(mode=mode).better(a, b)
 
 
 def choose(

@@ -8,11 +8,13 @@ be used (and tested) without it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+from keras_idim import objective
+from keras_idim.objective import Objective
 
 #: A run that trained to its end or to the threshold.
 OK = "ok"
@@ -24,7 +26,7 @@ ERROR = "error"
 STATUSES = (OK, DIVERGED, ERROR)
 
 #: The directions a monitored metric can have.
-MODES = ("max", "min")
+MODES = objective.MODES
 
 
 class Baseline(NamedTuple):
@@ -132,15 +134,12 @@ def mean(values: Sequence[float]) -> float:
 
 def best(values: Sequence[float], mode: str = "max") -> float | None:
     """The best finite value (largest, or smallest with `mode="min"`)."""
-    finite = [float(v) for v in values if math.isfinite(v)]
-    if not finite:
-        return None
-    return min(finite) if mode == "min" else max(finite)
+    return Objective(mode=mode).best(values)
 
 
 def reaches(value: float, threshold: float, mode: str = "max") -> bool:
     """Whether `value` reaches `threshold` in the direction `mode`."""
-    return value <= threshold if mode == "min" else value >= threshold
+    return Objective(mode=mode).reaches(value, threshold)
 
 
 def ok_metrics(records: Sequence[RunRecord]) -> list[float]:
@@ -187,21 +186,15 @@ def threshold_of(
                 "is none: pass `floor=`."
             )
         return float(floor + fraction * (baseline.value - floor))
-    if mode == "min":
-        return baseline.value / fraction
-    return fraction * baseline.value
+    return Objective(mode=mode).scaled(baseline.value, fraction)
 
 
 def clears_floor(threshold: float, floor: float | None, mode: str = "max") -> bool:
     """Whether a threshold is strictly better than the chance floor (`True`
     when there is no floor to check)."""
-    if floor is None:
-        return True
-    return threshold < floor if mode == "min" else threshold > floor
+    return floor is None or Objective(mode=mode).better(threshold, floor)
 
 
 def rule(mode: str) -> str:
     """How a d passes, in words: the direction and the comparison."""
-    if mode == "min":
-        return "lower is better: passes when the mean over seeds is <= the threshold"
-    return "higher is better: passes when the mean over seeds is >= the threshold"
+    return Objective(mode=mode).rule()

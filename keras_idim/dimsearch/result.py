@@ -21,6 +21,7 @@ from keras_idim.dimsearch.records import (
     passes,
     rule,
 )
+from keras_idim.objective import Objective
 from keras_idim.utils.io import atomic_write
 from keras_idim.utils.plotting import log_x_axes
 
@@ -273,7 +274,7 @@ class SearchResult:
                 f"floor {self.floor:.4f} + {self.fraction:g} x ({self.baseline.kind} "
                 f"baseline {self.baseline.value:.4f} - floor)"
             )
-        elif self.mode == "min":
+        elif Objective(mode=self.mode).minimize:
             origin = (
                 f"{self.baseline.kind} baseline {self.baseline.value:.4f} / "
                 f"{self.fraction:g}"
@@ -283,7 +284,7 @@ class SearchResult:
                 f"{self.fraction:g} x {self.baseline.kind} baseline "
                 f"{self.baseline.value:.4f}"
             )
-        sign = "<=" if self.mode == "min" else ">="
+        sign = Objective(mode=self.mode).sign
         return f"threshold {self.monitor} {sign} {self.threshold:.4f} = {origin}"
 
     def verdict(self) -> str:
@@ -495,7 +496,7 @@ class SearchResult:
             for f in dataclasses.fields(RunRecord)
             if f.name not in ("history", "found")
         ]
-        sign = "<=" if self.mode == "min" else ">="
+        sign = Objective(mode=self.mode).sign
         rule_columns = {  # the floor and interval first: the rule ends a row
             "floor": "" if self.floor is None else self.floor,
             "ci_level": self.ci_level,
