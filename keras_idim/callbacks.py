@@ -59,6 +59,7 @@ class ThresholdStop(keras.callbacks.Callback):
         self.target = float(target)
         self.mode = check_choice("mode", mode, MODES)
         self.objective = Objective(monitor, self.mode)
+        """`Objective(monitor, mode)`: which way the metric improves."""
         self._reset()
 
     def _reset(self) -> None:
