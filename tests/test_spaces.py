@@ -282,6 +282,8 @@ def test_weights_file_round_trip_into_a_model_built_in_code(tmp_path):
     np.testing.assert_array_equal(
         again.predict(x, verbose=0), model.predict(x, verbose=0)
     )
+    for a, b in zip(values(again.base_model.weights), values(model.base_model.weights)):
+        np.testing.assert_array_equal(a, b)  # W itself, not W + s A B
 
 
 _SERVE = """
