@@ -260,9 +260,14 @@ class LoRA(Space):
                     f"for the layers {unable}. {received('alpha', self.alpha)}"
                 )
         backbone = lora._hub_backbone(model)
-        if self.targets is None and backbone is not None and self.alpha is None:
-            if len(fresh) == len(layers):
-                backbone.enable_lora(self.rank)
+        whole = fresh and len(fresh) == len(layers)
+        if (
+            self.targets is None
+            and backbone is not None
+            and self.alpha is None
+            and whole
+        ):
+            backbone.enable_lora(self.rank)  # keras-hub's own (as lora.enable)
         else:
             for layer in fresh:
                 if self.alpha is None:
