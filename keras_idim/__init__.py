@@ -23,6 +23,7 @@ _EXPORTS = {
     "SearchResult": ("keras_idim.dimsearch.result", "SearchResult"),
     "compare": ("keras_idim.dimsearch.comparison", "compare"),
     "lora": ("keras_idim.lora", None),
+    "spaces": ("keras_idim.spaces", None),
     "export_saved_model": ("keras_idim.export", "export_saved_model"),
     "save_compact": ("keras_idim.export", "save_compact"),
     "load_compact": ("keras_idim.export", "load_compact"),

@@ -61,6 +61,22 @@ def unscale_loss_for_distribution(loss: Any) -> Any:
     return unscale(loss)
 
 
+def keras_saveable() -> type:
+    """The class that Keras' `.keras` / `.weights.h5` saving walks into: an
+    attribute of a model that is one gets its `save_own_variables` and
+    `load_own_variables` called, private attributes after public ones (so
+    after the model's sublayers).
+
+    Public alternative checked: a weightless `keras.layers.Layer` in the
+    attribute would do the same, but becomes a sublayer of the model (in
+    `model.layers` and its summary). `keras.saving` does not export the
+    class.
+    """
+    from keras.src.saving.keras_saveable import KerasSaveable
+
+    return KerasSaveable
+
+
 def loss_tracker(model: Any) -> Any:
     """The `Mean` metric behind the `loss` that `fit` logs, which a custom
     `train_step` updates as Keras' own does.

@@ -22,15 +22,18 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_idim import lora
+from keras_idim import lora, spaces
 from keras_idim.subspace import SubspaceModel
 from keras_idim.utils.io import check_target, header_npz, read_header_npz, staged
 from keras_idim.utils.validation import check_bool
 from keras_idim.version import __version__
 
-#: Version of the compact file format that this code writes and reads
-#: (version 1: written by keras_idim 0.1.0 and 0.2.0).
-COMPACT_VERSION = 1
+#: Newest version of the compact file format, which this code reads with
+#: all before it (version 1: written by keras_idim 0.1.0 and 0.2.0, and
+#: still for the default space; version 2 adds `space`, the config of a
+#: `keras_idim.spaces.Space` other than every weight, so that a keras_idim
+#: that knows no spaces refuses the file).
+COMPACT_VERSION = 2
 COMPACT_FORMAT = "keras_idim.compact"
 #: Format tag of a LoRA model's compact file (adapters, no base).
 LORA_FORMAT = "keras_idim.compact_lora"
@@ -106,10 +109,13 @@ def fingerprint(variables: list) -> str:
     return digest.hexdigest()
 
 
+def _sizes(variables: list) -> list[int]:
+    return [int(np.prod(v.shape, dtype=np.int64)) for v in variables]
+
+
 def _split(flat: np.ndarray, variables: list) -> list[np.ndarray]:
     """A flat vector cut into the shapes of `variables`, in order (P's order)."""
-    sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in variables]
-    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    pieces = np.split(flat, np.cumsum(_sizes(variables))[:-1])
     return [p.reshape(v.shape) for p, v in zip(pieces, variables)]
 
 
@@ -131,6 +137,11 @@ def save_compact(
     it loads alone. With `include_base=False` it holds only the fingerprint
     of theta_0: `load_compact` then needs the same pretrained base model,
     and the file takes about `4 * dim` bytes plus a few KiB.
+
+    A model in a space other than every weight (`SubspaceModel(...,
+    space=...)`, e.g. LoRA adapters or a subset of the weights) is saved
+    with its space's config and its base (`include_base=True`): the weights
+    outside the space are kept as the base model's other state.
 
     A model trained with LoRA adapters (a run of `search(method="lora")`,
     see `keras_idim.lora`) is saved the same way, without its base: the
@@ -175,13 +186,21 @@ def save_compact(
         )
     include_base = True if include_base is None else include_base
     check_bool("include_base", include_base)
+    default_space = model.space == spaces.Weights()
+    if not default_space and not include_base:
+        raise ValueError(
+            f"A compact file of a model in the space {model.space.spec!r} "
+            "holds its base: theta_0 (e.g. LoRA's random A) is not the base "
+            "model's own weights. Pass `include_base=True` (or leave it None). "
+            f"Received: `include_base={include_base!r}`"
+        )
     path = check_target(path, overwrite)
     model.sync_base_weights()
     theta_0 = _split(keras.ops.convert_to_numpy(model.theta_0), model.base_variables)
     state = model.state_variables
     header = {
         "format": COMPACT_FORMAT,
-        "format_version": COMPACT_VERSION,
+        "format_version": 1 if default_space else COMPACT_VERSION,
         "keras_idim_version": __version__,
         "projection": keras.saving.serialize_keras_object(model.projection),
         "seed": model.seed,
@@ -197,6 +216,8 @@ def save_compact(
             else None
         ),
     }
+    if not default_space:
+        header["space"] = model.space.get_config()
     arrays = {
         "theta_d": keras.ops.convert_to_numpy(model.theta_d),
     }
@@ -245,7 +266,7 @@ def _save_lora(model: keras.Model, path: str) -> str:
     adapted, trained, frozen = _lora_parts(model)
     header = {
         "format": LORA_FORMAT,
-        "format_version": COMPACT_VERSION,
+        "format_version": 1,
         "keras_idim_version": __version__,
         "adapters": [
             {"layer": layer.name, "rank": layer.lora_rank} for layer in adapted
@@ -316,12 +337,13 @@ def _read_compact(path: str) -> tuple[dict, dict[str, np.ndarray]]:
         LORA_FORMAT,
     ):
         raise CompactFileError(f"{path!r} is not a keras_idim compact file.")
-    if header.get("format_version") != COMPACT_VERSION:
+    version = header.get("format_version")
+    if isinstance(version, bool) or version not in range(1, COMPACT_VERSION + 1):
         raise CompactFileError(
             f"The compact file {path!r} has format version "
-            f"{header.get('format_version')!r}, written by keras_idim "
+            f"{version!r}, written by keras_idim "
             f"{header.get('keras_idim_version')}; this keras_idim reads "
-            f"version {COMPACT_VERSION}. Load it with a matching keras_idim."
+            f"versions 1 to {COMPACT_VERSION}. Load it with a matching keras_idim."
         )
     return header, arrays
 
@@ -330,7 +352,7 @@ def _check_projection_fits(path: str, header: dict, arrays: dict, base_model) ->
     """Refuses, before P is drawn (its size comes from the file), a header
     whose projection or theta_d does not fit the base model's D and the
     file's d: a crafted `full_dim` would otherwise allocate its P."""
-    full_dim = sum(int(np.prod(v.shape)) for v in base_model.trainable_variables)
+    full_dim = sum(_sizes(base_model.trainable_variables))
     spec = header.get("projection")
     config = spec.get("config") if isinstance(spec, dict) else None
     config = config if isinstance(config, dict) else {}
@@ -372,6 +394,9 @@ def load_compact(
             saved with `include_base=False`; optional otherwise. Its weights'
             fingerprint must match the file's. It becomes the returned
             model's `base_model` (its weights are then driven by the subspace).
+            For a file of a space other than every weight (e.g. LoRA), the
+            file's theta_0 and frozen weights are written into it: only its
+            architecture counts.
 
     Returns:
         A `SubspaceModel` (not compiled).
@@ -382,6 +407,15 @@ def load_compact(
     header, arrays = _read_compact(path)
     if header["format"] == LORA_FORMAT:
         return _load_lora(path, header, arrays, base_model)
+    try:
+        space = spaces.get(header.get("space"))
+    except ValueError as e:
+        raise CompactFileError(
+            f"The compact file {path!r} is corrupt: its space is unreadable ({e})."
+        ) from None
+    # theta_0 of a space other than every weight (e.g. LoRA's random A) is
+    # the file's, never the base model's own.
+    from_file = space != spaces.Weights()
     if base_model is None:
         if not header["include_base"]:
             raise ValueError(
@@ -389,15 +423,7 @@ def load_compact(
                 ": pass the base model it adapts as `base_model`."
             )
         base_model = keras.saving.deserialize_keras_object(header["base_model"])
-        theta_0 = arrays["theta_0"]
-        variables = base_model.trainable_variables
-        if sum(int(np.prod(v.shape)) for v in variables) != theta_0.size:
-            raise CompactFileError(
-                f"The compact file {path!r} is corrupt: its theta_0 does not "
-                "fit its base architecture."
-            )
-        for v, piece in zip(variables, _split(theta_0, variables)):
-            v.assign(piece)
+        from_file = True
     elif not isinstance(base_model, keras.Model):
         raise ValueError(
             "`base_model` should be a keras.Model or None. Received: "
@@ -409,7 +435,17 @@ def load_compact(
             "the pretrained model itself, not one already wrapped by a "
             "SubspaceModel."
         )
-    theirs = fingerprint(base_model.trainable_variables)
+    variables = space.prepare(base_model)
+    if from_file:
+        theta_0 = arrays.get("theta_0")
+        if theta_0 is None or sum(_sizes(variables)) != theta_0.size:
+            raise CompactFileError(
+                f"The compact file {path!r} is corrupt: its theta_0 does not "
+                f"fit its base architecture in the space {space.spec!r}."
+            )
+        for v, piece in zip(variables, _split(theta_0, variables)):
+            v.assign(piece)
+    theirs = fingerprint(variables)
     if theirs != header["theta_0_sha256"]:
         raise ValueError(
             f"`base_model` does not match the compact file {path!r}: the "
@@ -424,6 +460,7 @@ def load_compact(
         header["dim"],
         projection=projection,
         structure_aware=header["structure_aware"],
+        space=space,
     )
     model.theta_d.assign(arrays["theta_d"])
     if header["structure_aware"]:

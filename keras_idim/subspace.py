@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_idim import _compat
+from keras_idim import _compat, lora, spaces
 from keras_idim import projections as projections_module
 from keras_idim.projections.base import Projection
 from keras_idim.utils.io import check_target, staged
@@ -47,6 +47,51 @@ class _Holder:
         self.variable = variable
 
 
+#: The attribute that marks a base model as wrapped by a SubspaceModel.
+_WRAPPED = "_keras_idim_wrapped"
+
+
+class _LoraLayerWeights(_compat.keras_saveable()):
+    """The own weights (kernel, bias) of the base model's LoRA layers, saved
+    and loaded as they are, beside the model's other variables.
+
+    Keras saves a LoRA layer's kernel merged with its adapters, W + (alpha /
+    r) A B, and zeroes A and B when it loads one. A loaded subspace model
+    would then add its adapters (theta_0 + P theta_d) to a kernel that
+    already holds them, and its frozen W would be lost. Keras loads this
+    object after the model's sublayers (a private attribute): it writes the
+    original weights back and the adapters from theta_d.
+    """
+
+    def __init__(self, model: SubspaceModel):
+        self._model = _Holder(model)
+
+    def _obj_type(self) -> str:
+        # The kind whose attributes Keras' saving walk skips; it accepts
+        # only its own kinds, and this object has nothing more to walk.
+        return "Loss"
+
+    def _variables(self) -> list:
+        return [
+            v
+            for layer in lora.lora_layers(self._model.variable.base_model)
+            for v in layer.weights
+            if not lora.is_lora(v)
+        ]
+
+    def save_own_variables(self, store: Any) -> None:
+        for i, v in enumerate(self._variables()):
+            store[str(i)] = keras.ops.convert_to_numpy(v)
+
+    def load_own_variables(self, store: Any) -> None:
+        variables = self._variables()
+        if len(store.keys()) != len(variables):  # a file from before
+            return
+        for i, v in enumerate(variables):
+            v.assign(store[str(i)])
+        self._model.variable.sync_base_weights()
+
+
 @keras.saving.register_keras_serializable(package="keras_idim")
 class SubspaceModel(keras.Model):
     """Trains a built Keras model only in a random d-dimensional subspace.
@@ -74,9 +119,19 @@ class SubspaceModel(keras.Model):
     to 1): `theta_i = theta_0,i + lambda_t(i) * (P theta_d)_i`; `theta_d` then
     has `dim - m` entries (m tensors), so that exactly `dim` numbers train.
 
-    Wrapping marks each of the base model's trainable variables
-    `trainable = False` (the layers themselves stay trainable, so that
-    BatchNormalization still runs in training mode during `fit`).
+    The weights that the subspace moves are those of a *space* (see
+    `keras_idim.spaces`): by default every trainable weight of the base
+    model (D of them), or a subset (`Weights(include=["*bias"])`), or the
+    LoRA adapters of its layers (`"lora:4"`: theta_0 is the adapters'
+    initialisation, A random and B zero, so that theta_d = 0 is the base
+    model's function, and the layers' own weights stay frozen).
+
+    Wrapping changes the caller's `base_model`: a LoRA space enables LoRA
+    on its layers (Keras' `enable_lora`), every weight outside the space is
+    frozen, and each weight of the space is then marked `trainable = False`
+    too (the layers themselves stay trainable, so that BatchNormalization
+    still runs in training mode during `fit`). A base model can be wrapped
+    once.
 
     It runs on Keras' TensorFlow backend only: with another
     (`KERAS_BACKEND=jax`), building one raises a `RuntimeError` that says so.
@@ -99,6 +154,11 @@ class SubspaceModel(keras.Model):
             learning rate of the per-tensor scales, which train with a copy
             of the compiled optimizer (see `compile`). `None`: the compiled
             optimizer's rate times `sqrt(dim / D)`. Defaults to `None`.
+        space: str, dict, `keras_idim.spaces.Space` or None. The weights
+            that theta_d moves (see `keras_idim.spaces.get`): `None` or
+            `"weights"`, every trainable weight; `"lora:RANK"`, LoRA
+            adapters; a `Weights(include=..., exclude=...)` subset. D
+            (`full_dim`) counts the space's weights. Defaults to `None`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -119,6 +179,7 @@ class SubspaceModel(keras.Model):
         structure_aware: bool = False,
         projection_kwargs: dict | None = None,
         said_learning_rate: float | None = None,
+        space: str | dict | spaces.Space | None = None,
         **kwargs: Any,
     ):
         # Validate everything before any work.
@@ -170,27 +231,33 @@ class SubspaceModel(keras.Model):
                 "projection class, and only with a projection name or class. "
                 f"Received: `projection_kwargs={projection_kwargs!r}`"
             )
-        base_vars = _BaseVariables(base_model.trainable_variables)
+        space = spaces.get(space)
+        no_weights = ValueError(
+            f"`base_model` ({base_model.name!r}) has no trainable "
+            "weights, so there is nothing to train in a subspace (was "
+            "it already wrapped by a SubspaceModel, or frozen?)."
+        )
+        if getattr(base_model, _WRAPPED, False):
+            raise no_weights
+        base_vars = _BaseVariables(space.prepare(base_model))
         if not base_vars.variables:
-            raise ValueError(
-                f"`base_model` ({base_model.name!r}) has no trainable "
-                "weights, so there is nothing to train in a subspace (was "
-                "it already wrapped by a SubspaceModel, or frozen?)."
-            )
+            raise no_weights
+        # The space's name in errors; today's wording for the default.
+        in_space = "" if space == spaces.Weights() else f" in the space {space.spec!r}"
         num_tensors = len(base_vars.variables)
         if structure_aware and dim <= num_tensors:
             raise ValueError(
                 "With `structure_aware=True`, `dim` should exceed the number "
-                f"of trainable weight tensors of the base model ({num_tensors}"
-                f"), one scale each. Received: `dim={dim}`"
+                f"of trainable weight tensors of the base model{in_space} "
+                f"({num_tensors}), one scale each. Received: `dim={dim}`"
             )
         full_dim = sum(base_vars.sizes)
         if dim > full_dim:
             raise ValueError(
                 f"`dim` should be at most D={full_dim:,}, the number of "
-                f"trainable weights of `base_model` ({base_model.name!r}): a "
-                "larger subspace cannot reach more of the weight space. "
-                f"Received: `dim={dim}`"
+                f"trainable weights of `base_model` ({base_model.name!r})"
+                f"{in_space}: a larger subspace cannot reach more of the "
+                f"weight space. Received: `dim={dim}`"
             )
         sub_dim = dim - num_tensors if structure_aware else dim
         if isinstance(projection, Projection):
@@ -213,6 +280,7 @@ class SubspaceModel(keras.Model):
 
         super().__init__(**kwargs)
         self.base_model = base_model
+        self.space = space
         self.dim = dim
         self.full_dim = full_dim
         self.seed = seed
@@ -270,6 +338,9 @@ class SubspaceModel(keras.Model):
             )
         for v in base_vars.variables:
             v.trainable = False
+        object.__setattr__(base_model, _WRAPPED, True)
+        if lora.lora_layers(base_model):
+            self._lora_layer_weights = _LoraLayerWeights(self)
         self.built = True
 
     @property
@@ -557,6 +628,8 @@ class SubspaceModel(keras.Model):
         }
         if self.said_learning_rate is not None:  # as files before it had it
             config["said_learning_rate"] = self.said_learning_rate
+        if self.space != spaces.Weights():  # as files before it had it
+            config["space"] = self.space.get_config()
         return config
 
     @classmethod
