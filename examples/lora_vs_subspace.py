@@ -71,7 +71,7 @@ def main(
         out=out,
         searches={
             "subspace": dict(dims=subspace_dims, start_dim=10),
-            "lora": dict(dims=lora_ranks, start_dim=1),
+            "lora": dict(method="lora", dims=lora_ranks, start_dim=1),
         },
         recipe=dict(
             epochs=epochs,
@@ -134,7 +134,11 @@ def main_hub(
                 learning_rate=1e-3,
             ),
             "lora": dict(
-                dims=lora_ranks, start_dim=1, lora_train=["logits"], learning_rate=1e-3
+                method="lora",
+                dims=lora_ranks,
+                start_dim=1,
+                lora_train=["logits"],
+                learning_rate=1e-3,
             ),
         },
         recipe=dict(
@@ -150,34 +154,36 @@ def main_hub(
 def compare_methods(
     model_fn, train, val, *, out: str, searches: dict, recipe: dict, verbose: int
 ) -> dict:
-    """Runs one search per method (`searches`: method -> its own arguments,
-    `recipe`: the arguments they share) and compares them in OUT."""
+    """Runs one search per entry of `searches` (its name -> its own
+    arguments, e.g. `method`, `space`; `recipe`: the arguments they share),
+    each in OUT/NAME, and compares them all in OUT."""
     results, seconds, sizes = {}, {}, {}
-    for method, arguments in searches.items():
+    for name, arguments in searches.items():
         started = time.perf_counter()
-        results[method] = keras_idim.search(
+        results[name] = keras_idim.search(
             model_fn,
             train,
             val,
-            method=method,
-            results_path=os.path.join(out, method, "results.json"),
+            results_path=os.path.join(out, name, "results.json"),
             verbose=verbose,
             **recipe,
             **arguments,
         )
-        seconds[method] = time.perf_counter() - started
-        sizes[method] = _compact_size(results[method], model_fn, out, arguments)
+        seconds[name] = time.perf_counter() - started
+        sizes[name] = _compact_size(
+            results[name], model_fn, os.path.join(out, name), arguments
+        )
     table = keras_idim.compare(  # the example's own figure, drawn again on a rerun
-        [results["subspace"], results["lora"]],
+        list(results.values()),
         path=os.path.join(out, "compare.png"),
         overwrite=True,
     )
     if verbose:
         print(table)
-        for method in results:
-            size = sizes[method]
+        for name in results:
+            size = sizes[name]
             print(
-                f"{method}: search {seconds[method]:.1f} s, compact file "
+                f"{name}: search {seconds[name]:.1f} s, compact file "
                 f"{'--' if size is None else f'{size:,} bytes'}"
             )
     return {
@@ -202,9 +208,11 @@ def _compact_size(result, model_fn, out, arguments) -> int | None:
         model = keras_idim.SubspaceModel(
             model,
             result.d_int,
+            projection=arguments.get("projection", "fastfood"),
             structure_aware=arguments.get("structure_aware", False),
+            space=arguments.get("space"),
         )
-    path = os.path.join(out, result.method, "compact.npz")
+    path = os.path.join(out, "compact.npz")
     keras_idim.save_compact(model, path, include_base=False, overwrite=True)
     return os.path.getsize(path)
 

@@ -44,8 +44,9 @@ def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
-def _hub_backbone(model: keras.Model) -> Any:
-    """The keras-hub backbone of a task model, if it has LoRA targets."""
+def hub_backbone(model: keras.Model) -> Any:
+    """The keras-hub backbone of a task model, if it has LoRA targets
+    (`None` otherwise)."""
     backbone = getattr(model, "backbone", None)
     if backbone is not None and _hub_target_names(backbone) is not None:
         return backbone
@@ -74,7 +75,9 @@ def check_selector(name: str, value: Any) -> Selector | None:
     )
 
 
-def _select(model: keras.Model, selector: Selector, name: str) -> list:
+def select(model: keras.Model, selector: Selector, name: str) -> list:
+    """The layers of `model` that `selector` picks (names, or a predicate);
+    unknown names are refused, naming the argument `name`."""
     layers = all_layers(model)
     if callable(selector):
         return [layer for layer in layers if selector(layer)]
@@ -97,7 +100,7 @@ def targets(model: keras.Model, selector: Selector | None = None) -> list:
             layer is left.
     """
     if selector is None:
-        backbone = _hub_backbone(model)
+        backbone = hub_backbone(model)
         if backbone is not None:
             names = set(_hub_target_names(backbone))
             chosen = [
@@ -115,7 +118,7 @@ def targets(model: keras.Model, selector: Selector | None = None) -> list:
                 and layer.weights
             ]
     else:
-        chosen = _select(model, selector, "lora_targets")
+        chosen = select(model, selector, "lora_targets")
         unable = [layer.name for layer in chosen if not hasattr(layer, "enable_lora")]
         if unable:
             raise ValueError(
@@ -180,7 +183,7 @@ def enable(
     # Weights that can train at all, before the adapters freeze the kernels:
     # `train` never thaws a statistic (a BatchNorm's moving mean, variance).
     trainable_before = {id(v) for v in model.weights if v.trainable}
-    backbone = _hub_backbone(model)
+    backbone = hub_backbone(model)
     if targets_ is None and backbone is not None:
         backbone.enable_lora(rank)
     else:
@@ -189,7 +192,7 @@ def enable(
     adapters = {id(v) for layer in chosen for v in layer.weights if is_lora(v)}
     extra = set()
     if train is not None:
-        for layer in _select(model, train, "lora_train"):
+        for layer in select(model, train, "lora_train"):
             extra |= {
                 id(v)
                 for v in layer.weights

@@ -34,7 +34,8 @@ from keras_idim.utils.validation import check_positive_int, is_number, received
 ACCEPTED = (
     "None (every trainable weight), a Space, a config dict, or a string: "
     "'weights', 'weights[include=GLOB,...;exclude=GLOB,...]', 'lora:RANK' "
-    "or 'lora:RANK[alpha=A;targets=LAYER,...]' (case-insensitive name)"
+    "or 'lora:RANK[alpha=A;targets=LAYER,...;train=LAYER,...]' "
+    "(case-insensitive name)"
 )
 
 
@@ -217,6 +218,10 @@ class LoRA(Space):
             raises).
         alpha: number or None. Keras' `lora_alpha`: the update is
             `(alpha / rank) A B`. `None`: `rank` (a scale of 1).
+        train: list of layer names, a function `layer -> bool`, or None.
+            Layers whose own trainable weights join the space beside the
+            adapters (moved by P as well), e.g. a new classification head
+            that fine-tuning must train. `None`: the adapters alone.
     """
 
     kind = "lora"
@@ -226,9 +231,11 @@ class LoRA(Space):
         rank: int,
         targets: Sequence[str] | Callable | None = None,
         alpha: float | None = None,
+        train: Sequence[str] | Callable | None = None,
     ):
         self.rank = check_positive_int("rank", rank)
         self.targets = lora.check_selector("targets", targets)
+        self.train = lora.check_selector("train", train)
         if alpha is not None and not (is_number(alpha) and alpha > 0):
             raise ValueError(
                 "`alpha` should be a positive number or None. "
@@ -259,7 +266,7 @@ class LoRA(Space):
                     f"This Keras ({keras.__version__}) has no `lora_alpha` "
                     f"for the layers {unable}. {received('alpha', self.alpha)}"
                 )
-        backbone = lora._hub_backbone(model)
+        backbone = lora.hub_backbone(model)
         whole = fresh and len(fresh) == len(layers)
         if (
             self.targets is None
@@ -275,6 +282,13 @@ class LoRA(Space):
                 else:
                     layer.enable_lora(self.rank, lora_alpha=self.alpha)
         ids = {id(v) for layer in layers for v in lora.adapters(layer)}
+        if self.train is not None:  # their weights that could train before
+            ids |= {
+                id(v)
+                for layer in lora.select(model, self.train, "train")
+                for v in layer.weights
+                if v.trainable and not lora.is_lora(v)
+            }
         return [v for v in model.weights if id(v) in ids]
 
     @property
@@ -286,19 +300,26 @@ class LoRA(Space):
             parts.append(f"targets={getattr(self.targets, '__name__', 'function')}")
         elif self.targets is not None:
             parts.append(f"targets={','.join(self.targets)}")
+        if callable(self.train):
+            parts.append(f"train={getattr(self.train, '__name__', 'function')}")
+        elif self.train is not None:
+            parts.append(f"train={','.join(self.train)}")
         return f"lora:{self.rank}" + (f"[{';'.join(parts)}]" if parts else "")
 
     def get_config(self) -> dict:
-        if callable(self.targets):
+        if callable(self.targets) or callable(self.train):
             raise ValueError(
-                f"The space {self.spec!r} has a function as `targets`, which "
-                "cannot be saved: pass a list of layer names instead."
+                f"The space {self.spec!r} has a function as `targets` or "
+                "`train`, which cannot be saved: pass a list of layer names "
+                "instead."
             )
         config = {"kind": self.kind, "rank": self.rank}
         if self.targets is not None:
             config["targets"] = list(self.targets)
         if self.alpha is not None:
             config["alpha"] = self.alpha
+        if self.train is not None:
+            config["train"] = list(self.train)
         return config
 
 
@@ -323,7 +344,7 @@ def _parse(identifier: str) -> Space:
                 kwargs[key] = float(value)
             except ValueError:
                 raise ValueError from None
-        elif key in ("include", "exclude", "targets"):
+        elif key in ("include", "exclude", "targets", "train"):
             kwargs[key] = [v.strip() for v in value.split(",") if v.strip()]
         else:
             raise ValueError

@@ -1,9 +1,14 @@
-"""Pretrained-size models: the subspace step of a 10^8-weight transformer.
+"""Pretrained-size models: the subspace step of a 10^8- to 10^9-weight
+transformer.
 
 A random-init keras-hub BERT of a pretrained model's size (BERT-base:
 109,483,778 weights; RoBERTa-large's shape: about 355M), a classification
-head, batch 8 x 128 tokens, Adam. Peak memory is what these rows are about,
-so plain fine-tuning and each subspace run in processes of their own:
+head, batch 8 x 128 tokens, Adam; and a decoder of TinyLlama's shape
+(`llama-1b`: 1,100,048,384 weights), next-token loss, batch 2 x 128
+tokens, whose plain side is keras-hub's own `enable_lora(8)` fine-tuning
+and whose subspaces move its LoRA matrices (`space="lora:8"`). Peak memory
+is what these rows are about, so plain fine-tuning and each subspace run in
+processes of their own:
 
 - the plain process builds the model, trains `steps` steps after a warm-up
   step, and reports its peak RSS and median step;
@@ -13,6 +18,7 @@ so plain fine-tuning and each subspace run in processes of their own:
   step ratio is measured in one process (the peak is taken before).
 
     keras-idim bench --configs bert-base --no-search-cost
+    keras-idim bench --configs llama-1b --no-search-cost
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from __future__ import annotations
 import resource
 import time
 
-#: (name, BertBackbone arguments, d, projections, memory only).
+#: (name, backbone arguments, d, projections, memory only); a BERT
+#: classifier unless `FAMILY` says otherwise.
 SCALE = [
     (
         "bert-base",
@@ -48,10 +55,31 @@ SCALE = [
         ("fastfood",),
         True,
     ),
+    (
+        "llama-1b",
+        {
+            "vocabulary_size": 32000,
+            "num_layers": 22,
+            "num_query_heads": 32,
+            "num_key_value_heads": 4,
+            "hidden_dim": 2048,
+            "intermediate_dim": 5632,
+        },
+        1_000,
+        ("fastfood", "sparse"),
+        False,
+    ),
 ]
 NAMES = tuple(row[0] for row in SCALE)
+#: Rows that are not BERT classifiers: a keras-hub `LlamaCausalLM`.
+FAMILY = {"llama-1b": "llama"}
+#: Rows whose plain side is LoRA fine-tuning and whose subspaces move the
+#: LoRA matrices: the space's name (`keras_idim.spaces`).
+LORA_SPACE = {"llama-1b": "lora:8"}
 #: Tokens of the synthetic batch: examples x sequence length.
 BATCH, SEQUENCE = 8, 128
+#: Examples of a decoder's batch (of `SEQUENCE` tokens each).
+DECODER_BATCH = 2
 TIMING = {"warmup": 1, "steps": 3, "rounds": 2, "round_steps": 2}
 
 
@@ -61,7 +89,14 @@ def jobs(names) -> list[dict]:
     for name, backbone, dim, projections, memory_only in SCALE:
         if name not in names:
             continue
-        base = {"name": name, "backbone": backbone, "dim": dim, **TIMING}
+        base = {
+            "name": name,
+            "family": FAMILY.get(name, "bert"),
+            "space": LORA_SPACE.get(name),
+            "backbone": backbone,
+            "dim": dim,
+            **TIMING,
+        }
         out.append({**base, "side": "plain", "projection": None, "said": False})
         for projection in projections:
             for said in (False, True):
@@ -91,27 +126,69 @@ def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_side(spec: dict) -> dict:
-    """One process of `jobs`: its peak RSS and median step, and for a timed
-    subspace row the paired ratio to plain steps in this process."""
+def _task(spec: dict):
+    """`(model_fn, data)`: a fresh random-init model (seed 0) and a repeated
+    synthetic batch. A BERT classifier on two classes; a decoder
+    (`FAMILY`) with the next token as label."""
     import keras
     import keras_hub
     import numpy as np
     import tensorflow as tf
 
+    vocabulary = spec["backbone"]["vocabulary_size"]
+    rng = np.random.default_rng(0)
+    if spec.get("family", "bert") == "llama":
+
+        def model() -> keras.Model:
+            keras.utils.set_random_seed(0)
+            backbone = keras_hub.models.LlamaBackbone(**spec["backbone"])
+            return keras_hub.models.LlamaCausalLM(backbone, preprocessor=None)
+
+        tokens = rng.integers(0, vocabulary, (DECODER_BATCH, SEQUENCE + 1))
+        x = {
+            "token_ids": tokens[:, :-1].astype("int32"),
+            "padding_mask": np.ones((DECODER_BATCH, SEQUENCE), "int32"),
+        }
+        y = tokens[:, 1:].astype("int32")
+    else:
+
+        def model() -> keras.Model:
+            keras.utils.set_random_seed(0)
+            backbone = keras_hub.models.BertBackbone(
+                max_sequence_length=512, **spec["backbone"]
+            )
+            return keras_hub.models.BertTextClassifier(
+                backbone, num_classes=2, preprocessor=None
+            )
+
+        x = {
+            "token_ids": rng.integers(0, vocabulary, (BATCH, SEQUENCE)).astype("int32"),
+            "padding_mask": np.ones((BATCH, SEQUENCE), "int32"),
+            "segment_ids": np.zeros((BATCH, SEQUENCE), "int32"),
+        }
+        y = rng.integers(0, 2, BATCH)
+    return model, tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+def run_side(spec: dict) -> dict:
+    """One process of `jobs`: its peak RSS and median step, and for a timed
+    subspace row the paired ratio to plain steps in this process. With a
+    LoRA space (`LORA_SPACE`), "plain" is LoRA fine-tuning of that rank."""
+    import keras
+    import numpy as np
+
+    from keras_idim import spaces
     from keras_idim.bench.timer import StepTimer, median
     from keras_idim.subspace import SubspaceModel
 
-    vocabulary = spec["backbone"]["vocabulary_size"]
+    model, data = _task(spec)
+    space = spec.get("space")
 
-    def model() -> keras.Model:
-        keras.utils.set_random_seed(0)
-        backbone = keras_hub.models.BertBackbone(
-            max_sequence_length=512, **spec["backbone"]
-        )
-        return keras_hub.models.BertTextClassifier(
-            backbone, num_classes=2, preprocessor=None
-        )
+    def plain_model() -> keras.Model:
+        m = model()
+        if space is not None:  # keras-hub's own enable_lora, the rest frozen
+            spaces.get(space).prepare(m)
+        return m
 
     def compiled(m: keras.Model) -> keras.Model:
         m.compile(
@@ -120,22 +197,20 @@ def run_side(spec: dict) -> dict:
         )
         return m
 
-    rng = np.random.default_rng(0)
-    x = {
-        "token_ids": rng.integers(0, vocabulary, (BATCH, SEQUENCE)).astype("int32"),
-        "padding_mask": np.ones((BATCH, SEQUENCE), "int32"),
-        "segment_ids": np.zeros((BATCH, SEQUENCE), "int32"),
-    }
-    data = tf.data.Dataset.from_tensors((x, rng.integers(0, 2, BATCH))).repeat()
-
     def steps(m: keras.Model, n: int) -> list[float]:
         timer = StepTimer()
         m.fit(data, epochs=1, steps_per_epoch=n, callbacks=[timer.callback], verbose=0)
         return timer.times
 
-    first = model()
-    full_dim = sum(int(np.prod(v.shape)) for v in first.trainable_variables)
+    first = model() if spec["side"] == "subspace" else plain_model()
+    full_dim = sum(int(np.prod(v.shape)) for v in first.weights)
+    if space is None:
+        full_dim = sum(int(np.prod(v.shape)) for v in first.trainable_variables)
     record = {**spec, "full_dim": full_dim}
+    if spec["side"] == "plain" and space is not None:
+        record["space_dim"] = sum(
+            int(np.prod(v.shape)) for v in first.trainable_variables
+        )
     if spec["side"] == "subspace":
         started = time.perf_counter()
         first = SubspaceModel(
@@ -144,8 +219,10 @@ def run_side(spec: dict) -> dict:
             projection=spec["projection"],
             seed=0,
             structure_aware=spec["said"],
+            space=space,
         )
         record["build_seconds"] = time.perf_counter() - started
+        record["space_dim"] = first.full_dim
         record["projection_bytes"] = first.projection.memory_bytes
         record["kernel"] = getattr(first.projection, "uses_kernel", False)
     compiled(first)
@@ -153,7 +230,7 @@ def run_side(spec: dict) -> dict:
     record["step_ms"] = 1e3 * median(steps(first, spec["steps"]))
     record["peak_rss_bytes"] = _peak()
     if spec["side"] == "subspace" and not spec.get("memory_only"):
-        plain = compiled(model())
+        plain = compiled(plain_model())
         steps(plain, spec["warmup"])
         ratios = []
         for _ in range(spec["rounds"]):
@@ -201,9 +278,13 @@ def markdown(rows_: list[dict]) -> list[str]:
         "## Pretrained-size transformers",
         "",
         f"A random-init keras-hub BERT classifier, batch {BATCH} x {SEQUENCE} "
-        "tokens, Adam; d = 1,000. Peak RSS of plain fine-tuning and of each "
+        f"tokens (a decoder: {DECODER_BATCH} x {SEQUENCE}, next-token loss), "
+        "Adam; d = 1,000. Peak RSS of plain fine-tuning and of each "
         "subspace in processes of their own; the step ratio is paired in the "
-        "subspace's process (alternating rounds, after its peak was read).",
+        "subspace's process (alternating rounds, after its peak was read). "
+        "Where the projection names a LoRA space, plain fine-tuning is "
+        "keras-hub's own LoRA of that rank and the subspace moves its "
+        "matrices (their number in brackets).",
         "",
         "| model | D | projection | SAID | plain step s | subspace step s | "
         "ratio [spread] | plain peak RSS | subspace peak RSS | RSS ratio | P bytes |",
@@ -233,9 +314,13 @@ def markdown(rows_: list[dict]) -> list[str]:
 
 
 def projection_label(r: dict) -> str:
-    """A row's projection, and "(kernel)" where Fastfood's compiled kernel
-    made its products."""
-    return f"{r['projection']}{' (kernel)' if r.get('kernel') else ''}"
+    """A row's projection, "(kernel)" where Fastfood's compiled kernel
+    made its products, and the space it moved when not every weight."""
+    label = f"{r['projection']}{' (kernel)' if r.get('kernel') else ''}"
+    if r.get("space"):
+        size = f" ({r['space_dim']:,})" if r.get("space_dim") else ""
+        label += f" in {r['space']}{size}"
+    return label
 
 
 def _s(ms: float | None) -> str:

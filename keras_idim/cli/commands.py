@@ -78,6 +78,7 @@ def run_search(args: argparse.Namespace) -> int:
             f"{os.path.basename(args.model)}-{args.dataset}-"
             + ("lora" if args.method == "lora" else args.projection)
             + ("-said" if args.said and args.method != "lora" else "")
+            + ("" if args.space == "weights" else "-" + args.space.replace(":", ""))
         ),
     )
     check_writable(out, "--out", folder=True)
@@ -124,6 +125,7 @@ def _search(search, model_fn, train, val, loss, metrics, monitor, args):
         tensorboard=args.tensorboard,
         structure_aware=args.said,
         said_learning_rate=args.said_lr,
+        space=args.space,
         results_path=args.results_path,
         overwrite=args.overwrite,
         tolerance=args.tolerance,
@@ -221,6 +223,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def _probed_rate(args, model_fn, train, val, loss, metrics, monitor, mode) -> float:
     """`--lr auto` for `train`: the rate a search's run at this d and seed
     would train at (`keras_idim.dimsearch.runner.probe_rates`)."""
+    from keras_idim import spaces
     from keras_idim.dimsearch.config import optimizer_factory
     from keras_idim.dimsearch.runner import Recipe, probe_rates
 
@@ -242,6 +245,7 @@ def _probed_rate(args, model_fn, train, val, loss, metrics, monitor, mode) -> fl
         optimizer=make,
         baseline_optimizer=make,
         said_learning_rate=args.said_lr,
+        space=spaces.get(args.space),
     )
     rate, probes = probe_rates(recipe, args.dim, args.seed)
     tried = ", ".join(
@@ -286,10 +290,12 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         structure_aware=args.said,
         said_learning_rate=args.said_lr,
+        space=args.space,
     )
     model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics)
     print(
-        f"{args.model} on {args.dataset}: D = {model.full_dim}, d = {args.dim}, "
+        f"{args.model} on {args.dataset}: D = {model.full_dim} ({args.space}), "
+        f"d = {args.dim}, "
         f"{args.projection} projection{' (SAID)' if args.said else ''}"
     )
     try:

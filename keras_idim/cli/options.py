@@ -119,6 +119,19 @@ def _model_spec(text: str) -> str:
     )
 
 
+def _space_spec(text: str) -> str:
+    """`weights` or `lora:RANK` (the library reads it: `keras_idim.spaces`)."""
+    text = text.strip().lower()
+    if text == "weights":
+        return text
+    kind, _, rank = text.partition(":")
+    if kind == "lora" and rank.isdigit() and int(rank) > 0:
+        return f"lora:{int(rank)}"
+    raise argparse.ArgumentTypeError(
+        f"should be 'weights' or 'lora:RANK' with RANK a positive integer: {text!r}"
+    )
+
+
 def _dataset_spec(text: str) -> str:
     text = text.strip()
     if text in EMBEDDED_DATASETS or (
@@ -182,6 +195,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS["projection"],
         choices=("fastfood", "dense", "sparse"),
         help="(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--space",
+        type=_space_spec,
+        default="weights",
+        metavar="SPACE",
+        help="what theta_d moves: 'weights' (every trainable weight) or "
+        "'lora:RANK' (the LoRA matrices of that rank, on the layers Keras "
+        "or keras-hub adapt; the other weights stay frozen) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--said", action="store_true", help="structure-aware subspace (SAID)"

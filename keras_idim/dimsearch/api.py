@@ -70,6 +70,7 @@ def search(
     callbacks: Sequence[keras.callbacks.Callback] | Callable | None = None,
     tensorboard: str | os.PathLike | None = None,
     structure_aware: bool = False,
+    space: Any = None,
     results_path: str | os.PathLike | None = None,
     tolerance: float = 0.1,
     start_dim: int = 10,
@@ -220,6 +221,15 @@ def search(
             `baseline-seed0`). Needs `pip install "keras-idim[tensorboard]"`.
             Defaults to `None`.
         structure_aware: bool. SAID subspaces. Defaults to `False`.
+        space: str, `keras_idim.spaces.Space` or None. The parameter set
+            that each subspace run's theta_d moves: `"weights"` (every
+            trainable weight, Li et al.), `"lora:RANK"` (the LoRA matrices
+            of rank RANK, theta_0 their initialisation), or a
+            `keras_idim.spaces.Weights(include=..., exclude=...)` subset.
+            D, the largest d, is the space's size; the baseline is full
+            training still. Every run records its space and D
+            (`RunRecord.space`, `space_dim`). `None`: `"weights"`. Not with
+            `method="lora"`. Defaults to `None`.
         results_path: str or None. The resumable results file. Each
             finished subspace run's theta_d is also written beside it,
             `RESULTS-runs/dD-seedS.npz`, for `SearchResult.model`. Defaults
@@ -387,6 +397,7 @@ def search(
     mode = cfg.resolve_mode(mode, monitor, metrics, callbacks)
     cfg.check_monitor(monitor, mode, metrics, callbacks)
     structure_aware = cfg.check_structure_aware(structure_aware)
+    space = cfg.check_space(space, method)
     if said_learning_rate is not None and not structure_aware:
         raise ValueError(
             "`said_learning_rate` is the rate of SAID's scales: it needs "
@@ -418,6 +429,7 @@ def search(
         "val_data": cfg.describe_data(val_data),
         "projection": projection_name,
         "structure_aware": structure_aware,
+        "space": space.spec,
         "fraction": fraction,
         "baseline": baseline,
         "dims": dims,
@@ -459,6 +471,7 @@ def search(
         mode=mode,
         projection=projection_name,
         structure_aware=structure_aware,
+        space=space,
         optimizer=sub_optimizer,
         baseline_optimizer=base_optimizer,
         callbacks=callbacks,
@@ -497,14 +510,14 @@ def search(
                     model_fingerprint(m),
                 ),
             )
-        else:  # D (and SAID's number of weight tensors), before any training
-            limit, tensors, output_shape, model_print = cfg.check_model_fn(
+        else:  # the space's D (and SAID's tensors), before any training
+            model_print, output_shape, limit, tensors = cfg.check_model_fn(
                 model_fn,
                 seeds[0],
                 lambda m: (
-                    *cfg.weight_counts(batched(m)),
+                    model_fingerprint(batched(m)),  # before the space changes it
                     output_shape_of(m),
-                    model_fingerprint(m),
+                    *cfg.weight_counts(m, space),
                 ),
             )
         # The data are read up front only for a results file to check.

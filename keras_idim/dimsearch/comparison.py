@@ -1,5 +1,7 @@
-"""Searches side by side: a random subspace's d_int beside LoRA's r_int, on
-one axis, the number of trained parameters.
+"""Searches side by side, one parameterisation each, on one axis: the
+number of trained parameters. A random subspace of the weights, of the
+LoRA matrices (`space="lora:4"`) or of a subset of the weights, beside
+LoRA's own rank r_int.
 
 `compare` refuses searches that are not comparable: other training or
 validation data, another monitored metric or direction, another
@@ -34,11 +36,21 @@ def load(source: str | os.PathLike | SearchResult) -> SearchResult:
     return SearchResult.from_json(path)
 
 
+def parameterisation(result: SearchResult) -> str:
+    """What a search trained, in words: `"lora rank"`, or the projection and
+    the space of its subspaces (`"fastfood subspace of weights"`,
+    `"sparse subspace of lora:4"`)."""
+    if result.method == "lora":
+        return "lora rank"
+    projection = result.config.get("projection", "subspace")
+    space = result.config.get("space", ADDED_KEYS["space"])
+    said = " (SAID)" if result.config.get("structure_aware") else ""
+    return f"{projection}{said} subspace of {space}"
+
+
 def _label(result: SearchResult, index: int) -> str:
     name = result.config.get("name") or f"search {index + 1}"
-    if result.method == "lora":
-        return f"{name}: LoRA"
-    return f"{name}: {result.config.get('projection', 'subspace')} subspace"
+    return f"{name}: {parameterisation(result)}"
 
 
 def _absolute(result: SearchResult) -> bool:
@@ -153,20 +165,34 @@ def reusable_baseline(
     return other, {"path": path, "config_hash": config_hash(other.config)}
 
 
+#: Bytes of one trained number in a compact file (float32).
+BYTES_PER_NUMBER = 4
+
+
 def table(results: Sequence[SearchResult]) -> str:
-    """One row per search: method, d_int or r_int, trained parameters."""
+    """One row per search: its parameterisation, d_int or r_int, and the
+    trained numbers that reach the threshold, with their bytes as float32
+    (what a compact file stores besides its seed and configuration)."""
     rows = [
-        f"{'search':<36}  {'method':<8}  {'answer':>16}  {'trained params':>14}",
+        f"{'search':<24}  {'parameterisation':<34}  {'answer':>14}  "
+        f"{'bytes':>12}  {'trained params':>14}",
     ]
     for i, r in enumerate(results):
+        name = r.config.get("name") or f"search {i + 1}"
         answer = f"{r.name} = {'--' if r.d_int is None else r.d_int}"
         params = r.trainable_params
+        size = None if params is None else BYTES_PER_NUMBER * params
         rows.append(
-            f"{_label(r, i)[:36]:<36}  {r.method:<8}  {answer:>16}  "
+            f"{name[:24]:<24}  {parameterisation(r)[:34]:<34}  {answer:>14}  "
+            f"{'--' if size is None else f'{size:,}':>12}  "
             f"{'--' if params is None else f'{params:,}':>14}"
         )
     first = results[0]
     rows.append(f"{first.threshold_text()} (every search)")
+    rows.append(
+        "bytes: the trained numbers as float32, what a compact file holds "
+        "beside its seed and configuration"
+    )
     return "\n".join(rows)
 
 
@@ -194,7 +220,7 @@ def plot(results: Sequence[SearchResult], path: str | os.PathLike) -> str:
             ax.axhline(r.threshold, color=color, lw=0.8, ls="--")
         ax.set_xlabel("trained parameters")
         ax.set_ylabel(results[0].monitor)
-        ax.set_title("Random subspace against LoRA (dashed: threshold)")
+        ax.set_title("Trained parameters per parameterisation (dashed: threshold)")
     return os.fspath(path)
 
 

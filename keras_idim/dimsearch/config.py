@@ -482,10 +482,29 @@ def check_model_fn(
     return weight_counts(first)[0]
 
 
-def weight_counts(model: keras.Model) -> tuple[int, int]:
-    """D, the model's trainable weights, and the number of their tensors."""
-    variables = model.trainable_variables
+def weight_counts(model: keras.Model, space: Any = None) -> tuple[int, int]:
+    """D, the numbers that `space` (`None`: every trainable weight) holds in
+    `model`, and the number of their tensors. The space readies the model
+    (e.g. puts LoRA adapters on it), so `model` should be a throwaway."""
+    variables = model.trainable_variables if space is None else space.prepare(model)
     return int(sum(int(np.prod(v.shape)) for v in variables)), len(variables)
+
+
+def check_space(space: Any, method: str) -> Any:
+    """The `keras_idim.spaces.Space` of a subspace search (`None`:
+    `Weights()`); a LoRA rank search moves no subspace, so it takes none."""
+    from keras_idim import spaces
+
+    space = spaces.get(space)
+    if method == "lora" and space != spaces.Weights():
+        raise ValueError(
+            "`space` is the parameter set of a subspace search; "
+            "`method='lora'` searches the LoRA rank itself. For subspaces "
+            "of the LoRA matrices pass `method='subspace'`, "
+            f"`space='lora:RANK'`. Received: `space={space.spec!r}`, "
+            f"`method={method!r}`"
+        )
+    return space
 
 
 def check_said_dims(dims: Any, start_dim: int, tensors: int) -> None:

@@ -149,11 +149,14 @@ def rebuild(
     structure_aware: bool,
     kept: Mapping,
     where: str,
+    space: Any = None,
 ) -> keras.Model:
     """The SubspaceModel of a finished run, exactly: theta_0 from
     `model_fn()` after `keras.utils.set_random_seed(seed)` (as the run built
     it), P from the seed, theta_d (and the lambdas, and the other base
-    state) from `kept`, the base weights set to `theta_0 + P theta_d`."""
+    state) from `kept`, the base weights set to `theta_0 + P theta_d`;
+    `space` is the run's parameter set (`keras_idim.spaces.get` reads it;
+    `None`: every trainable weight)."""
     from keras_idim.subspace import SubspaceModel
 
     keras.utils.set_random_seed(seed)  # as train_run did before model_fn
@@ -164,7 +167,12 @@ def rebuild(
             f"{type(base).__name__}"
         )
     model = SubspaceModel(
-        base, dim, projection=projection, seed=seed, structure_aware=structure_aware
+        base,
+        dim,
+        projection=projection,
+        seed=seed,
+        structure_aware=structure_aware,
+        space=space,
     )
     if theta_0_sha256(model) != kept["theta_0_sha256"]:
         raise ValueError(

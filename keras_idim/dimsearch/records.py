@@ -80,6 +80,12 @@ class RunRecord:
             `[[rate, value], ...]` in the order tried, `value` the
             monitored value after the probe (`None`: it diverged or
             failed). `None` for a run with a rate given.
+        space: str or None. The parameter set a subspace run moved
+            (`keras_idim.spaces`: `"weights"`, `"lora:4"`, ...). `None`
+            for a baseline or LoRA run, and in files written before it was
+            recorded (those moved all weights).
+        space_dim: int or None. D of that space: how many numbers theta_d
+            moves. `None` where `space` is.
     """
 
     dim: int | None
@@ -96,6 +102,8 @@ class RunRecord:
     found: dict | None = dataclasses.field(default=None, repr=False, compare=False)
     learning_rate: float | None = None
     rate_probes: list | None = None
+    space: str | None = None
+    space_dim: int | None = None
 
     def to_dict(self) -> dict:
         data = {
@@ -104,7 +112,13 @@ class RunRecord:
             if f.name != "found"  # kept in its own file, not in the JSON
         }
         data["history"] = list(data["history"])
-        for optional in ("trainable_params", "learning_rate", "rate_probes"):
+        for optional in (
+            "trainable_params",
+            "learning_rate",
+            "rate_probes",
+            "space",
+            "space_dim",
+        ):
             if data[optional] is None:  # as files before it had it
                 del data[optional]
         return data

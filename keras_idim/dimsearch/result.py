@@ -480,6 +480,7 @@ class SearchResult:
             bool(self.config.get("structure_aware")),
             state,
             where,
+            space=self.config.get("space"),
         )
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:

@@ -23,6 +23,7 @@ from keras_idim.callbacks import DivergenceStop, ThresholdStop
 from keras_idim.dimsearch import rates
 from keras_idim.dimsearch.found import KeepBest
 from keras_idim.dimsearch.records import DIVERGED, OK, RunRecord, best
+from keras_idim.spaces import Space, Weights
 from keras_idim.subspace import SubspaceModel
 
 #: A run: `(dim, seed)`, with `dim=None` for a baseline run.
@@ -66,6 +67,8 @@ class Recipe:
             baseline's runs.
         said_learning_rate: float or None. The rate of SAID's scales (see
             `SubspaceModel`); `None`: derived from theta_d's.
+        space: `keras_idim.spaces.Space`. The parameter set a subspace
+            run's theta_d moves. Defaults to every trainable weight.
     """
 
     model_fn: Callable[[], keras.Model]
@@ -90,6 +93,7 @@ class Recipe:
     learning_rate: float | str | None = None
     baseline_learning_rate: float | str | None = None
     said_learning_rate: float | None = None
+    space: Space = dataclasses.field(default_factory=Weights)
 
 
 def run_kind(recipe: Recipe) -> str:
@@ -326,6 +330,7 @@ def _build(recipe: Recipe, dim: int | None, seed: int, rate: float | None):
             seed=seed,
             structure_aware=recipe.structure_aware,
             said_learning_rate=recipe.said_learning_rate,
+            space=recipe.space,
         )
         make_optimizer = recipe.optimizer
     model.compile(
@@ -482,6 +487,8 @@ def train_run(
         ),
         history=values,
         trainable_params=lora.trainable_count(model),
+        space=model.space.spec if isinstance(model, SubspaceModel) else None,
+        space_dim=model.full_dim if isinstance(model, SubspaceModel) else None,
         found=None if keep is None else keep.kept,
         learning_rate=final_rate(model),
         rate_probes=probes,

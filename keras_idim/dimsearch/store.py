@@ -61,6 +61,7 @@ ADDED_KEYS: dict[str, Any] = {
     "floor": None,
     "baseline_from": None,
     "said_learning_rate": None,
+    "space": "weights",
 }
 
 _RUN_LISTS = ("baseline_runs", "runs", "speculative_runs")
@@ -238,6 +239,13 @@ def _check_record(data: Any, source: Any, where: str) -> RunRecord:
         and all(_is_number(v) for v in data.get("history", [])),
         "learning_rate": data.get("learning_rate") is None
         or (_is_number(data["learning_rate"]) and data["learning_rate"] >= 0),
+        "space": data.get("space") is None or isinstance(data["space"], str),
+        "space_dim": data.get("space_dim") is None
+        or (
+            isinstance(data["space_dim"], int)
+            and not isinstance(data["space_dim"], bool)
+            and data["space_dim"] > 0
+        ),
         "rate_probes": data.get("rate_probes") is None
         or isinstance(data["rate_probes"], list)
         and all(
