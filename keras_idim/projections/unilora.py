@@ -56,8 +56,10 @@ class UniLoRAProjection(Projection):
         full_dim: int. D, the number of rows.
         dim: int. d, the number of columns, at most D.
         seed: int. Seed of the matrix. Defaults to `0`.
-        jit_compile: bool. Run `P v`, `P^T g` and the sum `base + P v` as
-            XLA-compiled functions. Defaults to `False`.
+        jit_compile: bool. Run `P v`, `P^T g`, the sum `base + P v` and the
+            transpose of a subspace model's pieces as XLA-compiled functions
+            (TensorFlow's own segment sum on the CPU is several times slower:
+            bench/RESULTS.md). Defaults to `True`.
 
     Example:
 
@@ -72,7 +74,7 @@ class UniLoRAProjection(Projection):
     fuses_pieces = True
 
     def __init__(
-        self, full_dim: int, dim: int, seed: int = 0, jit_compile: bool = False
+        self, full_dim: int, dim: int, seed: int = 0, jit_compile: bool = True
     ):
         super().__init__(full_dim, dim, seed)
         if self.dim > self.full_dim:
@@ -151,24 +153,32 @@ class UniLoRAProjection(Projection):
         """`P_t^T`-before-scaling of each piece: its rows summed by column."""
         offsets = self._offsets([int(p.shape[0]) for p in pieces])
         return [
-            tf.math.unsorted_segment_sum(
-                tf.cast(p, tf.float32), self.index[start:stop], self.dim
-            )
+            tf.math.unsorted_segment_sum(p, self.index[start:stop], self.dim)
             for p, start, stop in zip(pieces, offsets, offsets[1:])
         ]
 
     def transpose_and_dots(self, pieces: list, scales: Any, v: Any) -> tuple:
+        pieces = [tf.convert_to_tensor(p, tf.float32) for p in pieces]
+        if scales is not None:
+            scales = tf.convert_to_tensor(scales, tf.float32)
+        if v is not None:
+            v = self._checked(v)
+        return self._maybe_compiled("pieces", self._transpose_and_dots)(
+            pieces, scales, v
+        )
+
+    def _transpose_and_dots(self, pieces: list, scales: Any, v: Any) -> tuple:
         # c_t = segment sums of piece t: P^T (s * g) = scale * sum_t s_t c_t
         # and g_t . (P v)_t = c_t . (v * scale), from the same pass.
         sums = self._segment_sums(pieces)
         if scales is None:
             total = tf.add_n(sums)
         else:
-            scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))
+            scales = tf.unstack(scales)
             total = tf.add_n([s * c for s, c in zip(scales, sums)])
         dots = None
         if v is not None:
-            w = self._checked(v) * self.scale
+            w = v * self.scale
             dots = tf.stack([tf.tensordot(c, w, axes=1) for c in sums])
         return total * self.scale, dots
 

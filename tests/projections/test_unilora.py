@@ -97,7 +97,9 @@ def test_products_are_the_matrix(proj, jit_compile):
     )
 
 
-def test_pieces_are_the_matrix(proj):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_pieces_are_the_matrix(jit_compile):
+    proj = UniLoRAProjection(300, 20, seed=3, jit_compile=jit_compile)
     mat = by_hand(proj)
     rng = np.random.default_rng(1)
     v = rng.standard_normal(20).astype(np.float32)
@@ -185,7 +187,7 @@ def test_memory_config_and_get(proj):
     assert projections.get("UniLoRA") is UniLoRAProjection
     assert "unilora" in projections.ALL and "UniLoRAProjection" in projections.__all__
     config = proj.get_config()
-    assert config == {"full_dim": 300, "dim": 20, "seed": 3, "jit_compile": False}
+    assert config == {"full_dim": 300, "dim": 20, "seed": 3, "jit_compile": True}
     again = UniLoRAProjection.from_config(config)
     np.testing.assert_array_equal(by_hand(again), by_hand(proj))
     restored = keras.saving.deserialize_keras_object(
