@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-KINDS = ("dense", "sparse", "fastfood")
+KINDS = ("dense", "sparse", "fastfood", "unilora")
 
 
 @pytest.fixture(autouse=True)

@@ -86,6 +86,15 @@ def test_cli_bad_usage_exits_2(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
+def test_cli_offers_every_projection_kind():
+    from keras_idim import projections
+
+    for command in (["search"], ["train", "--dim", "10"]):
+        for kind in projections.ALL:
+            args = cli.build_parser().parse_args([*command, "--projection", kind])
+            assert args.projection == kind
+
+
 def test_cli_regression_search_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     code = cli.main(

@@ -43,7 +43,7 @@ def make():
                              keras.layers.Dense(3)])
 
 out = {}
-for kind in ("dense", "sparse", "fastfood"):
+for kind in ("dense", "sparse", "fastfood", "unilora"):
     single = keras_idim.SubspaceModel(make(), 7, projection=kind)
     single.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     single.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)

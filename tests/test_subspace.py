@@ -411,7 +411,7 @@ def test_wrapping_a_subspace_model_again_is_refused():
         SubspaceModel(inner, 3)
 
 
-@pytest.mark.parametrize("projection", ["dense", "sparse", "fastfood"])
+@pytest.mark.parametrize("projection", ["dense", "sparse", "fastfood", "unilora"])
 def test_dim_above_D_is_refused_naming_D(projection):
     # Before: fastfood grew to 6.8 GB at d = 10**8 and dense ran silently.
     base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])  # D = 15

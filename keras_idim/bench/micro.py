@@ -26,6 +26,11 @@ PRODUCTS = [
     (11_050_000, 10_000, "fastfood", {"blocks": "stacked", "kernel": True}),
     # The kernel at fc-mnist's size (`auto` uses it at every size, no GPU).
     (199_210, 1_000, "fastfood", {"blocks": "stacked", "kernel": True}),
+    # Uni-LoRA's one nonzero a row: a gather and a segment sum over D.
+    (199_210, 1_000, "unilora", {"jit_compile": False}),
+    (199_210, 1_000, "unilora", {"jit_compile": True}),
+    (11_050_000, 10_000, "unilora", {"jit_compile": False}),
+    (11_050_000, 10_000, "unilora", {"jit_compile": True}),
 ]
 
 

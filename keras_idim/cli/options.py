@@ -193,7 +193,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--projection",
         default=DEFAULTS["projection"],
-        choices=("fastfood", "dense", "sparse"),
+        choices=("fastfood", "dense", "sparse", "unilora"),
         help="(default: %(default)s)",
     )
     parser.add_argument(

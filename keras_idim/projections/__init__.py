@@ -6,6 +6,7 @@ from keras_idim.projections.base import Projection
 from keras_idim.projections.dense import DenseProjection
 from keras_idim.projections.fastfood import FastfoodProjection
 from keras_idim.projections.sparse import SparseProjection
+from keras_idim.projections.unilora import UniLoRAProjection
 from keras_idim.utils.validation import received
 
 #: The projection kinds by name.
@@ -13,6 +14,7 @@ ALL = {
     "dense": DenseProjection,
     "sparse": SparseProjection,
     "fastfood": FastfoodProjection,
+    "unilora": UniLoRAProjection,
 }
 
 
@@ -20,8 +22,9 @@ def get(identifier: str | type[Projection]) -> type[Projection]:
     """Returns the projection class for a name (or a `Projection` subclass).
 
     Args:
-        identifier: str or type. `"dense"`, `"sparse"` or `"fastfood"`
-            (case-insensitive), or a `Projection` subclass, returned as is.
+        identifier: str or type. `"dense"`, `"sparse"`, `"fastfood"` or
+            `"unilora"` (case-insensitive), or a `Projection` subclass,
+            returned as is.
 
     Returns:
         A `Projection` subclass.
@@ -46,5 +49,6 @@ __all__ = [
     "FastfoodProjection",
     "Projection",
     "SparseProjection",
+    "UniLoRAProjection",
     "get",
 ]

@@ -5,6 +5,7 @@ from keras_idim.projections import (
     DenseProjection,
     FastfoodProjection,
     SparseProjection,
+    UniLoRAProjection,
 )
 
 
@@ -27,6 +28,12 @@ def test_traffic_bytes_by_hand():
         sparse = SparseProjection(700, 20, seed=0, jit_compile=jit)
         nonzeros = int(sparse.matrix.values.shape[0])
         assert traffic_bytes(sparse) == per_nonzero * nonzeros + 4 * 720
+
+
+def test_traffic_bytes_of_unilora_by_hand():
+    # An int32 column a row and a float32 scale a column; v read, P v written.
+    unilora = UniLoRAProjection(700, 20, seed=0)
+    assert traffic_bytes(unilora) == 4 * 700 + 4 * 20 + 4 * (700 + 20)
 
 
 def test_copy_bandwidth_is_a_plausible_rate():
