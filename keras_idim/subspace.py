@@ -140,8 +140,9 @@ class SubspaceModel(keras.Model):
         base_model: keras.Model. A built model (called on data, or built with
             an input shape) with at least one trainable weight.
         dim: int. d, the number of trainable parameters of the subspace.
-        projection: str or `Projection`. `"fastfood"`, `"dense"` or
-            `"sparse"`; a `Projection` subclass; or an instance of shape
+        projection: str or `Projection`. `"fastfood"`, `"dense"`,
+            `"sparse"` or `"unilora"`; a `Projection` subclass; or an
+            instance of shape
             (D, d) (or (D, d - m) with `structure_aware`), whose own seed
             is then used. Defaults to `"fastfood"`.
         seed: int. Seed of the projection. Defaults to `0`.

@@ -156,8 +156,8 @@ def search(
             where the run trains, also on a Ray worker).
         val_data: tuple, tf.data.Dataset or callable. Validation data,
             likewise.
-        projection: str. `"fastfood"`, `"dense"` or `"sparse"`. Defaults to
-            `"fastfood"`.
+        projection: str. `"fastfood"`, `"dense"`, `"sparse"` or
+            `"unilora"`. Defaults to `"fastfood"`.
         fraction: float. Fraction of the baseline to reach. Defaults to `0.9`.
         baseline: float, SearchResult, str or None. A global baseline;
             `None` trains the local one. A `SearchResult`, or the path of
