@@ -187,12 +187,12 @@ def table(results: Sequence[SearchResult]) -> str:
             f"{'--' if size is None else f'{size:,}':>12}  "
             f"{'--' if params is None else f'{params:,}':>14}"
         )
-    first = results[0]
-    rows.append(f"{first.threshold_text()} (every search)")
     rows.append(
         "bytes: the trained numbers as float32, what a compact file holds "
         "beside its seed and configuration"
     )
+    first = results[0]
+    rows.append(f"{first.threshold_text()} (every search)")
     return "\n".join(rows)
 
 
