@@ -103,8 +103,9 @@ def main_hub(
 ) -> dict:
     """The four searches on the keras-hub classifier of
     examples/said_glue.py: SAID subspaces of the weights and of the LoRA
-    spaces (on the backbone's own targets), and LoRA's rank with the new
-    head trained in full. Arguments as in `main` and `said_glue.main`."""
+    spaces (on the backbone's own targets, the new head "logits" in the
+    space too), and LoRA's rank with the head trained in full. Arguments as
+    in `main` and `said_glue.main`."""
     import said_glue  # beside this file
 
     spec = said_glue.TASKS[task]
@@ -122,12 +123,14 @@ def main_hub(
     searches = {}
     for name, arguments in SPACES.items():
         space = keras_idim.spaces.get(arguments["space"])
+        if isinstance(space, keras_idim.spaces.LoRA):  # the new head trains too
+            space = keras_idim.spaces.LoRA(space.rank, train=["logits"])
         searches[name] = dict(
             dims=dims,
             start_dim=2 * _tensors(model_fn, space) + 2,
             structure_aware=True,
             learning_rate=1e-3,
-            **arguments,
+            space=space,
         )
     searches["lora"] = dict(
         method="lora",

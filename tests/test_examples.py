@@ -210,3 +210,50 @@ def test_rates_vs_grid_example_runs(load, tmp_path):
     )
     assert set(results) == {"auto", 0.1}
     assert (tmp_path / "auto" / "results.json").exists()
+
+
+def test_spaces_compare_example_runs_shrunk(load, tmp_path):
+    got = load("spaces_compare").main(
+        out=str(tmp_path), epochs=1, dims=[3, 2000], lora_ranks=[1, 200], verbose=0
+    )
+    spaces = {name: got[name].config.get("space") for name in ("weights", "lora4")}
+    assert spaces == {"weights": "weights", "lora4": "lora:4"}
+    assert got["lora16"].runs[0].space_dim == 16 * (
+        (64 + 200) + (200 + 200) + (200 + 10)
+    )
+    assert got["lora"].method == "lora"
+    # One baseline for all: the later searches reuse the first one's.
+    assert all(
+        got[name].baseline.value == got["weights"].baseline.value
+        for name in ("lora4", "lora16", "lora")
+    )
+    rows = got["table"].splitlines()[1:5]
+    assert ["of weights" in rows[0], "of lora:4" in rows[1]] == [True, True]
+    assert "of lora:16" in rows[2] and "lora rank" in rows[3]
+    assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_spaces_compare_example_on_the_hub_classifier_offline(load, tmp_path):
+    pytest.importorskip("keras_hub")  # the [hub] extra, part of [dev]
+    example = load("spaces_compare")
+    with tfds.testing.mock_data(num_examples=32):
+        got = example.main_hub(
+            preset="tiny-random",
+            out=str(tmp_path),
+            epochs=1,
+            dims=[60],
+            lora_ranks=[2],
+            batch_size=16,
+            sequence_length=16,
+            verbose=0,
+        )
+    lora4 = got["lora4"]
+    assert lora4.config["space"] == "lora:4[train=logits]"
+    # Rank-4 adapters on query and value of 2 layers (A 64 x 4, B 4 x 16,
+    # as Keras splits a 32 x (2 x 16) kernel), and the head (32 x 2 + 2).
+    assert lora4.runs[0].space_dim == 4 * 4 * (64 + 16) + 66
+    assert all(r.status == "ok" for name in SEARCHES for r in got[name].runs)
+    assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+SEARCHES = ("weights", "lora4", "lora16", "lora")
