@@ -11,8 +11,9 @@ a *space*:
   theta_0 is the adapters' initialisation (A random, B zero), so that
   theta_d = 0 is the original model's function.
 
-`Space.prepare(model)` readies a model (enables LoRA) and returns the
-space's variables in P's row order, leaving exactly them trainable.
+`Space.prepare(model, seed)` readies a model (enables LoRA, drawing each
+new A from `seed`: a SubspaceModel passes its own) and returns the space's
+variables in P's row order, leaving exactly them trainable.
 `get(identifier)` turns `None`, a spec string (`"weights"`, `"lora:4"`),
 a config dict or a `Space` into a `Space`.
 """
@@ -21,14 +22,22 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from keras_idim import lora
-from keras_idim.utils.validation import check_positive_int, is_number, received
+from keras_idim.projections.base import derive_seed
+from keras_idim.utils.validation import (
+    check_positive_int,
+    check_seed,
+    is_number,
+    received,
+)
 
 #: The forms `get` accepts, quoted in its errors.
 ACCEPTED = (
@@ -39,16 +48,70 @@ ACCEPTED = (
 )
 
 
-class _Prepared:
-    """What `prepare` did to a model (its space's config and variables),
-    kept where Keras' attribute tracking does not see it."""
+#: The random stream of LoRA's A matrices under a seed (`derive_seed(seed,
+#: LORA_STREAM, i)` for the i-th target layer), apart from the streams of
+#: the projections drawn from the same seed (small integers): "LoRA".
+LORA_STREAM = 0x4C6F5241
 
-    def __init__(self, config: dict, variables: list):
+
+def lora_a(seed: int, index: int, shape: Sequence[int]) -> tf.Tensor:
+    """The A matrix that a seeded `LoRA.prepare` gives its `index`-th
+    target layer: Keras' default for it (He uniform: uniform in
+    `[-limit, limit]`, `limit = sqrt(6 / fan_in)`, fans as Keras counts
+    them), drawn by a stateless op from `seed`, so that the same seed,
+    index and shape give the same float32 bits in any process.
+
+    Example:
+
+    >>> a = lora_a(0, 1, (6, 2))
+    >>> bool(tf.reduce_all(a == lora_a(0, 1, (6, 2))))
+    True
+    """
+    shape = [int(s) for s in shape]
+    if len(shape) < 1:
+        fan_in = 1
+    elif len(shape) <= 2:
+        fan_in = shape[0]
+    else:  # a convolution's (..., input_depth, rank), as Keras' compute_fans
+        fan_in = shape[-2] * math.prod(shape[:-2])
+    limit = math.sqrt(3.0 * 2.0 / max(1.0, fan_in))
+    with tf.device("/CPU:0"):  # the same bits wherever the model lives
+        return tf.random.stateless_uniform(
+            shape,
+            derive_seed(seed, LORA_STREAM, index),
+            minval=-limit,
+            maxval=limit,
+            dtype=tf.float32,
+        )
+
+
+class _Prepared:
+    """What `prepare` did to a model (its space's config and variables, and
+    the weights outside it that no training changes), kept where Keras'
+    attribute tracking does not see it."""
+
+    def __init__(self, config: dict, variables: list, fixed: set[int]):
         self.config = config
         self.variables = list(variables)
+        self.fixed = set(fixed)
 
 
 _MARK = "_keras_idim_space"
+
+
+def fixed_weights(model: keras.Model) -> list:
+    """The weights of a model readied by `Space.prepare` that lie outside
+    its space and that training in the space never changes: those that
+    could train before `prepare` froze them, and the layers' own weights
+    under LoRA adapters (not, e.g., a BatchNorm's moving statistics).
+
+    Raises:
+        ValueError: `model` was not prepared.
+    """
+    marked = getattr(model, _MARK, None)
+    if marked is None:
+        raise ValueError(f"The model {model.name!r} was not prepared for a space.")
+    return [v for v in model.weights if id(v) in marked.fixed]
 
 
 class Space:
@@ -57,18 +120,32 @@ class Space:
     #: The name in spec strings and configs.
     kind = ""
 
-    def prepare(self, model: keras.Model) -> list:
+    def prepare(self, model: keras.Model, seed: int | None = None) -> list:
         """Readies `model` and returns the space's variables, in P's order.
 
         Afterwards exactly those variables of `model` are trainable; every
         other one that was trainable is frozen (`trainable = False`). Called
         again on the model it prepared, or on one deserialised from a saved
-        one, it returns the same variables in the same order.
+        one, it returns the same variables in the same order (and draws
+        nothing again).
+
+        Args:
+            model: keras.Model. A built model.
+            seed: int or None. The seed of the random initial values that
+                the space gives the weights it adds (LoRA's A matrices, see
+                `LoRA`): with one, the same model, space and seed give the
+                same theta_0 bit for bit in any process (a SubspaceModel
+                passes its own `seed`). `None`: Keras' own draw, from its
+                global random state. Weights the model already had (a layer
+                whose LoRA was enabled before) keep their values. Defaults
+                to `None`.
 
         Raises:
             ValueError: the model was prepared for another space, or the
                 space selects nothing of it.
         """
+        if seed is not None:
+            seed = check_seed(seed)
         marked = getattr(model, _MARK, None)
         if marked is not None and marked.config != self.get_config():
             raise ValueError(
@@ -76,7 +153,11 @@ class Space:
                 f"space {get(marked.config).spec!r}: it cannot become the "
                 f"space {self.spec!r}. Build a fresh model."
             )
-        variables = marked.variables if marked is not None else self._select(model)
+        if marked is None:
+            trainable_before = {id(v) for v in model.weights if v.trainable}
+            variables = self._select(model, seed)
+        else:
+            variables = marked.variables
         chosen = {id(v) for v in variables}
         for v in model.weights:
             if id(v) in chosen:
@@ -84,10 +165,31 @@ class Space:
             elif v.trainable:
                 v.trainable = False
         if marked is None:
-            object.__setattr__(model, _MARK, _Prepared(self.get_config(), variables))
+            # Outside the space, what could train before (or sits under an
+            # adapter, which Keras froze): training the space changes none
+            # of it, unlike e.g. a BatchNorm's moving statistics.
+            fixed = trainable_before | {
+                id(v) for v in self._under_adapters(model) if not lora.is_lora(v)
+            }
+            object.__setattr__(
+                model,
+                _MARK,
+                _Prepared(self.get_config(), variables, fixed - chosen),
+            )
         return list(variables)
 
-    def _select(self, model: keras.Model) -> list:
+    def drawn(self, model: keras.Model, seed: int) -> dict[int, tf.Tensor]:
+        """The initial values that `prepare(model, seed=seed)` draws for the
+        weights it adds, by `id` of variable of the prepared `model` (for
+        LoRA: A from `seed`, B zeros, of every target layer; none for
+        `Weights`). A compact file without its base re-draws them."""
+        return {}
+
+    def _under_adapters(self, model: keras.Model) -> list:
+        """The weights of the layers that carry the space's adapters."""
+        return []
+
+    def _select(self, model: keras.Model, seed: int | None) -> list:
         raise NotImplementedError
 
     @property
@@ -151,7 +253,8 @@ class Weights(Space):
         self.include = _check_patterns("include", include)
         self.exclude = _check_patterns("exclude", exclude)
 
-    def _select(self, model: keras.Model) -> list:
+    def _select(self, model: keras.Model, seed: int | None) -> list:
+        del seed  # nothing drawn
         candidates = list(model.trainable_variables)
         paths = [v.path for v in candidates]
         chosen = candidates
@@ -209,6 +312,14 @@ class LoRA(Space):
     """The LoRA adapters (A, B) of the target layers (Keras 3's own
     `enable_lora`); the layers' weights, and every other weight, stay frozen.
 
+    Prepared with a seed (as a SubspaceModel prepares its base, with its
+    own `seed`), each adapter it enables gets its A from that seed (`lora_a`:
+    Keras' He uniform, drawn by a stateless op from `seed` and the layer's
+    index among the targets) and B = 0, as Keras makes it: theta_0 is then a
+    function of the base model's weights, the space and the seed, which is
+    what lets a compact file leave the base out. A layer whose LoRA was
+    enabled before keeps its A.
+
     Args:
         rank: int. The adapters' rank r.
         targets: list of layer names, a function `layer -> bool`, or None:
@@ -243,7 +354,7 @@ class LoRA(Space):
             )
         self.alpha = alpha
 
-    def _select(self, model: keras.Model) -> list:
+    def _select(self, model: keras.Model, seed: int | None) -> list:
         layers = lora.targets(model, self.targets)
         alpha = self.rank if self.alpha is None else self.alpha
         fresh = [layer for layer in layers if not getattr(layer, "lora_enabled", False)]
@@ -281,6 +392,11 @@ class LoRA(Space):
                     layer.enable_lora(self.rank)
                 else:
                     layer.enable_lora(self.rank, lora_alpha=self.alpha)
+        if seed is not None:  # A from the seed in place of Keras' own draw
+            for index, layer in enumerate(layers):
+                if layer in fresh:
+                    a, _ = lora.adapters(layer)
+                    a.assign(lora_a(seed, index, a.shape))
         ids = {id(v) for layer in layers for v in lora.adapters(layer)}
         if self.train is not None:  # their weights that could train before
             ids |= {
@@ -290,6 +406,22 @@ class LoRA(Space):
                 if v.trainable and not lora.is_lora(v)
             }
         return [v for v in model.weights if id(v) in ids]
+
+    def drawn(self, model: keras.Model, seed: int) -> dict[int, tf.Tensor]:
+        values = {}
+        for index, layer in enumerate(lora.targets(model, self.targets)):
+            a, b = lora.adapters(layer)
+            values[id(a)] = lora_a(seed, index, a.shape)
+            values[id(b)] = tf.zeros(b.shape, b.dtype)
+        return values
+
+    def _under_adapters(self, model: keras.Model) -> list:
+        return [
+            v
+            for layer in lora.targets(model, self.targets)
+            if getattr(layer, "lora_enabled", False)
+            for v in layer.weights
+        ]
 
     @property
     def spec(self) -> str:

@@ -123,8 +123,8 @@ class SubspaceModel(keras.Model):
     `keras_idim.spaces`): by default every trainable weight of the base
     model (D of them), or a subset (`Weights(include=["*bias"])`), or the
     LoRA adapters of its layers (`"lora:4"`: theta_0 is the adapters'
-    initialisation, A random and B zero, so that theta_d = 0 is the base
-    model's function, and the layers' own weights stay frozen).
+    initialisation, A random from `seed` and B zero, so that theta_d = 0 is
+    the base model's function, and the layers' own weights stay frozen).
 
     Wrapping changes the caller's `base_model`: a LoRA space enables LoRA
     on its layers (Keras' `enable_lora`), every weight outside the space is
@@ -145,7 +145,10 @@ class SubspaceModel(keras.Model):
             instance of shape
             (D, d) (or (D, d - m) with `structure_aware`), whose own seed
             is then used. Defaults to `"fastfood"`.
-        seed: int. Seed of the projection. Defaults to `0`.
+        seed: int. Seed of the projection, and, in a LoRA space, of the
+            adapters' A matrices that wrapping enables (see
+            `keras_idim.spaces.LoRA`): the same base weights, space and seed
+            give the same theta_0 in any process. Defaults to `0`.
         structure_aware: bool. Use SAID's per-tensor scales. Defaults to
             `False`.
         projection_kwargs: dict. Extra arguments of the projection class,
@@ -240,7 +243,10 @@ class SubspaceModel(keras.Model):
         )
         if getattr(base_model, _WRAPPED, False):
             raise no_weights
-        base_vars = _BaseVariables(space.prepare(base_model))
+        if isinstance(projection, Projection):
+            seed = projection.seed
+        # The space's new weights (LoRA's A) are drawn from the seed too.
+        base_vars = _BaseVariables(space.prepare(base_model, seed=seed))
         if not base_vars.variables:
             raise no_weights
         # The space's name in errors; today's wording for the default.
@@ -267,7 +273,6 @@ class SubspaceModel(keras.Model):
                     f"`projection` should map R^{sub_dim} to R^{full_dim} for "
                     f"this base model and `dim`. Received: `projection={projection!r}`"
                 )
-            seed = projection.seed
         else:
             try:
                 projection = projection_cls(

@@ -132,6 +132,98 @@ def test_a_wrapped_base_is_still_refused():
         SubspaceModel(base, dim=4, space="lora:1")
 
 
+# -- LoRA's A from the seed ---------------------------------------------------
+
+_DRAW = """
+import sys
+import keras
+import numpy as np
+from keras_idim import SubspaceModel
+keras.utils.set_random_seed(0)
+layers = [keras.layers.Dense(5, name="h"), keras.layers.Dense(3, name="out")]
+base = keras.Sequential([keras.Input((6,)), *layers])
+keras.utils.set_random_seed(int(sys.argv[2]))  # Keras' own draws: not A's
+model = SubspaceModel(base, dim=4, seed=3, space="lora:2")
+np.savez(sys.argv[1], *[keras.ops.convert_to_numpy(v) for v in model.base_variables])
+"""
+
+
+def adapters_of(model):
+    return {
+        name: values(spaces.lora.adapters(model.base_model.get_layer(name)))
+        for name in ("h", "out")
+    }
+
+
+def expected_a(seed, index, shape):
+    """He uniform on A's fan-in (limit sqrt(6 / fan_in)), drawn by TF's
+    stateless op under the seed pair [seed, key]: key mixes the stream
+    "LoRA" (0x4C6F5241) and the layer's index into the seed, as
+    `derive_seed` does (63-bit splitmix-like steps)."""
+    key = seed
+    for stream in (0x4C6F5241, index):
+        key = (key * 0x9E3779B97F4A7C15 + stream + 1) % 2**63
+    limit = np.sqrt(6.0 / shape[0])
+    return tf.random.stateless_uniform(
+        shape, tf.constant([seed, key], tf.int64), -limit, limit, tf.float32
+    ).numpy()
+
+
+def test_lora_a_comes_from_the_seed_bit_for_bit_in_any_process(tmp_path):
+    model = SubspaceModel(mlp(), dim=4, seed=3, space="lora:2")
+    got = adapters_of(model)
+    for index, (name, fan_in) in enumerate((("h", 6), ("out", 5))):
+        a, b = got[name]
+        np.testing.assert_array_equal(a, expected_a(3, index, (fan_in, 2)))
+        assert np.abs(a).max() <= np.sqrt(6.0 / fan_in) and np.abs(a).max() > 0
+        np.testing.assert_array_equal(b, np.zeros((2, b.shape[1]), "float32"))
+    # Another process, another global random state: the same theta_0.
+    subprocess.run(
+        [sys.executable, "-c", _DRAW, str(tmp_path / "a.npz"), "17"],
+        capture_output=True,
+        timeout=300,
+        check=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    with np.load(tmp_path / "a.npz") as npz:
+        theirs = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    ours = values(model.base_variables)
+    assert [t.shape for t in theirs] == [(6, 2), (2, 5), (5, 2), (2, 3)]
+    for a, b in zip(theirs, ours):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(model.theta_0.numpy(), flat(theirs).astype("f4"))
+    # Another seed, other A; the same seed after other draws, the same A.
+    other = adapters_of(SubspaceModel(mlp(), dim=4, seed=4, space="lora:2"))
+    assert not np.array_equal(other["h"][0], got["h"][0])
+    assert not np.array_equal(other["out"][0], got["out"][0])
+    base = mlp()
+    keras.random.uniform((3,))  # moves Keras' global random state
+    again = adapters_of(SubspaceModel(base, dim=4, seed=3, space="lora:2"))
+    np.testing.assert_array_equal(again["h"][0], got["h"][0])
+
+
+def test_prepare_without_a_seed_keeps_keras_draw_and_enabled_layers_keep_a():
+    keras.utils.set_random_seed(11)
+    plain = LoRA(2).prepare(mlp())
+    base = mlp()
+    keras.utils.set_random_seed(11)
+    assert [v.path for v in LoRA(2).prepare(base)] == [v.path for v in plain]
+    a_before = values(base.trainable_variables)[0]
+    assert not np.array_equal(a_before, expected_a(3, 0, (6, 2)))
+    # Prepared already (Keras' draw): wrapping keeps it.
+    model = SubspaceModel(base, dim=4, seed=3, space="lora:2")
+    np.testing.assert_array_equal(adapters_of(model)["h"][0], a_before)
+    # One layer enabled by hand: it keeps its A, the other gets the seed's.
+    base = mlp()
+    base.get_layer("h").enable_lora(2)
+    by_hand = values([base.get_layer("h").lora_kernel_a])[0]
+    got = adapters_of(SubspaceModel(base, dim=4, seed=3, space="lora:2"))
+    np.testing.assert_array_equal(got["h"][0], by_hand)
+    np.testing.assert_array_equal(got["out"][0], expected_a(3, 1, (5, 2)))
+    with pytest.raises(ValueError, match=r"`seed` should be an integer"):
+        LoRA(2).prepare(mlp(), seed=-1)
+
+
 def test_dim_is_checked_against_the_space():
     with pytest.raises(ValueError, match=r"at most D=8.*space 'weights\[include"):
         SubspaceModel(mlp(), dim=9, space=Weights(include=["*bias"]))
