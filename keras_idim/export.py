@@ -7,9 +7,11 @@ Two ways for a measured subspace model to leave the lab:
   TensorFlow SavedModel with a `serve` endpoint. Serving it needs TensorFlow
   only: neither keras_idim nor the projection is part of it.
 - `save_compact(model, path)` / `load_compact(path)`: the few numbers that
-  define the model (projection kind and seed, `theta_d`, SAID's lambdas),
-  with either the base network itself or only a SHA-256 fingerprint of its
-  `theta_0`, for many small adapters of one shared pretrained base.
+  define the model (projection kind and seed, its space, `theta_d`, SAID's
+  lambdas), with either the base network itself or only a SHA-256
+  fingerprint of its weights, for many small adapters of one shared
+  pretrained base (in any space: a LoRA space's A matrices are drawn again
+  from the seed).
 """
 
 from __future__ import annotations
@@ -32,8 +34,14 @@ from keras_idim.version import __version__
 #: all before it (version 1: written by keras_idim 0.1.0 and 0.2.0, and
 #: still for the default space; version 2 adds `space`, the config of a
 #: `keras_idim.spaces.Space` other than every weight, so that a keras_idim
-#: that knows no spaces refuses the file).
-COMPACT_VERSION = 2
+#: that knows no spaces refuses the file; version 3, a file of such a space
+#: without its base: theta_0 is rebuilt from the base model and the seed,
+#: checked by `base_sha256` (the base's weights that the space does not
+#: draw, as they were when wrapped), and `state_positions` say which of
+#: the base's weights the file holds).
+COMPACT_VERSION = 3
+#: The version of a file of a space other than every weight, with its base.
+SPACE_VERSION = 2
 COMPACT_FORMAT = "keras_idim.compact"
 #: Format tag of a LoRA model's compact file (adapters, no base).
 LORA_FORMAT = "keras_idim.compact_lora"
@@ -140,8 +148,17 @@ def save_compact(
 
     A model in a space other than every weight (`SubspaceModel(...,
     space=...)`, e.g. LoRA adapters or a subset of the weights) is saved
-    with its space's config and its base (`include_base=True`): the weights
-    outside the space are kept as the base model's other state.
+    with its space's config too. With its base (`include_base=True`), the
+    weights outside the space are kept as the base model's other state.
+    Without it, the file holds the seed, the space, theta_d (and the
+    lambdas), the base model's other state that training may change (e.g.
+    BatchNorm moving statistics) and the SHA-256 fingerprint of the base
+    model's weights as they were when wrapped: `load_compact` wraps the
+    base model again in the same space with the same seed, which draws
+    the same LoRA A matrices (B is zero). This needs a theta_0 that the
+    seed made: a LoRA layer whose adapters were enabled before the model
+    was wrapped (by hand, or by `Space.prepare` without a seed) has an A of
+    Keras' own draw, and such a model is refused without its base.
 
     A model trained with LoRA adapters (a run of `search(method="lora")`,
     see `keras_idim.lora`) is saved the same way, without its base: the
@@ -187,20 +204,20 @@ def save_compact(
     include_base = True if include_base is None else include_base
     check_bool("include_base", include_base)
     default_space = model.space == spaces.Weights()
-    if not default_space and not include_base:
-        raise ValueError(
-            f"A compact file of a model in the space {model.space.spec!r} "
-            "holds its base: theta_0 (e.g. LoRA's random A) is not the base "
-            "model's own weights. Pass `include_base=True` (or leave it None). "
-            f"Received: `include_base={include_base!r}`"
-        )
+    seeded = not default_space and not include_base  # theta_0 from the seed
     path = check_target(path, overwrite)
     model.sync_base_weights()
     theta_0 = _split(keras.ops.convert_to_numpy(model.theta_0), model.base_variables)
     state = model.state_variables
+    if seeded:
+        base_sha256, positions = _seeded_base(model, theta_0)
+        weights = model.base_model.weights
+        state = [weights[k] for k in positions]
     header = {
         "format": COMPACT_FORMAT,
-        "format_version": 1 if default_space else COMPACT_VERSION,
+        "format_version": (
+            1 if default_space else COMPACT_VERSION if seeded else SPACE_VERSION
+        ),
         "keras_idim_version": __version__,
         "projection": keras.saving.serialize_keras_object(model.projection),
         "seed": model.seed,
@@ -218,6 +235,10 @@ def save_compact(
     }
     if not default_space:
         header["space"] = model.space.get_config()
+    if seeded:
+        header["base_sha256"] = base_sha256
+        header["base_weights"] = len(model.base_model.weights)
+        header["state_positions"] = positions
     arrays = {
         "theta_d": keras.ops.convert_to_numpy(model.theta_d),
     }
@@ -228,6 +249,44 @@ def save_compact(
     if include_base:
         arrays["theta_0"] = keras.ops.convert_to_numpy(model.theta_0)
     return _write(path, header, arrays)
+
+
+def _seeded_base(model: SubspaceModel, theta_0: list) -> tuple[str, list[int]]:
+    """(the fingerprint of the base model's weights as they were when
+    wrapped, the positions in `base_model.weights` of its other state) of a
+    model whose file leaves its base out; refuses one whose theta_0 the seed
+    did not make."""
+    base, space = model.base_model, model.space
+    drawn = space.drawn(base, model.seed)
+    differ = [
+        v.path
+        for v, piece in zip(model.base_variables, theta_0)
+        if id(v) in drawn
+        and not np.array_equal(piece, keras.ops.convert_to_numpy(drawn[id(v)]))
+    ]
+    if differ:
+        raise ValueError(
+            f"A compact file without its base cannot rebuild the theta_0 of "
+            f"this model in the space {space.spec!r}: the initial values of "
+            f"{differ[:4]} are not those that the seed {model.seed} draws "
+            "(LoRA was enabled on those layers before the model was wrapped, "
+            "by hand or by `Space.prepare` without a seed), so the file must "
+            "hold them. Pass `include_base=True` (or leave it None), or wrap "
+            "a base model without adapters. Received: `include_base=False`"
+        )
+    by_id = {id(v): piece for v, piece in zip(model.base_variables, theta_0)}
+    fixed = {id(v) for v in spaces.fixed_weights(base)}
+    values, positions = [], []
+    for k, v in enumerate(base.weights):
+        if id(v) in drawn:
+            continue
+        if id(v) in by_id:  # the space's own weights, as they were
+            values.append(by_id[id(v)])
+        elif id(v) in fixed:  # frozen: as they were
+            values.append(v)
+        else:  # e.g. moving statistics: kept in the file
+            positions.append(k)
+    return fingerprint(values), positions
 
 
 def _write(path: str, header: dict, arrays: dict) -> str:
@@ -377,6 +436,45 @@ def _check_projection_fits(path: str, header: dict, arrays: dict, base_model) ->
         )
 
 
+def _reseed(path: str, header: dict, space, base_model) -> tuple[list, list]:
+    """Wraps `base_model` in the space of a file without its base (version
+    3), drawing its new weights from the file's seed, and checks it against
+    the file's fingerprint. Returns (the space's variables, those of the
+    base model's state that the file holds)."""
+    count, positions = header.get("base_weights"), header.get("state_positions")
+    seed = header.get("seed")
+    if (
+        not isinstance(count, int)
+        or not isinstance(seed, int)
+        or not isinstance(positions, list)
+        or not all(isinstance(k, int) and 0 <= k < count for k in positions)
+        or not isinstance(header.get("base_sha256"), str)
+    ):
+        raise CompactFileError(
+            f"The compact file {path!r} is corrupt: its seed, base weights or "
+            "state positions are unreadable."
+        )
+    variables = space.prepare(base_model, seed=seed)
+    weights = base_model.weights
+    drawn = space.drawn(base_model, seed)
+    kept = set(positions)
+    values = [v for k, v in enumerate(weights) if id(v) not in drawn and k not in kept]
+    theirs = fingerprint(values) if len(weights) == count else None
+    if theirs != header["base_sha256"]:
+        found = (
+            f"{len(weights)} weights, not {count}"
+            if theirs is None
+            else f"the SHA-256 of its weights is {theirs[:16]}..., the file "
+            f"expects {header['base_sha256'][:16]}..."
+        )
+        raise ValueError(
+            f"`base_model` does not match the compact file {path!r}: {found} "
+            f"(in the space {space.spec!r}). Pass the exact base model "
+            "(architecture and weights) that was wrapped when saving, fresh."
+        )
+    return variables, [weights[k] for k in positions]
+
+
 def load_compact(
     path: str | os.PathLike, base_model: keras.Model | None = None
 ) -> SubspaceModel:
@@ -394,9 +492,13 @@ def load_compact(
             saved with `include_base=False`; optional otherwise. Its weights'
             fingerprint must match the file's. It becomes the returned
             model's `base_model` (its weights are then driven by the subspace).
-            For a file of a space other than every weight (e.g. LoRA), the
-            file's theta_0 and frozen weights are written into it: only its
-            architecture counts.
+            For a file of a space other than every weight (e.g. LoRA) saved
+            with its base, the file's theta_0 and frozen weights are written
+            into it: only its architecture counts. For one saved without
+            it, it is wrapped in the file's space with the file's seed (a
+            LoRA space draws its A matrices from it), and the fingerprint of
+            its weights must match the file's: pass it fresh, without LoRA
+            adapters.
 
     Returns:
         A `SubspaceModel` (not compiled).
@@ -414,8 +516,10 @@ def load_compact(
             f"The compact file {path!r} is corrupt: its space is unreadable ({e})."
         ) from None
     # theta_0 of a space other than every weight (e.g. LoRA's random A) is
-    # the file's, never the base model's own.
-    from_file = space != spaces.Weights()
+    # the file's, never the base model's own; or, in a file without its
+    # base (version 3), drawn from the seed again.
+    seeded = header["format_version"] == 3
+    from_file = space != spaces.Weights() and not seeded
     if base_model is None:
         if not header["include_base"]:
             raise ValueError(
@@ -435,7 +539,10 @@ def load_compact(
             "the pretrained model itself, not one already wrapped by a "
             "SubspaceModel."
         )
-    variables = space.prepare(base_model)
+    if seeded:
+        variables, state = _reseed(path, header, space, base_model)
+    else:
+        variables = space.prepare(base_model)
     if from_file:
         theta_0 = arrays.get("theta_0")
         if theta_0 is None or sum(_sizes(variables)) != theta_0.size:
@@ -446,6 +553,17 @@ def load_compact(
         for v, piece in zip(variables, _split(theta_0, variables)):
             v.assign(piece)
     theirs = fingerprint(variables)
+    if seeded and theirs != header["theta_0_sha256"]:
+        raise ValueError(
+            f"`base_model` matches the compact file {path!r}, but the initial "
+            f"values of its space {space.spec!r} do not: the SHA-256 of theta_0 "
+            f"is {theirs[:16]}..., the file expects "
+            f"{header['theta_0_sha256'][:16]}... Its LoRA A matrices, drawn "
+            f"from the seed {header['seed']}, differ from the saved model's "
+            "(a base model whose LoRA was enabled already keeps its own; or "
+            "another TensorFlow's random numbers). Pass the base model "
+            "without adapters."
+        )
     if theirs != header["theta_0_sha256"]:
         raise ValueError(
             f"`base_model` does not match the compact file {path!r}: the "
@@ -465,7 +583,8 @@ def load_compact(
     model.theta_d.assign(arrays["theta_d"])
     if header["structure_aware"]:
         model.lambdas.assign(arrays["lambdas"])
-    state = model.state_variables
+    if not seeded:
+        state = model.state_variables
     if [list(v.shape) for v in state] != header["state_shapes"]:
         raise ValueError(
             f"`base_model` does not match the compact file {path!r}: its "

@@ -231,6 +231,11 @@ def test_spaces_compare_example_runs_shrunk(load, tmp_path):
     assert ["of weights" in rows[0], "of lora:4" in rows[1]] == [True, True]
     assert "of lora:16" in rows[2] and "lora rank" in rows[3]
     assert (tmp_path / "compare.png").stat().st_size > 0
+    # A LoRA space's compact file leaves its base out too: d numbers and a
+    # header, not the 220 KB of the base.
+    for name in ("lora4", "lora16"):
+        if got[name].d_int is not None:
+            assert 0 < got["compact_bytes"][name] < 4 * got[name].d_int + 4096
 
 
 def test_spaces_compare_example_on_the_hub_classifier_offline(load, tmp_path):

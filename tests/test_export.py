@@ -199,7 +199,7 @@ def test_compact_refuses_existing_corrupt_truncated_and_future_files(tmp_path):
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     np.savez(tmp_path / "future.npz", **arrays)
     with pytest.raises(
-        CompactFileError, match=r"format version 99.*reads versions 1 to 2"
+        CompactFileError, match=r"format version 99.*reads versions 1 to 3"
     ):
         load_compact(tmp_path / "future.npz")
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import materialize
 
 from keras_idim import SubspaceModel, spaces
-from keras_idim.export import load_compact, save_compact
+from keras_idim.export import CompactFileError, load_compact, save_compact
 from keras_idim.spaces import LoRA, Weights
 
 
@@ -440,8 +440,162 @@ def test_compact_round_trip(tmp_path, name):
         np.testing.assert_array_equal(
             loaded.predict(x, verbose=0), model.predict(x, verbose=0)
         )
-    with pytest.raises(ValueError, match=r"holds its base.*include_base=False"):
-        save_compact(model, tmp_path / "n.npz", include_base=False)
+    # Without its base (issue 21): the seed draws theta_0 again.
+    path = save_compact(model, tmp_path / "n.npz", include_base=False)
+    loaded = load_compact(path, base_model=mlp())
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+
+
+def npz_of(path):
+    with np.load(path) as npz:
+        return json.loads(npz["header"].tobytes()), sorted(npz.files)
+
+
+@pytest.mark.parametrize(
+    "space", [LoRA(2), Weights(include=["*bias*"]), LoRA(2, train=["out"])]
+)
+@pytest.mark.parametrize("said", [False, True])
+def test_compact_file_without_base_in_a_space(tmp_path, space, said):
+    model = trained(space, said=said)
+    path = save_compact(model, tmp_path / "m.npz", include_base=False)
+    header, members = npz_of(path)
+    assert header["format_version"] == 3 and header["include_base"] is False
+    assert header["space"] == space.get_config() and header["seed"] == 2
+    assert header["base_model"] is None and header["state_positions"] == []
+    # The seed, the space and theta_d (and the lambdas): no weight of the base.
+    assert members == sorted(["header", "theta_d"] + (["lambdas"] if said else []))
+    d = model.theta_d.shape[0]
+    assert d == (6 - model.lambdas.shape[0] if said else 6)
+    # Each member: its name twice (local and central zip headers), about
+    # 200 bytes of zip and .npy headers; the header member holds the JSON.
+    text = len(json.dumps(header, sort_keys=True))
+    bound = text + 4 * 6 + len(members) * 300 + 200
+    assert os.path.getsize(path) <= bound
+    x, _ = data(seed=1)
+    keras.random.uniform((5,))  # another global random state: A from the seed
+    loaded = load_compact(path, base_model=mlp())
+    assert loaded.space == space and loaded.seed == 2
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+    for a, b in zip(
+        values(loaded.base_model.weights), values(model.base_model.weights)
+    ):
+        np.testing.assert_array_equal(a, b)
+    # Another base (other weights): refused, naming the fingerprint.
+    with pytest.raises(ValueError, match=r"does not match.*SHA-256 of its weights"):
+        load_compact(path, base_model=mlp(seed=7))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("state_positions", [99]), ("base_weights", "8"), ("seed", None)],
+)
+def test_compact_file_without_base_refuses_a_crafted_header(tmp_path, field, value):
+    path = save_compact(trained(LoRA(2)), tmp_path / "m.npz", include_base=False)
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(arrays["header"].tobytes())
+    header[field] = value
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "crafted.npz", **arrays)
+    with pytest.raises(CompactFileError, match=r"crafted\.npz.*corrupt.*seed, base"):
+        load_compact(tmp_path / "crafted.npz", base_model=mlp())
+
+
+def test_compact_file_without_base_of_the_digits_fc_in_lora_4(tmp_path):
+    import keras_idim
+
+    def base():
+        keras.utils.set_random_seed(0)
+        return keras_idim.models.fc(input_shape=(8, 8, 1), num_classes=10)
+
+    model = SubspaceModel(base(), dim=100, seed=5, space="lora:4")
+    assert model.full_dim == 4 * ((64 + 200) + (200 + 200) + (200 + 10))
+    model.theta_d.assign(np.linspace(-0.1, 0.1, 100).astype("float32"))
+    model.sync_base_weights()
+    small = save_compact(model, tmp_path / "small.npz", include_base=False)
+    whole = save_compact(model, tmp_path / "whole.npz")
+    header, _ = npz_of(small)
+    text = len(json.dumps(header, sort_keys=True))
+    # 64 x 200 + 200 x 200 + 200 x 10 weights and biases: 220 KB of base.
+    assert os.path.getsize(whole) > 4 * (64 * 200 + 200 * 200 + 200 * 10)
+    assert os.path.getsize(small) <= text + 4 * 100 + 2 * 300 + 200 < 4096
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype("float32")
+    loaded = load_compact(small, base_model=base())
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_compact_file_without_base_keeps_batchnorm_statistics(tmp_path):
+    def base():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(5, name="h"),
+                keras.layers.BatchNormalization(name="bn"),
+                keras.layers.Dense(3, name="out"),
+            ]
+        )
+
+    model = SubspaceModel(base(), dim=6, projection="dense", seed=2, space="lora:1")
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    x, y = data()
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    path = save_compact(model, tmp_path / "m.npz", include_base=False)
+    header, members = npz_of(path)
+    # h: kernel, bias, A, B; bn: gamma, beta, moving mean, moving variance.
+    assert header["state_positions"] == [6, 7]
+    assert header["state_shapes"] == [[5], [5]]
+    assert members == ["header", "state_0", "state_1", "theta_d"]
+    loaded = load_compact(path, base_model=base())
+    bn = loaded.base_model.get_layer("bn")
+    np.testing.assert_array_equal(
+        bn.moving_mean.numpy(), model.base_model.get_layer("bn").moving_mean.numpy()
+    )
+    assert not np.array_equal(bn.moving_mean.numpy(), np.zeros(5))
+    x, _ = data(seed=1)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_compact_file_without_base_of_a_loaded_keras_file(tmp_path):
+    model = trained(LoRA(2))
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    path = save_compact(again, tmp_path / "m.npz", include_base=False)
+    loaded = load_compact(path, base_model=mlp())
+    x, _ = data(seed=1)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_compact_file_without_base_refuses_an_a_the_seed_did_not_draw(tmp_path):
+    base = mlp()
+    LoRA(2).prepare(base)  # Keras' own draw
+    model = SubspaceModel(base, dim=4, seed=3, space="lora:2")
+    with pytest.raises(ValueError, match=r"net/h/lora_kernel_a.*include_base=True"):
+        save_compact(model, tmp_path / "m.npz", include_base=False)
+    assert not (tmp_path / "m.npz").exists()
+    save_compact(model, tmp_path / "m.npz")  # with its base: as before
+    # A base given with LoRA enabled by hand keeps its A: refused too.
+    path = save_compact(
+        SubspaceModel(mlp(), dim=4, seed=3, space="lora:2"),
+        tmp_path / "n.npz",
+        include_base=False,
+    )
+    by_hand = mlp()
+    by_hand.get_layer("h").enable_lora(2)
+    with pytest.raises(ValueError, match=r"A matrices, drawn from the seed 3"):
+        load_compact(path, base_model=by_hand)
+    with pytest.raises(ValueError, match=r"include_base=False.*pass the base"):
+        load_compact(path)
 
 
 def test_compact_file_of_the_default_space_is_as_before(tmp_path):
