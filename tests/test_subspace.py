@@ -333,7 +333,7 @@ def test_bad_dim(bad):
 def test_unknown_projection_lists_the_valid_ones():
     with pytest.raises(
         ValueError,
-        match=r"\['dense', 'fastfood', 'sparse'\].*"
+        match=r"\['dense', 'fastfood', 'sparse', 'unilora'\].*"
         r"Received: `projection='orthogonal'`",
     ):
         SubspaceModel(mlp(), dim=4, projection="orthogonal")
