@@ -1,4 +1,21 @@
-"""Fastfood projection (Le, Sarlos, Smola, ICML 2013)."""
+"""Fastfood projection (Le, Sarlos, Smola, ICML 2013).
+
+The projection is split over modules by what each part does:
+
+- here: `FastfoodProjection`, P's shape (blocks and groups of blocks), the
+  drawing of its random tensors from the seed (versions 2 and 3, and the
+  plan of the draws), the stored tensors (`FastfoodArrays`), its
+  configuration, and its products, each handed to one backend object
+  that the projection chooses when it is made;
+- `fastfood_arrays`: the types that travel between these modules: the
+  stored tensors (`FastfoodArrays`) and a range of blocks to draw (`Draw`);
+- `fastfood_legacy`: version 1 of the drawing (keras_idim 0.1.0's);
+- `fastfood_ops`: the backend of TensorFlow ops (`OpsBackend`), and the
+  Walsh-Hadamard transform `fwht`;
+- `fastfood_kernel_backend`: the backend of the compiled CPU kernel
+  (`KernelBackend`), and the choice between the two (`choose_backend`);
+- `kernel` and `kernel_build`: building and loading the compiled kernel.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +23,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_idim.projections import kernel
-from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
+from keras_idim.projections import fastfood_legacy
+from keras_idim.projections.base import Projection, derive_seed
+from keras_idim.projections.fastfood_arrays import Draw, FastfoodArrays
+from keras_idim.projections.fastfood_kernel_backend import choose_backend
 from keras_idim.projections.fastfood_ops import (  # noqa: F401 (re-exported)
     HADAMARD_FACTOR_BITS,
-    OpsBackend,
     fwht,
     hadamard_matrix,
 )
@@ -143,135 +161,94 @@ class FastfoodProjection(Projection):
         self.block_length = length if blocks == "single" else small
         self.num_blocks = -(-self.full_dim // self.block_length)
         # The products run over groups of `group_rows` blocks, one at a time
-        # (`PASS_CHUNK`): their workspace is a group's, not D's. The blocks
-        # are padded to whole groups with zero signs and Gaussians (rows
-        # that are cut off), each block's permutation kept as indices into
-        # the block (int16 up to blocks of 2^15), the signs as int8 (+-1).
+        # (`PASS_CHUNK`): their workspace is a group's, not D's.
         self.group_rows = min(self.num_blocks, max(1, PASS_CHUNK // self.block_length))
         self.num_groups = -(-self.num_blocks // self.group_rows)
-        if version == 1 or blocks == "single":
-            draws = [(0, self.num_blocks, ())]
-        else:
-            step = max(1, BUILD_CHUNK // self.block_length)
-            draws = [  # the first group from version 1's streams
-                (start, min(start + step, self.num_blocks), (i,) if i else ())
-                for i, start in enumerate(range(0, self.num_blocks, step))
-            ]
-        # Each group of blocks is copied into place as it is drawn, and
-        # freed: TensorFlow's allocator (oneDNN's, a pool that it keeps)
-        # then holds one group's intermediates, not every part of P twice
-        # (as joining the parts took).
-        rows, length = self.num_groups * self.group_rows, self.block_length
-        real = np.float16 if version == 3 else np.float32
-        arrays = [
-            np.zeros([rows, length], np.int8),
-            np.empty([rows, length], self._index_dtype),
-            np.zeros([rows, length], real),
-            np.zeros([rows * length], real),
+        #: P's stored tensors (`FastfoodArrays`).
+        self.arrays = self._stored()
+        #: The products' backend, chosen once: `KernelBackend` (the compiled
+        #: kernel) or `OpsBackend` (TensorFlow ops).
+        self.backend = choose_backend(self)
+
+    # The stored tensors by name (`FastfoodArrays`).
+    signs = property(lambda self: self.arrays.signs)
+    permutation = property(lambda self: self.arrays.permutation)
+    gauss = property(lambda self: self.arrays.gauss)
+    row_scale = property(lambda self: self.arrays.row_scale)
+    block_scale = property(lambda self: self.arrays.block_scale)
+
+    # -- drawing P from the seed ------------------------------------------
+
+    def _plan(self) -> list[Draw]:
+        """The ranges of blocks drawn, each from its streams: version 1's
+        (`fastfood_legacy.plan`: every block at once); a single block; or
+        stacked blocks in groups of about `BUILD_CHUNK` numbers, the first
+        group from version 1's streams, each later one from its own."""
+        if self.version == 1:
+            return fastfood_legacy.plan(self.num_blocks)
+        if self.blocks == "single":
+            return [Draw(0, self.num_blocks, ())]
+        step = max(1, BUILD_CHUNK // self.block_length)
+        return [
+            Draw(start, min(start + step, self.num_blocks), (i,) if i else ())
+            for i, start in enumerate(range(0, self.num_blocks, step))
         ]
-        if version == 3:  # the blocks' normalisations, apart from S
-            arrays.append(np.zeros([rows], np.float32))
-        cut = self.num_blocks
-        arrays[1][cut:] = np.arange(length)  # cut-off blocks: the identity
-        for first, stop, stream in draws:
-            parts = self._draw(first, stop, stream)
-            for i, (array, part) in enumerate(zip(arrays, parts)):
-                start = first * length if i == 3 else first
-                array[start : start + part.shape[0]] = part.numpy()
-            del parts
-        grouped = [self.num_groups, self.group_rows, length]
-        whole = []
-        for shape in (grouped, grouped, grouped, [-1], grouped[:2])[: len(arrays)]:
-            whole.append(tf.reshape(tf.convert_to_tensor(arrays.pop(0)), shape))
-        self.signs, self.permutation, self.gauss, self.row_scale = whole[:4]
-        #: Version 3: each block's normalisation, float32 (`row_scale` then
-        #: holds S alone, float16); `None` before (folded into `row_scale`).
-        self.block_scale = whole[4] if version == 3 else None
-        self._ops = self._kernel_ops()
-        #: The TensorFlow-ops backend (`fastfood_ops.OpsBackend`), `None`
-        #: where the compiled kernel makes the products.
-        self._tf = OpsBackend(self) if self._ops is None else None
 
-    def _kernel_ops(self):
-        """The compiled kernel's ops (`keras_idim.projections.kernel`) when
-        this P's products should use them, else `None`."""
-        if not kernel.wanted(self.full_dim):
-            return None
-        ops = kernel.load()
-        if ops is None and kernel.mode() == "on":
-            raise RuntimeError(
-                f"{kernel.ENV}=1 asks for Fastfood's compiled kernel, which is "
-                f"unavailable: {kernel.unavailable_reason()}. Set {kernel.ENV}"
-                "=auto (or 0) to use TensorFlow ops instead."
-            )
-        if ops is None:
-            kernel.warn_once(self.full_dim)
-        return ops
+    def _stored(self) -> FastfoodArrays:
+        """P's stored tensors, drawn range by range (`_plan`) into blocks
+        padded to whole groups (zero signs and Gaussians, identity
+        permutations: rows that are cut off). Each range is copied into
+        place as it is drawn, and freed: TensorFlow's allocator (oneDNN's,
+        a pool that it keeps) then holds one range's intermediates, not
+        every part of P twice; each array is freed as its tensor is made."""
+        groups, rows, length = self.num_groups, self.group_rows, self.block_length
+        padded = groups * rows
+        real = np.float16 if self.version == 3 else np.float32
+        held = {
+            "signs": np.zeros([padded, length], np.int8),
+            "permutation": np.empty([padded, length], self._index_dtype),
+            "gauss": np.zeros([padded, length], real),
+            "row_scale": np.zeros([padded * length], real),
+            "block_scale": np.zeros([padded], np.float32)
+            if self.version == 3
+            else None,
+        }
+        held["permutation"][self.num_blocks :] = np.arange(length)
+        for draw in self._plan():
+            part = self._draw(*draw)
+            for name in FastfoodArrays._fields:
+                tensor = getattr(part, name)
+                if tensor is not None:
+                    start = draw.first * (length if name == "row_scale" else 1)
+                    held[name][start : start + tensor.shape[0]] = tensor.numpy()
+            del part, tensor
+        shapes = {"row_scale": [-1], "block_scale": [groups, rows]}
 
-    @property
-    def uses_kernel(self) -> bool:
-        """Whether the products run in the compiled kernel (see
-        `keras_idim.projections.kernel`), not in TensorFlow ops."""
-        return self._ops is not None
+        def stored(name: str) -> tf.Tensor | None:
+            array = held.pop(name)
+            if array is None:
+                return None
+            shape = shapes.get(name, [groups, rows, length])
+            return tf.reshape(tf.convert_to_tensor(array), shape)
 
-    @property
-    def supports_xla(self) -> bool:
-        # XLA cannot compile the kernel's op.
-        return self._ops is None
+        return FastfoodArrays(**{name: stored(name) for name in FastfoodArrays._fields})
 
-    #: Both backends read and write the pieces where they are: the kernel in
-    #: one pass, the TensorFlow ops group by group (`fastfood_ops`).
-    fuses_pieces = True
-
-    def _maybe_compiled(self, name: str, fn):
-        # The kernel is one pass already; XLA could not compile it.
-        return fn if self._ops is not None else super()._maybe_compiled(name, fn)
-
-    def _kernel_args(self) -> tuple:
-        block_scale = tf.zeros([0]) if self.block_scale is None else self.block_scale
-        return self.signs, self.permutation, self.gauss, self.row_scale, block_scale
-
-    def _draw(
-        self, first: int, stop: int, stream: tuple[int, ...]
-    ) -> tuple[tf.Tensor, ...]:
+    def _draw(self, first: int, stop: int, stream: tuple[int, ...]) -> FastfoodArrays:
         """Blocks `first` to `stop - 1`: their signs, permutations (indices
         into each block), Gaussians and kept rows' scales (version 3: S
-        alone, then each block's normalisation), drawn from the streams
-        `(kind, *stream)`. Intermediates several times
-        their size (int64 sort keys, float64 draws) live one slice of
-        blocks at a time, with the same results as whole."""
+        alone, and each block's normalisation), drawn from the streams
+        `(kind, *stream)`. Intermediates several times their size (int64
+        sort keys, float64 draws) live one slice of blocks at a time, with
+        the same results as whole."""
         length = self.block_length
         shape = [stop - first, length]
+        seed = derive_seed(self.seed, 5, *stream)
         uniform = tf.random.stateless_uniform(
-            shape,
-            derive_seed(self.seed, 5, *stream),
-            minval=0,
-            maxval=2,
-            dtype=tf.int32,
+            shape, seed, minval=0, maxval=2, dtype=tf.int32
         )
         signs = tf.cast(uniform * 2 - 1, tf.int8)
         del uniform
-        if self.blocks == "single":
-            perm = tf.random.experimental.stateless_shuffle(
-                tf.range(length, dtype=tf.int32), derive_seed(self.seed, 6)
-            )[None, :]
-        else:  # one random permutation per block: argsort of random keys
-            keys = tf.random.stateless_uniform(
-                shape,
-                derive_seed(self.seed, 9, *stream),
-                dtype=tf.int64,
-                minval=None,
-                maxval=None,
-            )
-            perm = _by_rows(
-                lambda rows: tf.argsort(
-                    keys[rows], axis=1, stable=True, direction="ASCENDING"
-                ),
-                shape[0],
-                length,
-            )
-            del keys
-        perm = tf.cast(perm, self._index_dtype)  # indices into the block
+        perm = self._draw_permutation(shape, stream)
         gauss = tf.random.stateless_normal(
             shape, derive_seed(self.seed, 7, *stream), dtype=tf.float64
         )
@@ -286,21 +263,50 @@ class FastfoodProjection(Projection):
         )
         stored = tf.cast(gauss, tf.float16 if self.version == 3 else tf.float32)
         del gauss
-        kept = min(stop * length, self.full_dim) - first * length
-        chi2 = 2.0 * tf.random.stateless_gamma(
-            [kept],
-            derive_seed(self.seed, 8, *stream),
-            alpha=length / 2.0,
-            dtype=tf.float64,
-        )
+        row_scale, block_scale = self._draw_scales(block_scale, first, stop, stream)
+        return FastfoodArrays(signs, perm, stored, row_scale, block_scale)
 
+    def _draw_permutation(self, shape: list, stream: tuple[int, ...]) -> tf.Tensor:
+        """The permutations of `shape[0]` blocks, as indices into each
+        block: one shuffle for a single block, else the argsort of random
+        keys per block."""
+        length = self.block_length
+        if self.blocks == "single":
+            perm = tf.random.experimental.stateless_shuffle(
+                tf.range(length, dtype=tf.int32), derive_seed(self.seed, 6)
+            )[None, :]
+        else:  # one random permutation per block: argsort of random keys
+            seed = derive_seed(self.seed, 9, *stream)
+            keys = tf.random.stateless_uniform(
+                shape, seed, dtype=tf.int64, minval=None, maxval=None
+            )
+            perm = _by_rows(
+                lambda rows: tf.argsort(
+                    keys[rows], axis=1, stable=True, direction="ASCENDING"
+                ),
+                shape[0],
+                length,
+            )
+            del keys
+        return tf.cast(perm, self._index_dtype)
+
+    def _draw_scales(self, block_scale, first: int, stop: int, stream) -> tuple:
+        """`(row_scale, block_scale)` of blocks `first` to `stop - 1`'s kept
+        rows, from their normalisations `block_scale` (float64) and S
+        (`S_ii^2 ~ chi^2_B / B`): version 3, S alone as float16 and the
+        normalisations as float32; before, their product as float32 and
+        `None`."""
+        length = self.block_length
+        kept = min(stop * length, self.full_dim) - first * length
+        seed = derive_seed(self.seed, 8, *stream)
+        chi2 = 2.0 * tf.random.stateless_gamma(
+            [kept], seed, alpha=length / 2.0, dtype=tf.float64
+        )
         if self.version == 3:  # S alone as float16; the blocks' scales apart
             scale = _by_rows(
-                lambda rows: tf.cast(tf.sqrt(chi2[rows] / length), tf.float16),
-                kept,
-                1,
+                lambda rows: tf.cast(tf.sqrt(chi2[rows] / length), tf.float16), kept, 1
             )
-            return signs, perm, stored, scale, tf.cast(block_scale, tf.float32)
+            return scale, tf.cast(block_scale, tf.float32)
 
         def row_scale(rows: slice) -> tf.Tensor:
             # S and the normalisation, folded into one vector over kept rows.
@@ -308,12 +314,7 @@ class FastfoodProjection(Projection):
             blocks = tf.range(rows.start, rows.stop) // length
             return tf.cast(scale * tf.gather(block_scale, blocks), tf.float32)
 
-        return signs, perm, stored, _by_rows(row_scale, kept, 1)
-
-    def call(self, v: tf.Tensor) -> tf.Tensor:
-        if self._ops is not None:
-            return self._kernel_call(v)
-        return self._tf.forward(v)
+        return _by_rows(row_scale, kept, 1), None
 
     @property
     def _index_dtype(self) -> type:
@@ -325,39 +326,40 @@ class FastfoodProjection(Projection):
         """Rows after the D kept ones, up to whole groups of blocks."""
         return self.num_groups * self.group_rows * self.block_length - self.full_dim
 
-    def _kernel_call(self, v: tf.Tensor) -> tf.Tensor:
-        """`P v` in the kernel, differentiable: the kernel's op has no
-        registered gradient, so autodiff is told that the map's
-        vector-Jacobian product is the kernel's own transpose, `P^T g`."""
+    # -- the products, in the backend ---------------------------------------
 
-        @tf.custom_gradient
-        def forward(v):
-            def grad(upstream):
-                return self._kernel_transpose([upstream], None, None)[0]
+    @property
+    def uses_kernel(self) -> bool:
+        """Whether the products run in the compiled kernel (see
+        `keras_idim.projections.kernel`), not in TensorFlow ops."""
+        return self.backend.uses_kernel
 
-            return self._kernel_forward(v, tf.zeros([0]), tf.zeros([0]), []), grad
+    @property
+    def supports_xla(self) -> bool:
+        return self.backend.supports_xla
 
-        return forward(v)
+    #: Both backends read and write the pieces where they are: the kernel in
+    #: one pass, the TensorFlow ops group by group (`fastfood_ops`).
+    fuses_pieces = True
 
-    def _kernel_forward(self, v, base, scales, sizes: list) -> tf.Tensor:
-        return self._ops.keras_idim_fastfood_forward(
-            v,
-            base,
-            scales,
-            *self._kernel_args(),
-            full_dim=self.full_dim,
-            sizes=[int(n) for n in sizes],
-        )
+    def _maybe_compiled(self, name: str, fn):
+        # The kernel is one pass already; XLA could not compile it.
+        if not self.backend.supports_xla:
+            return fn
+        return super()._maybe_compiled(name, fn)
+
+    def _kernel_args(self) -> tuple:
+        """The stored tensors as the compiled kernel's ops take them."""
+        return self.arrays.kernel_args()
+
+    def call(self, v: tf.Tensor) -> tf.Tensor:
+        return self.backend.forward(v)
 
     def _affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
-        if self._ops is not None:  # the sum made in the kernel's pass
-            return self._kernel_forward(v, base, tf.zeros([0]), [])
-        return super()._affine(v, base)
+        return self.backend.affine(v, base)
 
     def scaled_affine(self, v, base, scales, sizes: list) -> tf.Tensor:
-        if self._ops is None:
-            return tf.concat(list(self.affine_pieces(v, base, sizes, scales)), 0)
-        return self._kernel_forward(
+        return self.backend.scaled_affine(
             self._checked(v),
             tf.convert_to_tensor(base, tf.float32),
             tf.convert_to_tensor(scales, tf.float32),
@@ -365,47 +367,24 @@ class FastfoodProjection(Projection):
         )
 
     def affine_pieces(self, v, base, sizes: list, scales=None):
-        if self._ops is not None:
-            return super().affine_pieces(v, base, sizes, scales)
         base = tf.convert_to_tensor(base, tf.float32)
-        return self._tf.affine_pieces(self._checked(v), base, sizes, scales)
+        return self.backend.affine_pieces(self._checked(v), base, sizes, scales)
 
     def piece_dots(self, v, pieces: list) -> tf.Tensor:
         return self.transpose_and_dots(pieces, None, v)[1]
 
     def transpose_and_dots(self, pieces: list, scales, v) -> tuple:
-        if self._ops is None:
-            return self._tf.transpose_pieces(pieces, scales, self._checked(v))
-        return self._kernel_transpose(pieces, scales, self._checked(v))
-
-    def _kernel_transpose(self, pieces: list, scales, v) -> tuple:
-        """The kernel's `(P^T (scales * g), dots of the pieces with P v)`,
-        the dots zero without v."""
-        return self._ops.keras_idim_fastfood_transpose(
-            [tf.cast(p, tf.float32) for p in pieces],
-            tf.zeros([0])
-            if scales is None
-            else tf.convert_to_tensor(scales, tf.float32),
-            tf.zeros([0]) if v is None else v,
-            *self._kernel_args(),
-            full_dim=self.full_dim,
-            dim=self.dim,
-        )
+        return self.backend.transpose_pieces(pieces, scales, self._checked(v))
 
     def transpose_pieces(self, pieces: list, scales=None) -> tf.Tensor:
-        if self._ops is not None:  # read where they are, scaled as read
-            return self._kernel_transpose(pieces, scales, None)[0]
-        # Cut from the pieces group by group, scaled as cut.
-        return self._tf.transpose_pieces(pieces, scales)[0]
+        return self.backend.transpose_pieces(pieces, scales)[0]
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
-        if self._ops is not None:
-            return self.transpose_pieces([g])
-        return self._tf.transpose_padded(tf.pad(g, [[0, self._padding]]))
+        return self.backend.transpose(g)
 
     @property
     def memory_bytes(self) -> int:
-        return tensor_bytes(*self._kernel_args())
+        return self.arrays.memory_bytes
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -417,5 +396,5 @@ class FastfoodProjection(Projection):
     @classmethod
     def from_config(cls, config: dict) -> FastfoodProjection:
         # A configuration without `version` (keras_idim 0.1.0's) is drawn
-        # as version 1 draws it.
-        return cls(**{"version": 1, **config})
+        # as version 1 draws it (`fastfood_legacy`).
+        return cls(**fastfood_legacy.with_version(config))

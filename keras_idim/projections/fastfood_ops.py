@@ -1,7 +1,9 @@
 """Fastfood's products in TensorFlow ops: the path of GPUs, and of CPUs
 without the compiled kernel (`keras_idim.projections.kernel`).
 
-`OpsBackend` computes a `FastfoodProjection`'s products group by group (a
+`OpsBackend` is one of a `FastfoodProjection`'s two backends (the other,
+`fastfood_kernel_backend.KernelBackend`, has the same methods; a projection
+chooses one when it is made). It computes the products group by group (a
 group: `group_rows` stacked blocks, about `PASS_CHUNK` rows). The products
 over the pieces of a (D,) vector (one piece per weight tensor: a subspace
 model's gradients and weights) read and write the pieces where they are,
@@ -96,9 +98,15 @@ class OpsBackend:
     """A `FastfoodProjection`'s products in TensorFlow ops (see the module).
 
     Args:
-        projection: FastfoodProjection. Its stored tensors (signs,
-            permutations, Gaussians, scales), read where they are.
+        projection: FastfoodProjection. Its stored tensors
+            (`projection.arrays`: signs, permutations, Gaussians, scales),
+            read where they are.
     """
+
+    #: The products run in TensorFlow ops, not in the compiled kernel.
+    uses_kernel = False
+    #: XLA can compile every op here.
+    supports_xla = True
 
     def __init__(self, projection):
         self.p = projection
@@ -113,37 +121,37 @@ class OpsBackend:
         """The row scales of group c, float32, flattened: version 3's
         float16 S times its blocks' float32 normalisation (as the kernel
         makes them), or the stored float32 scales."""
-        p = self.p
-        if p.block_scale is None:
-            return tf.reshape(p.row_scale, [p.num_groups, self.group_size])[c]
-        s = tf.reshape(p.row_scale, [p.num_groups, p.group_rows, -1])[c]
-        return tf.reshape(tf.cast(s, tf.float32) * p.block_scale[c][:, None], [-1])
+        p, a = self.p, self.p.arrays
+        if a.block_scale is None:
+            return tf.reshape(a.row_scale, [p.num_groups, self.group_size])[c]
+        s = tf.reshape(a.row_scale, [p.num_groups, p.group_rows, -1])[c]
+        return tf.reshape(tf.cast(s, tf.float32) * a.block_scale[c][:, None], [-1])
 
     def _permutation(self, c) -> tf.Tensor:
         """Group c's permutation as indices into the group, flattened."""
         p = self.p
         starts = tf.range(p.group_rows, dtype=tf.int32)[:, None] * p.block_length
-        return tf.reshape(tf.cast(p.permutation[c], tf.int32) + starts, [-1])
+        return tf.reshape(tf.cast(p.arrays.permutation[c], tf.int32) + starts, [-1])
 
     def forward_group(self, x: tf.Tensor, c) -> tf.Tensor:
         """Group c's rows of `P v` (`(group_size,)`), x the padded v
         `(1, block_length)`: B, H, Pi, G, H and S on its blocks."""
-        p, rows, length = self.p, self.p.group_rows, self.p.block_length
-        y = fwht(x * tf.cast(p.signs[c], tf.float32))
+        a, rows, length = self.p.arrays, self.p.group_rows, self.p.block_length
+        y = fwht(x * tf.cast(a.signs[c], tf.float32))
         y = tf.gather(tf.reshape(y, [-1]), self._permutation(c))
-        y = fwht(tf.reshape(y, [rows, length]) * tf.cast(p.gauss[c], tf.float32))
+        y = fwht(tf.reshape(y, [rows, length]) * tf.cast(a.gauss[c], tf.float32))
         return tf.reshape(y, [-1]) * self._scale(c)
 
     def transpose_group(self, g: tf.Tensor, c) -> tf.Tensor:
         """Group c's part of `P^T g`, `(block_length,)`, for its rows g
         `(group_size,)`: P^T = B H Pi^T G H S (H symmetric, B G S
         diagonal), summed over the blocks."""
-        p, rows, length = self.p, self.p.group_rows, self.p.block_length
+        a, rows, length = self.p.arrays, self.p.group_rows, self.p.block_length
         y = fwht(tf.reshape(g * self._scale(c), [rows, length]))
-        y = tf.reshape(y * tf.cast(p.gauss[c], tf.float32), [-1])
+        y = tf.reshape(y * tf.cast(a.gauss[c], tf.float32), [-1])
         # Pi^T: the gather y[j] = x[perm[j]] transposed scatters back.
         y = tf.scatter_nd(self._permutation(c)[:, None], y, [self.group_size])
-        y = fwht(tf.reshape(y, [rows, length])) * tf.cast(p.signs[c], tf.float32)
+        y = fwht(tf.reshape(y, [rows, length])) * tf.cast(a.signs[c], tf.float32)
         return tf.reduce_sum(y, axis=0)
 
     def _said_group(self, g, scale, x, c) -> tuple:
@@ -169,6 +177,19 @@ class OpsBackend:
                 parallel_iterations=1,
             )
         return tf.reshape(out, [-1])[: p.full_dim]
+
+    def affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
+        """`base + P v`."""
+        return base + self.forward(v)
+
+    def scaled_affine(self, v, base, scales, sizes: list) -> tf.Tensor:
+        """`base + s * (P v)`, s `scales[t]` on the t-th piece of `sizes`
+        rows: the pieces of `affine_pieces`, joined."""
+        return tf.concat(list(self.affine_pieces(v, base, sizes, scales)), 0)
+
+    def transpose(self, g: tf.Tensor) -> tf.Tensor:
+        """`P^T g` for g of shape (D,), padded to whole groups."""
+        return self.transpose_padded(tf.pad(g, [[0, self.p._padding]]))
 
     def transpose_padded(self, g: tf.Tensor) -> tf.Tensor:
         """`P^T g` for g padded to whole groups, over the groups in a loop."""
