@@ -184,8 +184,7 @@ def run_side(spec: dict) -> dict:
     model, data = _task(spec)
     space = spec.get("space")
 
-    def plain_model() -> keras.Model:
-        m = model()
+    def plain_model_of(m: keras.Model) -> keras.Model:
         if space is not None:  # keras-hub's own enable_lora, the rest frozen
             spaces.get(space).prepare(m)
         return m
@@ -202,12 +201,13 @@ def run_side(spec: dict) -> dict:
         m.fit(data, epochs=1, steps_per_epoch=n, callbacks=[timer.callback], verbose=0)
         return timer.times
 
-    first = model() if spec["side"] == "subspace" else plain_model()
-    full_dim = sum(int(np.prod(v.shape)) for v in first.weights)
-    if space is None:
-        full_dim = sum(int(np.prod(v.shape)) for v in first.trainable_variables)
-    record = {**spec, "full_dim": full_dim}
+    first = model()
+    # D: the model's weights (its trainable ones, and every one where the
+    # plain side is LoRA's, which freezes them), before any adapter.
+    counted = first.trainable_variables if space is None else first.weights
+    record = {**spec, "full_dim": sum(int(np.prod(v.shape)) for v in counted)}
     if spec["side"] == "plain" and space is not None:
+        first = plain_model_of(first)
         record["space_dim"] = sum(
             int(np.prod(v.shape)) for v in first.trainable_variables
         )
@@ -230,7 +230,7 @@ def run_side(spec: dict) -> dict:
     record["step_ms"] = 1e3 * median(steps(first, spec["steps"]))
     record["peak_rss_bytes"] = _peak()
     if spec["side"] == "subspace" and not spec.get("memory_only"):
-        plain = compiled(plain_model())
+        plain = compiled(plain_model_of(model()))
         steps(plain, spec["warmup"])
         ratios = []
         for _ in range(spec["rounds"]):

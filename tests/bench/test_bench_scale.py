@@ -76,3 +76,51 @@ def test_a_subspace_process_on_a_tiny_bert(memory_only):
 
 def _ok(peak):
     return {"status": "ok", "peak_rss_bytes": peak, "step_ms": 1000.0}
+
+
+TINY_LLAMA = {
+    "vocabulary_size": 50,
+    "num_layers": 1,
+    "num_query_heads": 2,
+    "num_key_value_heads": 1,
+    "hidden_dim": 16,
+    "intermediate_dim": 32,
+}
+
+
+def test_the_decoder_row_is_lora_against_subspaces_of_its_lora_space():
+    specs = scale.jobs(["llama-1b"])
+    assert {(s["family"], s["space"]) for s in specs} == {("llama", "lora:8")}
+    assert specs[0]["side"] == "plain" and specs[0]["backbone"]["num_layers"] == 22
+
+
+@pytest.mark.parametrize("side", ["plain", "subspace"])
+def test_a_tiny_decoder_process(side):
+    pytest.importorskip("keras_hub")  # the [hub] extra, in [dev]
+    spec = {
+        "name": "tiny-llama",
+        "family": "llama",
+        "space": "lora:2",
+        "backbone": TINY_LLAMA,
+        "dim": 20,
+        "side": side,
+        "projection": "fastfood" if side == "subspace" else None,
+        "said": False,
+        "warmup": 1,
+        "steps": 1,
+        "rounds": 1,
+        "round_steps": 1,
+    }
+    record = scale.run_side(spec)
+    assert record["status"] == "ok" and record["step_ms"] > 0
+    # Rank-2 adapters on query (16 -> 2 heads x 8, A 16 x 2 x 2 as Keras
+    # splits the kernel, B 2 x 8) and value (16 -> 1 head x 8: A 16 x 1 x 2,
+    # B 2 x 8) of the one layer.
+    assert record["space_dim"] == (16 * 2 * 2 + 2 * 8) + (16 * 1 * 2 + 2 * 8)
+    # Every weight of the decoder: token embedding 50 x 16 and its untied
+    # reverse 16 x 50, the layer (norms 2 x 16, q 16 x 16, k and v 16 x 8
+    # each, o 16 x 16, gate and up 16 x 32 each, down 32 x 16), final norm
+    # 16; the adapters not counted.
+    layer = 2 * 16 + 16 * 16 + 2 * 16 * 8 + 16 * 16 + 2 * 16 * 32 + 32 * 16
+    assert record["full_dim"] == 50 * 16 * 2 + layer + 16
+    assert ("ratio" in record) is (side == "subspace")
