@@ -78,13 +78,11 @@ class SubspaceMap:
 
         One pass of the projection. With SAID, tensor t gets `theta_0,t +
         lambda_t (P theta_d)_t`: each piece is scaled on its own, so that
-        no tensor larger than D is ever built (a per-weight (D,) scale from
-        `tf.repeat` tiled to (number of tensors) x (largest tensor) floats).
-        The sum comes from the projection's own pass
-        (`Projection.affine_pieces`; Fastfood's TensorFlow ops make each
-        piece when it is asked for, a group of rows at a time). The
-        variables are written one at a time, each piece made after the last
-        was written.
+        no tensor larger than D is built. The sum comes from the
+        projection's own pass (`Projection.affine_pieces`; Fastfood's
+        TensorFlow ops make each piece when it is asked for, a group of rows
+        at a time). The variables are written one at a time, each piece
+        made after the last was written.
 
         Args:
             theta_0: The (D,) initial weights.
