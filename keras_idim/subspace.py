@@ -6,90 +6,20 @@ import math
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_idim import _compat, lora, spaces
-from keras_idim import projections as projections_module
 from keras_idim.projections.base import Projection
-from keras_idim.utils.io import check_target, staged
-from keras_idim.utils.validation import (
-    check_bool,
-    check_positive_int,
-    check_seed,
-    is_number,
+from keras_idim.subspace_checks import WRAPPED, check_arguments
+from keras_idim.subspace_map import SubspaceMap, scales_optimizer
+from keras_idim.subspace_saving import (
+    FORMAT_VERSION,
+    LoraLayerWeights,
+    Unsaved,
+    check_format_version,
+    export_base,
+    own_variables,
 )
-
-#: Version of a SubspaceModel's saved form: its config (`format_version`)
-#: and the variables it saves. A config without `format_version` is of
-#: version 1 (keras_idim 0.1.0); version 2 adds the field.
-FORMAT_VERSION = 2
-
-
-class _BaseVariables:
-    """The base model's trainable variables at wrap time, in order.
-
-    A plain holder, so that Keras' attribute tracking does not count the
-    base model's variables a second time as variables of the wrapper.
-    """
-
-    def __init__(self, variables: list):
-        self.variables = list(variables)
-        self.shapes = [tuple(v.shape) for v in self.variables]
-        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
-
-
-class _Holder:
-    """One variable, held where Keras' attribute tracking does not see it
-    (so that it is neither a weight of the model nor saved)."""
-
-    def __init__(self, variable):
-        self.variable = variable
-
-
-#: The attribute that marks a base model as wrapped by a SubspaceModel.
-_WRAPPED = "_keras_idim_wrapped"
-
-
-class _LoraLayerWeights(_compat.keras_saveable()):
-    """The own weights (kernel, bias) of the base model's LoRA layers, saved
-    and loaded as they are, beside the model's other variables.
-
-    Keras saves a LoRA layer's kernel merged with its adapters, W + (alpha /
-    r) A B, and zeroes A and B when it loads one. A loaded subspace model
-    would then add its adapters (theta_0 + P theta_d) to a kernel that
-    already holds them, and its frozen W would be lost. Keras loads this
-    object after the model's sublayers (a private attribute): it writes the
-    original weights back and the adapters from theta_d.
-    """
-
-    def __init__(self, model: SubspaceModel):
-        self._model = _Holder(model)
-
-    def _obj_type(self) -> str:
-        # The kind whose attributes Keras' saving walk skips; it accepts
-        # only its own kinds, and this object has nothing more to walk.
-        return "Loss"
-
-    def _variables(self) -> list:
-        return [
-            v
-            for layer in lora.lora_layers(self._model.variable.base_model)
-            for v in layer.weights
-            if not lora.is_lora(v)
-        ]
-
-    def save_own_variables(self, store: Any) -> None:
-        for i, v in enumerate(self._variables()):
-            store[str(i)] = keras.ops.convert_to_numpy(v)
-
-    def load_own_variables(self, store: Any) -> None:
-        variables = self._variables()
-        if len(store.keys()) != len(variables):  # a file from before
-            return
-        for i, v in enumerate(variables):
-            v.assign(store[str(i)])
-        self._model.variable.sync_base_weights()
 
 
 @keras.saving.register_keras_serializable(package="keras_idim")
@@ -104,15 +34,14 @@ class SubspaceModel(keras.Model):
     trainable vector. Plain `compile`/`fit` then train `theta_d` alone: the
     optimizer holds slots for d numbers, not D.
 
-    Each training step takes the gradient of the loss with respect to the
-    base weights, maps it to the subspace with the transposed projection
-    (`P^T g`, one pass of the projection), lets the optimizer update
+    Each training step maps the gradient of the loss with respect to the
+    base weights to the subspace (`P^T g`), lets the optimizer update
     `theta_d`, and writes `theta_0 + P theta_d` back into the base model's
-    variables: two passes of the projection per step. So after every step
-    the base model's own variables hold the current weights, and `predict`,
-    `evaluate`, `base_model(x)` and export need nothing special. Layers keep
-    their training behaviour: Dropout drops, BatchNormalization uses batch
-    statistics and updates its moving statistics.
+    variables (`sync_base_weights`): two passes of the projection per step.
+    So the base model's own variables hold the current weights, and
+    `predict`, `evaluate`, `base_model(x)` and export need nothing special.
+    Layers keep their training behaviour: Dropout drops, BatchNormalization
+    uses batch statistics and updates its moving statistics.
 
     With `structure_aware=True` (SAID, Aghajanyan et al. 2020), each weight
     tensor t of the base model gets a trainable scale `lambda_t` (initialised
@@ -187,166 +116,61 @@ class SubspaceModel(keras.Model):
         **kwargs: Any,
     ):
         # Validate everything before any work.
-        _compat.check_backend("a SubspaceModel")
-        if not isinstance(base_model, keras.Model):
-            raise ValueError(
-                "`base_model` should be a `keras.Model`. "
-                f"Received: `base_model={base_model!r}` "
-                f"of type {type(base_model).__name__}"
-            )
-        if isinstance(base_model, SubspaceModel):
-            raise ValueError(
-                f"`base_model` ({base_model.name!r}) is already a SubspaceModel: "
-                "wrapping it again would train nothing (its only weights are "
-                "theta_d). Wrap its base network instead: "
-                "`SubspaceModel(model.base_model, dim)` (theta_0 is then the "
-                "base's current weights, theta_0 + P theta_d of the old model)."
-            )
-        if not base_model.built:
-            raise ValueError(
-                f"`base_model` ({base_model.name!r}) is not built: its "
-                "weights do not exist yet. Build it first, e.g. with "
-                "`base_model.build(input_shape)` or by calling it on a batch "
-                "of data, or give it a `keras.Input`."
-            )
-        dim = check_positive_int("dim", dim)
-        seed = check_seed(seed)
-        structure_aware = check_bool("structure_aware", structure_aware)
-        if said_learning_rate is not None and (
-            not structure_aware
-            or not is_number(said_learning_rate)
-            or not 0 < said_learning_rate < float("inf")
-        ):
-            raise ValueError(
-                "`said_learning_rate` should be a positive number (the rate of "
-                "SAID's per-tensor scales), and only with "
-                "`structure_aware=True`. Received: "
-                f"`said_learning_rate={said_learning_rate!r}` with "
-                f"`structure_aware={structure_aware}`"
-            )
-        if not isinstance(projection, Projection):
-            projection_cls = projections_module.get(projection)
-        if projection_kwargs is not None and (
-            not isinstance(projection_kwargs, dict)
-            or isinstance(projection, Projection)
-        ):
-            raise ValueError(
-                "`projection_kwargs` should be a dict of arguments of the "
-                "projection class, and only with a projection name or class. "
-                f"Received: `projection_kwargs={projection_kwargs!r}`"
-            )
-        space = spaces.get(space)
-        no_weights = ValueError(
-            f"`base_model` ({base_model.name!r}) has no trainable "
-            "weights, so there is nothing to train in a subspace (was "
-            "it already wrapped by a SubspaceModel, or frozen?)."
+        args = check_arguments(
+            base_model,
+            dim,
+            projection,
+            seed,
+            structure_aware,
+            projection_kwargs,
+            said_learning_rate,
+            space,
+            wrapper=SubspaceModel,
         )
-        if getattr(base_model, _WRAPPED, False):
-            raise no_weights
-        if isinstance(projection, Projection):
-            seed = projection.seed
-        # The space's new weights (LoRA's A) are drawn from the seed too.
-        base_vars = _BaseVariables(space.prepare(base_model, seed=seed))
-        if not base_vars.variables:
-            raise no_weights
-        # The space's name in errors; today's wording for the default.
-        in_space = "" if space == spaces.Weights() else f" in the space {space.spec!r}"
-        num_tensors = len(base_vars.variables)
-        if structure_aware and dim <= num_tensors:
-            raise ValueError(
-                "With `structure_aware=True`, `dim` should exceed the number "
-                f"of trainable weight tensors of the base model{in_space} "
-                f"({num_tensors}), one scale each. Received: `dim={dim}`"
-            )
-        full_dim = sum(base_vars.sizes)
-        if dim > full_dim:
-            raise ValueError(
-                f"`dim` should be at most D={full_dim:,}, the number of "
-                f"trainable weights of `base_model` ({base_model.name!r})"
-                f"{in_space}: a larger subspace cannot reach more of the "
-                f"weight space. Received: `dim={dim}`"
-            )
-        sub_dim = dim - num_tensors if structure_aware else dim
-        if isinstance(projection, Projection):
-            if (projection.full_dim, projection.dim) != (full_dim, sub_dim):
-                raise ValueError(
-                    f"`projection` should map R^{sub_dim} to R^{full_dim} for "
-                    f"this base model and `dim`. Received: `projection={projection!r}`"
-                )
-        else:
-            try:
-                projection = projection_cls(
-                    full_dim, sub_dim, seed=seed, **(projection_kwargs or {})
-                )
-            except TypeError as e:
-                raise ValueError(
-                    f"`projection_kwargs` do not fit {projection_cls.__name__}"
-                    f": {e}. Received: `projection_kwargs={projection_kwargs!r}`"
-                ) from None
-
         super().__init__(**kwargs)
         self.base_model = base_model
-        self.space = space
-        self.dim = dim
-        self.full_dim = full_dim
-        self.seed = seed
-        self.structure_aware = structure_aware
-        self.said_learning_rate = (
-            None if said_learning_rate is None else float(said_learning_rate)
-        )
+        self.space = args.space
+        self.dim = args.dim
+        self.full_dim = args.full_dim
+        self.seed = args.seed
+        self.structure_aware = args.structure_aware
+        self.said_learning_rate = args.said_learning_rate
         self._said_optimizer = None
-        self.projection = projection
-        self._base = base_vars
-        # The format version of the config this model was loaded from (see
-        # `from_config`); `None` when built in code.
+        self.projection = args.projection
+        self._map = SubspaceMap(args.projection, args.variables, args.structure_aware)
+        # The format version it was loaded from (`from_config`); None in code.
         self._loaded_format: int | None = None
         # XLA cannot compile tf.sparse ops, nor Fastfood's compiled kernel:
         # Keras then refuses jit_compile.
-        self.supports_jit = projection.supports_xla
-
+        self.supports_jit = args.projection.supports_xla
         # Initialised with the joined weights themselves: a zero variable
         # assigned afterwards would hold a second (D,) buffer for a moment.
         self.theta_0 = self.add_weight(
-            shape=(full_dim,),
-            initializer=lambda shape, dtype: tf.concat(
-                [tf.reshape(tf.cast(v, tf.float32), [-1]) for v in base_vars.variables],
-                axis=0,
-            ),
+            shape=(args.full_dim,),
+            initializer=lambda shape, dtype: self._map.flatten(),
             trainable=False,
             name="theta_0",
         )
         self.theta_d = self.add_weight(
-            shape=(sub_dim,),
+            shape=(args.projection.dim,),
             initializer="zeros",
             trainable=True,
             name="theta_d",
         )
-        if structure_aware:
+        if args.structure_aware:
             self.lambdas = self.add_weight(
-                shape=(num_tensors,),
+                shape=(len(args.variables),),
                 initializer="ones",
                 trainable=True,
                 name="said_lambdas",
             )
-            # P theta_d, kept for the gradient of the lambdas where the
-            # projection cannot make it again on the fly (`fuses_pieces`:
-            # Fastfood gives those dot products beside its transpose, the
-            # kernel in its pass, the TensorFlow ops group by group). It
-            # follows from theta_d, so it is not a weight of the
-            # model and not saved (`load_own_variables` reads files that
-            # hold it).
-            self._offset = (
-                None
-                if projection.fuses_pieces
-                else _Holder(
-                    keras.Variable(tf.zeros([full_dim]), trainable=False, name="offset")
-                )
-            )
-        for v in base_vars.variables:
+        for v in args.variables:
             v.trainable = False
-        object.__setattr__(base_model, _WRAPPED, True)
+        object.__setattr__(base_model, WRAPPED, True)
         if lora.lora_layers(base_model):
-            self._lora_layer_weights = _LoraLayerWeights(self)
+            self._lora_layer_weights = LoraLayerWeights(
+                base_model, self.sync_base_weights
+            )
         self.built = True
 
     @property
@@ -357,71 +181,39 @@ class SubspaceModel(keras.Model):
         (now marked non-trainable); the rows of P follow this order, each
         variable flattened row-major.
         """
-        return list(self._base.variables)
+        return list(self._map.variables)
 
     @property
     def state_variables(self) -> list:
         """The base model's other variables, which the subspace does not
         drive (e.g. BatchNorm moving statistics; none for most models): with
         the seed and theta_d, what a saved subspace model must keep."""
-        wrapped = {id(v) for v in self._base.variables}
+        wrapped = {id(v) for v in self._map.variables}
         return [v for v in self.base_model.weights if id(v) not in wrapped]
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.base_model(inputs, training=training)
 
-    # -- the subspace map ------------------------------------------------
+    # -- the subspace map (see `keras_idim.subspace_map`) ------------------
 
-    def _per_tensor(self, flat: tf.Tensor) -> list[tf.Tensor]:
-        """A (full_dim,) tensor cut into one flat piece per base tensor."""
-        return tf.split(flat, self._base.sizes)
+    @property
+    def _offset(self):
+        """With SAID, the kept P theta_d, or `None` (see `SubspaceMap`)."""
+        return self._map.offset
 
     def sync_base_weights(self) -> None:
         """Writes `theta_0 + P theta_d` into the base model's variables.
 
         Runs after every training step (one pass of the projection); call it
         yourself only after assigning `theta_d` (or the lambdas) by hand.
-        With SAID, tensor t gets `theta_0,t + lambda_t (P theta_d)_t`: each
-        piece is scaled on its own, so that no tensor larger than D is ever
-        built (a per-weight (D,) scale from `tf.repeat` tiled to (number of
-        tensors) x (largest tensor) floats). The sum comes from the
-        projection's own pass (`Projection.affine_pieces`; Fastfood's
-        TensorFlow ops make each piece when it is asked for, a group of rows
-        at a time). The variables are written one at a time, each piece made
-        after the last was written.
+        With SAID, tensor t gets `theta_0,t + lambda_t (P theta_d)_t`, each
+        piece scaled on its own. The variables are written one at a time,
+        each piece made after the last was written, so that no second
+        tensor of D floats is built (see `SubspaceMap.write`).
         """
-        theta_d = tf.convert_to_tensor(self.theta_d)
-        theta_0 = tf.convert_to_tensor(self.theta_0)
-        if self.structure_aware and self._offset is not None:
-            # P theta_d, kept for the lambdas' gradient, and read back from
-            # the variable: the product's own buffer is then free at once.
-            offset_var = self._offset.variable
-            offset_var.assign(self.projection(theta_d))
-            with tf.control_dependencies([offset_var.value]):
-                offset = tf.convert_to_tensor(offset_var)
-            pieces = zip(
-                self._per_tensor(theta_0),
-                tf.unstack(tf.convert_to_tensor(self.lambdas)),
-                self._per_tensor(offset),
-            )
-            theta = (base + lam * u for base, lam, u in pieces)
-        else:
-            # theta_0 + (lambda *) P theta_d, piece by piece as the
-            # projection makes them (one pass; Fastfood's TensorFlow ops
-            # make each piece when it is asked for, group by group).
-            theta = self.projection.affine_pieces(
-                theta_d,
-                theta_0,
-                self._base.sizes,
-                self.lambdas if self.structure_aware else None,
-            )
-        # One tensor at a time: each piece is made after the last one is
-        # written, so that the pieces never add up to another (D,) tensor.
-        written = []
-        for v, shape in zip(self._base.variables, self._base.shapes):
-            with tf.control_dependencies(written[-1:]):
-                piece = tf.reshape(next(theta), shape)
-                written.append(v.value.assign(tf.cast(piece, v.dtype)))
+        self._map.write(
+            self.theta_0, self.theta_d, self.lambdas if self.structure_aware else None
+        )
 
     def subspace_gradients(self, grads: list) -> list[tf.Tensor]:
         """Maps gradients w.r.t. the base weights to the trainable variables.
@@ -435,76 +227,36 @@ class SubspaceModel(keras.Model):
             Gradients for `self.trainable_variables`: `[P^T g]`, and with
             SAID `[P^T (lambda * g), sum_t(g * P theta_d)]`.
         """
-        pieces = [
-            tf.zeros([n], tf.float32)
-            if g is None
-            else tf.reshape(tf.cast(tf.convert_to_tensor(g), tf.float32), [-1])
-            for g, n in zip(grads, self._base.sizes)
-        ]
-        if not self.structure_aware:
-            return [self.projection.transpose_pieces(pieces)]
-        # Per tensor: d/dlambda_t = g_t . (P theta_d)_t; the chain rule to
-        # theta_d carries lambda_t * g_t.
-        if self._offset is None:  # both from one pass of the projection
-            return list(
-                self.projection.transpose_and_dots(pieces, self.lambdas, self.theta_d)
-            )
-        # Scaled piece by piece (see `sync_base_weights`).
-        lambdas = tf.unstack(tf.convert_to_tensor(self.lambdas))
-        offsets = self._per_tensor(tf.convert_to_tensor(self._offset.variable))
-        # Dot products (no product tensor made); and only then the scaling,
-        # which may then write into each gradient's own buffer.
-        grad_lambdas = tf.stack(
-            [tf.tensordot(g, u, axes=1) for g, u in zip(pieces, offsets)]
-        )
-        with tf.control_dependencies([grad_lambdas]):
-            scaled = [lam * g for lam, g in zip(lambdas, pieces)]
-        return [self.projection.transpose_pieces(scaled), grad_lambdas]
+        lambdas = self.lambdas if self.structure_aware else None
+        return self._map.pull_back(grads, self.theta_d, lambdas)
 
     def load_own_variables(self, store: Any) -> None:
-        # The variables of version 1 (a config without `format_version`) of
-        # a SAID model may hold P theta_d as a fourth variable, after
-        # theta_d, the lambdas and theta_0: it is dropped and made again
-        # from theta_d. A model built in code reads a weights file, which
-        # carries no version: there the fourth variable tells the layout.
-        # A version 2 config never has it.
-        own = 3 if self.structure_aware else 2  # theta_d, lambdas, theta_0
-        if (
-            self.structure_aware
-            and self._loaded_format in (None, 1)
-            and len(store.keys()) == own + 1
-        ):
-            store = {str(i): store[str(i)] for i in range(own)}
+        # Version 1's layout may hold one more variable (see
+        # `subspace_saving.own_variables`).
+        store = own_variables(store, self.structure_aware, self._loaded_format)
         super().load_own_variables(store)
-        if self.structure_aware and self._offset is not None:
-            self._offset.variable.assign(self.projection(self.theta_d))
+        self._map.update_offset(self.theta_d)
 
     # -- training ----------------------------------------------------------
 
     def compile(self, optimizer: Any = "rmsprop", *args: Any, **kwargs: Any) -> None:
         """`keras.Model.compile`; with SAID, the scales also get an optimizer
         of their own: a copy of `optimizer` at `said_learning_rate`, or, by
-        default, at `optimizer`'s rate times `sqrt(dim / full_dim)`.
-
-        A step of size r on each scale changes the whole of its tensor's
-        offset by a factor 1 + r, while a step of size r on each of the d
-        coordinates of theta_d moves each weight by about r * sqrt(d / D)
-        (unit-norm columns): at theta_d's rate the m scales would move the
-        weights far more than theta_d does, and flip sign. The copy's state
-        is not saved with the model: after loading, the scales' optimizer
-        starts afresh."""
+        default, at `optimizer`'s rate times `sqrt(dim / full_dim)` (see
+        `keras_idim.subspace_map.scales_optimizer`). The copy's state is not
+        saved with the model: after loading, the scales' optimizer starts
+        afresh."""
         super().compile(optimizer, *args, **kwargs)
         self._said_optimizer = None
         if not self.structure_aware or self.optimizer is None:
             return
-        config = keras.optimizers.serialize(self.optimizer)
-        main = config["config"].get("learning_rate")
-        said = keras.optimizers.deserialize(config)
-        if self.said_learning_rate is not None or is_number(main):
-            said.learning_rate = self.said_rate(main)
-        # else a schedule: the scales follow it as it is
-        said.build([self.lambdas])
-        self._said_optimizer = _Holder(said)
+        said = scales_optimizer(
+            self.optimizer,
+            self.lambdas,
+            self.said_rate,
+            fixed=self.said_learning_rate is not None,
+        )
+        self._said_optimizer = Unsaved(optimizer=said)
         # Built over every trainable variable, as Keras builds it (its slots
         # for the scales stay unused): saved files keep one layout.
         if not self.optimizer.built:
@@ -526,12 +278,12 @@ class SubspaceModel(keras.Model):
     @property
     def said_optimizer(self):
         """The optimizer of SAID's scales (see `compile`), or `None`."""
-        return None if self._said_optimizer is None else self._said_optimizer.variable
+        return None if self._said_optimizer is None else self._said_optimizer.optimizer
 
     def train_step(self, data: Any) -> dict:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         # The tf.Variables behind the base model's (non-trainable) weights.
-        base_vars = [v.value for v in self._base.variables]
+        base_vars = [v.value for v in self._map.variables]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(base_vars)
             y_pred = self(x, training=True)
@@ -542,9 +294,8 @@ class SubspaceModel(keras.Model):
                 sample_weight=sample_weight,
                 training=True,
             )
-            batch_size = tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[
-                0
-            ]
+            first = next(i for i in tf.nest.flatten(x) if i is not None)
+            batch_size = tf.shape(first)[0]
             _compat.loss_tracker(self).update_state(
                 _compat.unscale_loss_for_distribution(loss), sample_weight=batch_size
             )
@@ -555,7 +306,7 @@ class SubspaceModel(keras.Model):
             self.optimizer.apply(grads, self.trainable_variables)
         else:  # SAID's scales at their own rate
             self.optimizer.apply(grads[:1], [self.theta_d])
-            self._said_optimizer.variable.apply(grads[1:], [self.lambdas])
+            self._said_optimizer.optimizer.apply(grads[1:], [self.lambdas])
         self.sync_base_weights()
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -598,26 +349,15 @@ class SubspaceModel(keras.Model):
         Returns:
             The path written.
         """
-        if format != "tf_saved_model" or kwargs:
-            raise ValueError(
-                "`SubspaceModel.export` writes TensorFlow SavedModels only "
-                "(`format='tf_saved_model'`); for the compact form use "
-                "`keras_idim.save_compact`. Received: "
-                f"`format={format!r}`{', ' + str(kwargs) if kwargs else ''}"
-            )
-        filepath = check_target(
-            filepath, overwrite, arg="filepath", folder_marker="saved_model.pb"
+        return export_base(
+            self.base_model,
+            filepath,
+            format,
+            verbose,
+            input_signature,
+            overwrite,
+            kwargs,
         )
-        with staged(filepath) as tmp:
-            self.base_model.export(
-                tmp,
-                format="tf_saved_model",
-                verbose=False,  # it would name `tmp`
-                input_signature=input_signature,
-            )
-        if verbose is None or verbose:
-            print(f"Saved artifact at '{filepath}'.")
-        return filepath
 
     # -- serialisation -----------------------------------------------------
 
@@ -646,14 +386,7 @@ class SubspaceModel(keras.Model):
         Raises:
             ValueError: a format version this keras_idim does not read.
         """
-        config = dict(config)
-        version = config.pop("format_version", 1)
-        if isinstance(version, bool) or version not in range(1, FORMAT_VERSION + 1):
-            raise ValueError(
-                f"This SubspaceModel was saved in format version {version!r}; "
-                f"this keras_idim reads versions 1 to {FORMAT_VERSION}. Load it "
-                "with the keras_idim that saved it, or a newer one."
-            )
+        config, version = check_format_version(config)
         config["base_model"] = keras.saving.deserialize_keras_object(
             config["base_model"], custom_objects=custom_objects
         )
