@@ -284,6 +284,7 @@ class Weights(Space):
 
     @property
     def spec(self) -> str:
+        """`"weights"`, or `"weights[include=GLOB,...;exclude=GLOB,...]"`."""
         parts = [
             f"{name}={','.join(value)}"
             for name, value in (("include", self.include), ("exclude", self.exclude))
@@ -408,6 +409,8 @@ class LoRA(Space):
         return [v for v in model.weights if id(v) in ids]
 
     def drawn(self, model: keras.Model, seed: int) -> dict[int, tf.Tensor]:
+        """A of every target layer drawn from `seed` (see `lora_a`), B
+        zeros, by `id` of the prepared `model`'s variables."""
         values = {}
         for index, layer in enumerate(lora.targets(model, self.targets)):
             a, b = lora.adapters(layer)
@@ -425,6 +428,8 @@ class LoRA(Space):
 
     @property
     def spec(self) -> str:
+        """`"lora:RANK"`, with `[alpha=A;targets=...;train=...]` where they
+        are not the defaults."""
         parts = []
         if self.alpha is not None:
             parts.append(f"alpha={self.alpha:g}")
