@@ -12,10 +12,12 @@ One idea a module:
   in-process runner.
 - `ray_runner`: the runs as Ray tasks.
 - `config`: the checks and descriptions of a search's arguments.
+- `search_config`: `SearchConfig`, a search's checked settings, its stored
+  description and hash, and its `Recipe`.
 - `driver`: the search loop, its state as attributes.
 - `result`: `SearchResult`, CSV, JSON and plot.
 - `comparison`: searches side by side (subspace against LoRA), `compare`.
-- `api`: `search`, the entry point (also `keras_idim.search`).
+- `api`: `search`, the entry point (also `keras_idim.search`), and `run`.
 
 Names load on first use, so that `keras_idim.dimsearch.strategy` can be
 imported without TensorFlow.

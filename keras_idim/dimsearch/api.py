@@ -1,49 +1,29 @@
 """`keras_idim.search`: the d-search's entry point.
 
-It checks every argument before any work, describes the search for the
-results file, and hands a `Driver` the recipe, the strategy and a runner.
+`search` checks every argument before any work (`SearchConfig`), and `run`
+hands a `Driver` the recipe, the strategy and a runner.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
 
-from keras_idim import _compat, lora
-from keras_idim import projections as projections_module
+from keras_idim import lora
 from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch import store
-from keras_idim.dimsearch.comparison import reusable_baseline
 from keras_idim.dimsearch.defaults import RECIPE
 from keras_idim.dimsearch.driver import Driver
 from keras_idim.dimsearch.fingerprint import data_fingerprint, model_fingerprint
-from keras_idim.dimsearch.floor import chance_floor, output_shape_of
-from keras_idim.dimsearch.records import THRESHOLD_RULES
+from keras_idim.dimsearch.floor import Floor, chance_floor, output_shape_of
 from keras_idim.dimsearch.result import SearchResult
-from keras_idim.dimsearch.runner import (
-    InProcessRunner,
-    Recipe,
-    Runner,
-    as_dataset,
-    check_batched,
-    check_class_labels,
-    check_finite,
-)
+from keras_idim.dimsearch.runner import Runner, check_batched
+from keras_idim.dimsearch.search_config import SearchConfig
 from keras_idim.dimsearch.strategy import make_strategy
-from keras_idim.utils.validation import (
-    check_choice,
-    check_fraction,
-    check_name,
-    check_positive_int,
-    check_positive_number,
-    is_number,
-    received,
-)
 
 
 def search(
@@ -314,304 +294,149 @@ def search(
     ...     dims="auto", learning_rate=0.03, results_path="runs/results.json")
     >>> result.d_int, result.threshold
     """
-    # Check everything before any work.
-    _compat.check_backend("a d-search")
-    if not callable(model_fn) or isinstance(model_fn, keras.Model):
-        raise ValueError(
-            "`model_fn` should be a function that builds and returns a fresh, "
-            f"built keras.Model on each call. {received('model_fn', model_fn)}"
-        )
-    projection_name = projections_module.get(projection).name
-    fraction = check_fraction("fraction", fraction, " (e.g. 0.9 for d_int90)")
-    reuse_source = None
-    if isinstance(baseline, (SearchResult, str, os.PathLike)):
-        reuse_source, baseline = baseline, None
-        if threshold is not None:
-            raise ValueError(
-                "Pass `threshold` or a baseline to reuse, not both: an absolute "
-                f"threshold needs no baseline. Received: `threshold={threshold!r}`"
-            )
-    baseline = check_positive_number(
-        "baseline", baseline, allow_none=True, hint=" (a global baseline)"
-    )
-    if threshold is not None:
-        if not is_number(threshold):
-            raise ValueError(
-                "`threshold` should be a finite number (an absolute target for "
-                f"`monitor`) or None. {received('threshold', threshold)}"
-            )
-        if baseline is not None:
-            raise ValueError(
-                "Pass `threshold` or `baseline`, not both: an absolute "
-                "threshold needs no baseline. "
-                f"Received: `threshold={threshold!r}`, `baseline={baseline!r}`"
-            )
-        threshold = float(threshold)
-    threshold_rule = check_choice("threshold_rule", threshold_rule, THRESHOLD_RULES)
-    if threshold is not None and threshold_rule != "baseline":
-        raise ValueError(
-            "Pass `threshold` or `threshold_rule='above_floor'`, not both: an "
-            "absolute threshold is derived from no baseline. Received: "
-            f"`threshold={threshold!r}`, `threshold_rule={threshold_rule!r}`"
-        )
-    if floor is not None:
-        if not is_number(floor):
-            raise ValueError(
-                "`floor` should be a finite number (the score of a constant "
-                f"predictor on `monitor`) or None. {received('floor', floor)}"
-            )
-        floor = float(floor)
-    if not (is_number(ci_level) and 0 < ci_level < 1):
-        raise ValueError(
-            "`ci_level` should be a number in (0, 1) (e.g. 0.9 for a 90% "
-            f"interval). {received('ci_level', ci_level)}"
-        )
-    ci_level = float(ci_level)
-    if not isinstance(overwrite, bool):
-        raise ValueError(
-            "`overwrite` should be True (start over, keeping the old results "
-            f"file as .bak) or False (resume). {received('overwrite', overwrite)}"
-        )
-    if verbose not in (0, 1, 2):
-        raise ValueError(
-            "`verbose` should be 0 (silent), 1 (a line per run and a progress "
-            f"line) or 2 (also each epoch). {received('verbose', verbose)}"
-        )
-    dims = cfg.check_dims(dims)
-    seeds = cfg.check_seeds(seeds)
-    epochs = check_positive_int("epochs", epochs)
-    batch_size = check_positive_int("batch_size", batch_size)
-    start_dim = check_positive_int("start_dim", start_dim)
-    if max_dim is not None:
-        max_dim = check_positive_int("max_dim", max_dim)
-    tolerance = check_positive_number("tolerance", tolerance, hint=" (e.g. 0.1)")
-    learning_rate = cfg.check_learning_rate("learning_rate", learning_rate)
-    baseline_learning_rate = cfg.check_learning_rate(
-        "baseline_learning_rate", baseline_learning_rate
-    )
-    check_positive_number("said_learning_rate", said_learning_rate, allow_none=True)
-    monitor = check_name("monitor", monitor)
-    method = cfg.check_method(method, lora_targets, lora_train)
-    metrics = cfg.check_metrics(metrics)
-    callbacks = cfg.check_callbacks(callbacks)
-    mode = cfg.resolve_mode(mode, monitor, metrics, callbacks)
-    cfg.check_monitor(monitor, mode, metrics, callbacks)
-    structure_aware = cfg.check_structure_aware(structure_aware)
-    space = cfg.check_space(space, method)
-    if said_learning_rate is not None and not structure_aware:
-        raise ValueError(
-            "`said_learning_rate` is the rate of SAID's scales: it needs "
-            "`structure_aware=True`. "
-            + received("said_learning_rate", said_learning_rate)
-        )
-    if method == "subspace":
-        cfg.check_dtype_policy()
-    tensorboard = cfg.check_tensorboard(tensorboard)
-    runner = _choose_runner(runner, workers, ray_address, train_data, val_data)
-    sub_optimizer, sub_opt_config = cfg.optimizer_factory(optimizer, learning_rate)
-    base_optimizer, base_opt_config = cfg.optimizer_factory(
-        optimizer, baseline_learning_rate
-    )
-    for arg, data, shuffle in (
-        ("train_data", train_data, True),
-        ("val_data", val_data, False),
-    ):
-        if not callable(data):  # a callable is built inside each run
-            check_finite(arg, data)
-            check_class_labels(arg, data, loss)
-            as_dataset(data, batch_size, shuffle=shuffle, arg=arg)
-    results_path = cfg.check_results_path(results_path)
+    return run(SearchConfig.from_arguments(**locals()))
 
-    config = {
-        "name": name,
-        "model_fn": cfg.describe_object(model_fn),
-        "train_data": cfg.describe_data(train_data),
-        "val_data": cfg.describe_data(val_data),
-        "projection": projection_name,
-        "structure_aware": structure_aware,
-        "space": space.spec,
-        "fraction": fraction,
-        "baseline": baseline,
-        "dims": dims,
-        "seeds": seeds,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer": sub_opt_config,
-        "baseline_optimizer": base_opt_config,
-        "said_learning_rate": said_learning_rate,
-        "loss": cfg.describe_object(loss),
-        "metrics": [cfg.describe_object(m) for m in metrics],
-        "monitor": monitor,
-        "mode": mode,
-        "threshold": threshold,
-        "callbacks": cfg.describe_callbacks(callbacks),
-        "method": method,
-        "lora_targets": cfg.describe_selector(lora_targets),
-        "lora_train": cfg.describe_selector(lora_train),
-        "tolerance": tolerance,
-        "start_dim": start_dim,
-        "max_dim": max_dim,
-        "threshold_rule": threshold_rule,
-        "floor": floor,
-    }
-    config = json.loads(json.dumps(config, default=str))  # as stored in JSON
-    reuse, baseline_from = None, None
-    if reuse_source is not None:
-        reuse, baseline_from = reusable_baseline(config, reuse_source)
-        config["baseline_from"] = baseline_from["config_hash"]
-    recipe = Recipe(
-        model_fn=model_fn,
-        train_data=train_data,
-        val_data=val_data,
-        batch_size=batch_size,
-        epochs=epochs,
-        loss=loss,
-        metrics=metrics,
-        monitor=monitor,
-        mode=mode,
-        projection=projection_name,
-        structure_aware=structure_aware,
-        space=space,
-        optimizer=sub_optimizer,
-        baseline_optimizer=base_optimizer,
-        callbacks=callbacks,
-        tensorboard=tensorboard,
-        method=method,
-        lora_targets=lora_targets,
-        lora_train=lora_train,
-        fit_verbose=2 if verbose >= 2 else 0,
-        learning_rate=learning_rate,
-        baseline_learning_rate=baseline_learning_rate,
-        said_learning_rate=said_learning_rate,
-    )
+
+def run(config: SearchConfig) -> SearchResult:
+    """Runs (or resumes) the search that `config` describes.
+
+    It holds the results file's lock while it runs, builds `model_fn()`
+    once to learn D (or the largest useful LoRA rank), the output shape and
+    the model's fingerprint, checks the d to try against them, reads the
+    results file (refusing one of another search), computes the chance
+    floor, and hands a `Driver` the rest.
+
+    Args:
+        config: SearchConfig. The search's checked settings.
+
+    Returns:
+        A `SearchResult`.
+    """
+    results_path = config.results_path
 
     def say(message: str) -> None:
-        if verbose:
+        if config.verbose:
             print(message, flush=True)
 
     # One search at a time on a results file; the lock is taken before the
     # file is read and let go when the search ends, however it ends.
     with store.lock(results_path) if results_path else contextlib.nullcontext():
-        min_dim = 1
-
-        def batched(model: keras.Model) -> keras.Model:
-            """Refuses an unbatched dataset, from the first model's inputs."""
-            for arg, data in (("train_data", train_data), ("val_data", val_data)):
-                check_batched(arg, data, model)
-            return model
-
-        if method == "lora":  # the largest useful rank, before any training
-            limit, output_shape, model_print = cfg.check_model_fn(
-                model_fn,
-                seeds[0],
-                lambda m: (
-                    lora.max_rank(batched(m), lora_targets),
-                    output_shape_of(m),
-                    model_fingerprint(m),
-                ),
-            )
-        else:  # the space's D (and SAID's tensors), before any training
-            model_print, output_shape, limit, tensors = cfg.check_model_fn(
-                model_fn,
-                seeds[0],
-                lambda m: (
-                    model_fingerprint(batched(m)),  # before the space changes it
-                    output_shape_of(m),
-                    *cfg.weight_counts(m, space),
-                ),
-            )
+        probe = _probe_model(config)
+        seed = config.seeds[0]
         # The data are read up front only for a results file to check.
         prints = {
-            "model": model_print,
-            "train_data": data_fingerprint(train_data, seeds[0])
+            "model": probe["model_print"],
+            "train_data": data_fingerprint(config.train_data, seed)
             if results_path
             else None,
-            "val_data": data_fingerprint(val_data, seeds[0]) if results_path else None,
-            "seed": seeds[0],
+            "val_data": data_fingerprint(config.val_data, seed)
+            if results_path
+            else None,
+            "seed": seed,
         }
         # Reads the results file, and refuses one of another search.
         driver = Driver(
-            recipe,
+            config.recipe(),
             None,  # the strategy, once D (or the largest rank) is known
-            runner,
-            config=config,
-            seeds=seeds,
-            fraction=fraction,
-            baseline=baseline,
-            threshold=threshold,
+            config.runner,
+            config=config.description(),
+            seeds=config.seeds,
+            fraction=config.fraction,
+            baseline=config.baseline,
+            threshold=config.threshold,
             results_path=results_path,
             say=say,
-            threshold_rule=threshold_rule,
-            ci_level=ci_level,
-            reuse=reuse,
-            baseline_from=baseline_from,
+            threshold_rule=config.threshold_rule,
+            ci_level=config.ci_level,
+            reuse=config.reuse,
+            baseline_from=config.baseline_from,
             fingerprints=prints,
-            overwrite=overwrite,
+            overwrite=config.overwrite,
         )
-        if method == "lora":
-            cfg.check_dims_fit(
-                dims, start_dim, max_dim, limit, "{}, the largest useful LoRA rank"
-            )
-        else:
-            cfg.check_dims_fit(dims, start_dim, max_dim, limit)
-            if structure_aware:
-                cfg.check_said_dims(dims, start_dim, tensors)
-                min_dim = tensors + 1  # one SAID scale per weight tensor, and more
-        driver.floor = chance_floor(
-            train_data=train_data,
-            val_data=val_data,
-            monitor=monitor,
-            loss=loss,
-            metrics=metrics,
-            output_shape=output_shape,
-            batch_size=batch_size,
-            given=floor,
-        )
-        if threshold_rule == "above_floor" and driver.floor.value is None:
-            raise ValueError(
-                "`threshold_rule='above_floor'` needs a chance floor, and none can "
-                f"be computed here ({driver.floor.source}): pass `floor=`. "
-                f"Received: `threshold_rule={threshold_rule!r}`, `floor=None`"
-            )
+        min_dim = _check_dims(config, probe)
+        driver.floor = _floor(config, probe["output_shape"])
         driver.strategy = make_strategy(
-            dims,
-            start=start_dim,
-            tolerance=tolerance,
-            max_dim=max_dim or limit,
+            config.dims,
+            start=config.start_dim,
+            tolerance=config.tolerance,
+            max_dim=config.max_dim or probe["limit"],
             min_dim=min_dim,
         )
         return driver.run()
 
 
-def _choose_runner(
-    runner: Any, workers: Any, ray_address: Any, train_data: Any, val_data: Any
-) -> Runner:
-    """The user's runner, the Ray one for `workers > 1` or an address, or
-    the in-process one; every argument checked before any work."""
-    workers = check_positive_int("workers", workers)
-    if ray_address is not None and not (isinstance(ray_address, str) and ray_address):
-        raise ValueError(
-            "`ray_address` should be None (a Ray on this machine) or the "
-            "address of a Ray cluster, e.g. 'auto' or 'HEAD_IP:6379'. "
-            f"{received('ray_address', ray_address)}"
-        )
-    if runner is None:
-        if workers == 1 and ray_address is None:
-            return InProcessRunner()
-        from keras_idim.dimsearch.ray_runner import RayRunner, check_ray
+def _probe_model(config: SearchConfig) -> dict:
+    """Builds `model_fn()` once, before any training: the largest d (the
+    space's D, or the largest useful LoRA rank), the number of weight
+    tensors (for SAID), the output shape and the model's fingerprint."""
+    train_data, val_data = config.train_data, config.val_data
 
-        check_ray(workers, ray_address, train_data, val_data)
-        return RayRunner(workers=workers, address=ray_address)
-    if not isinstance(runner, Runner):
-        raise ValueError(
-            "`runner` should be a keras_idim Runner (e.g. "
-            "`keras_idim.dimsearch.runner.InProcessRunner()`) or None. "
-            f"{received('runner', runner)}"
+    def batched(model: keras.Model) -> keras.Model:
+        """Refuses an unbatched dataset, from the first model's inputs."""
+        for arg, data in (("train_data", train_data), ("val_data", val_data)):
+            check_batched(arg, data, model)
+        return model
+
+    if config.method == "lora":  # the largest useful rank
+        limit, output_shape, model_print = cfg.check_model_fn(
+            config.model_fn,
+            config.seeds[0],
+            lambda m: (
+                lora.max_rank(batched(m), config.lora_targets),
+                output_shape_of(m),
+                model_fingerprint(m),
+            ),
         )
-    if workers > 1 or ray_address is not None:
-        raise ValueError(
-            "Pass `runner` or `workers`/`ray_address`, not both. Received: "
-            f"`runner={runner!r}`, `workers={workers}`, "
-            f"`ray_address={ray_address!r}`"
+        tensors = None
+    else:  # the space's D (and SAID's tensors)
+        model_print, output_shape, limit, tensors = cfg.check_model_fn(
+            config.model_fn,
+            config.seeds[0],
+            lambda m: (
+                model_fingerprint(batched(m)),  # before the space changes it
+                output_shape_of(m),
+                *cfg.weight_counts(m, config.space),
+            ),
         )
-    return runner
+    return {
+        "limit": limit,
+        "tensors": tensors,
+        "output_shape": output_shape,
+        "model_print": model_print,
+    }
+
+
+def _check_dims(config: SearchConfig, probe: dict) -> int:
+    """Refuses d that the model cannot take; returns the smallest d."""
+    dims, start_dim, max_dim = config.dims, config.start_dim, config.max_dim
+    if config.method == "lora":
+        cfg.check_dims_fit(
+            dims, start_dim, max_dim, probe["limit"], "{}, the largest useful LoRA rank"
+        )
+        return 1
+    cfg.check_dims_fit(dims, start_dim, max_dim, probe["limit"])
+    if config.structure_aware:
+        cfg.check_said_dims(dims, start_dim, probe["tensors"])
+        return probe["tensors"] + 1  # one SAID scale per weight tensor, and more
+    return 1
+
+
+def _floor(config: SearchConfig, output_shape: Any) -> Floor:
+    """The chance floor; refuses `threshold_rule='above_floor'` without one."""
+    floor = chance_floor(
+        train_data=config.train_data,
+        val_data=config.val_data,
+        monitor=config.monitor,
+        loss=config.loss,
+        metrics=config.metrics,
+        output_shape=output_shape,
+        batch_size=config.batch_size,
+        given=config.floor,
+    )
+    if config.threshold_rule == "above_floor" and floor.value is None:
+        raise ValueError(
+            "`threshold_rule='above_floor'` needs a chance floor, and none can "
+            f"be computed here ({floor.source}): pass `floor=`. "
+            "Received: `threshold_rule='above_floor'`, `floor=None`"
+        )
+    return floor
