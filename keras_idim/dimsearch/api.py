@@ -302,9 +302,9 @@ def run(config: SearchConfig) -> SearchResult:
 
     It holds the results file's lock while it runs, builds `model_fn()`
     once to learn D (or the largest useful LoRA rank), the output shape and
-    the model's fingerprint, checks the d to try against them, reads the
-    results file (refusing one of another search), computes the chance
-    floor, and hands a `Driver` the rest.
+    the model's fingerprint, checks the d to try against them, computes
+    the chance floor, and hands a `Driver` the strategy: the `Driver` reads
+    the results file (refusing one of another search) and runs the rest.
 
     Args:
         config: SearchConfig. The search's checked settings.
@@ -334,10 +334,18 @@ def run(config: SearchConfig) -> SearchResult:
             else None,
             "seed": seed,
         }
+        min_dim = _check_dims(config, probe)
+        strategy = make_strategy(
+            config.dims,
+            start=config.start_dim,
+            tolerance=config.tolerance,
+            max_dim=config.max_dim or probe["limit"],
+            min_dim=min_dim,
+        )
         # Reads the results file, and refuses one of another search.
         driver = Driver(
             config.recipe(),
-            None,  # the strategy, once D (or the largest rank) is known
+            strategy,
             config.runner,
             config=config.description(),
             seeds=config.seeds,
@@ -347,20 +355,12 @@ def run(config: SearchConfig) -> SearchResult:
             results_path=results_path,
             say=say,
             threshold_rule=config.threshold_rule,
+            floor=_floor(config, probe["output_shape"]),
             ci_level=config.ci_level,
             reuse=config.reuse,
             baseline_from=config.baseline_from,
             fingerprints=prints,
             overwrite=config.overwrite,
-        )
-        min_dim = _check_dims(config, probe)
-        driver.floor = _floor(config, probe["output_shape"])
-        driver.strategy = make_strategy(
-            config.dims,
-            start=config.start_dim,
-            tolerance=config.tolerance,
-            max_dim=config.max_dim or probe["limit"],
-            min_dim=min_dim,
         )
         return driver.run()
 

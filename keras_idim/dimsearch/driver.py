@@ -242,29 +242,13 @@ class Driver:
 
     # -- the loop --
 
-    def save(self, d_int: int | None = None) -> None:
-        """Writes the state to the results file, if there is one."""
+    def save(self, result: SearchResult | None = None) -> None:
+        """Writes `result` (by default the search so far, see `snapshot`)
+        to the results file, if there is one."""
         if not self.results_path:
             return
         self.keep_old_file()
-        runs, speculative = self.ordered_runs()
-        store.save(
-            self.results_path,
-            store.state_dict(
-                self.config,
-                monitor=self.monitor,
-                mode=self.mode,
-                fraction=self.fraction,
-                baseline=self.base,
-                baseline_runs=self.baseline_runs(),
-                runs=runs,
-                speculative_runs=speculative,
-                d_int=d_int,
-                baseline_from=self.baseline_from,
-                fingerprints=self.fingerprints,
-                **self.floor_fields(),
-            ),
-        )
+        (result or self.snapshot()).to_json(self.results_path)
 
     def keep_model(self, record: RunRecord) -> None:
         """Writes a finished subspace run's model (its theta_d, see
@@ -470,25 +454,46 @@ class Driver:
         return [(d, s) for d in planned for s in self.seeds if (d, s) not in self.done]
 
     def run(self) -> SearchResult:
-        """Runs the search to its end (or resumes it) and returns the result."""
+        """Runs the search to its end (or resumes it) and returns the result.
+
+        The results file is written after each run; at the end once, with
+        d_int; and when the search stops early (an error, an interrupt)
+        with what it has so far.
+        """
         try:
             self.train_baseline()
             self.drive(self.wanted)
-        finally:
+        except BaseException:
             if self.started:
-                for task, record in self.runner.close():
-                    self.done[task] = record  # finished while the search wound down
-                    self.keep_model(record)
+                self.wind_down()
                 self.save()
-        return self.result()
+            raise
+        if self.started:
+            self.wind_down()
+        result = self.snapshot(final=True)
+        self.save(result)
+        self.say(result.verdict())
+        return result
 
-    def result(self) -> SearchResult:
-        """The answer from the runs so far, saved to the results file."""
-        path, _ = follow(self.strategy, self.finished_outcomes())
+    def wind_down(self) -> None:
+        """Closes the runner, keeping the runs that finished meanwhile."""
+        for task, record in self.runner.close():
+            self.done[task] = record  # finished while the search wound down
+            self.keep_model(record)
+
+    def snapshot(self, final: bool = False) -> SearchResult:
+        """The search so far as a `SearchResult`: with `final`, its d_int
+        and the interval of d_int; without, both `None` (under way)."""
         runs, speculative = self.ordered_runs()
-        fields = self.floor_fields()
-        result = SearchResult(
-            d_int=smallest_passing(path),
+        d_int, d_int_ci = None, None
+        if final:
+            path, _ = follow(self.strategy, self.finished_outcomes())
+            d_int = smallest_passing(path)
+            d_int_ci = d_int_interval(
+                runs, self.seeds, self.threshold, self.mode, self.ci_level
+            )
+        return SearchResult(
+            d_int=d_int,
             fraction=self.fraction,
             threshold=self.threshold,
             baseline=self.base,
@@ -498,20 +503,10 @@ class Driver:
             monitor=self.monitor,
             speculative_runs=speculative,
             mode=self.mode,
-            threshold_rule=fields["threshold_rule"],
-            floor=fields["floor"],
-            floor_source=fields["floor_source"],
-            d_int_ci=d_int_interval(
-                runs, self.seeds, self.threshold, self.mode, self.ci_level
-            ),
-            ci_level=self.ci_level,
+            d_int_ci=d_int_ci,
             baseline_from=self.baseline_from,
             path=None if not self.results_path else os.fspath(self.results_path),
             model_fn=self.recipe.model_fn,
             fingerprints=self.fingerprints,
+            **self.floor_fields(),
         )
-        if self.results_path:
-            self.keep_old_file()
-            result.to_json(self.results_path)
-        self.say(result.verdict())
-        return result
