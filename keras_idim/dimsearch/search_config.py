@@ -106,7 +106,9 @@ class SearchConfig:
         """Checks `keras_idim.search`'s arguments, before any work.
 
         Args:
-            model_fn, train_data, val_data: as `keras_idim.search` takes them.
+            model_fn: callable. As `keras_idim.search` takes it.
+            train_data: tuple, tf.data.Dataset or callable. Likewise.
+            val_data: tuple, tf.data.Dataset or callable. Likewise.
             **arguments: the other arguments of `keras_idim.search`, by
                 name; one left out takes `search`'s default.
 
