@@ -92,7 +92,7 @@ def search_start_dim(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from keras_idim import data
-    from keras_idim.dimsearch.api import search
+    from keras_idim.dimsearch.launch import run
 
     # Arrays where the data fit in memory: each run then shuffles from its seed.
     train, val, info = data.load(
@@ -108,7 +108,8 @@ def run_search(args: argparse.Namespace) -> int:
     check_writable(out, "--out", folder=True)
     results_path = search_results_path(args)
     try:
-        result = _search(search, model_fn, train, val, loss, metrics, monitor, args)
+        config = _search_config(model_fn, train, val, loss, metrics, monitor, args)
+        result = run(config)
     finally:  # beside any results.json written, however the search ended
         if os.path.exists(results_path):
             _write_search_spec(out, args)
@@ -123,9 +124,12 @@ def run_search(args: argparse.Namespace) -> int:
     return 0 if result.d_int is not None else 1
 
 
-def _search(search, model_fn, train, val, loss, metrics, monitor, args):
-    """`search` with the command line's settings."""
-    return search(
+def _search_config(model_fn, train, val, loss, metrics, monitor, args):
+    """The search's `SearchConfig`, from the command line's settings (its
+    checks are `keras_idim.search`'s)."""
+    from keras_idim.dimsearch.search_config import SearchConfig
+
+    return SearchConfig.from_arguments(
         model_fn,
         train,
         val,
