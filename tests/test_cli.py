@@ -259,6 +259,18 @@ def test_lora_with_said_is_a_usage_error(capsys):
     assert "argument --said: not with --method lora" in capsys.readouterr().err
 
 
+def test_lora_options_without_method_lora_are_the_librarys_usage_error(
+    tmp_path, capsys
+):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["search", "--lora-targets", "dense", "--out", str(tmp_path / "o")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("keras-idim search: error: ")
+    assert "`lora_targets` and `lora_train` apply to `method='lora'` only" in err[-1]
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
 def test_train_with_a_metric_that_does_not_fit_says_so_in_one_line(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(

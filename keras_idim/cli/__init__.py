@@ -21,6 +21,8 @@ from keras_idim.cli.commands import (
     run_export,
     run_search,
     run_train,
+    search_results_path,
+    search_start_dim,
 )
 from keras_idim.cli.options import (
     DEFAULTS,
@@ -81,16 +83,11 @@ def _subparser(parser: argparse.ArgumentParser, command: str):
 def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
     """Usage errors that span two options, before any work."""
     parser = _subparser(parser, args.command)
-    if args.command == "search" and args.start_dim is None:
-        args.start_dim = 1 if args.method == "lora" else 10
     if args.command == "search" and args.method == "lora" and args.said:
         parser.error(
             "argument --said: not with --method lora (SAID scales the weight "
             "tensors of a random subspace; LoRA trains its own matrices)"
         )
-    if args.command == "search" and args.method != "lora":
-        if args.lora_targets or args.lora_train:
-            parser.error("argument --lora-targets/--lora-train: need --method lora")
     if args.command == "search" and args.quiet and args.verbose:
         parser.error("argument -v/--verbose: not with --quiet")
     if args.command == "search" and args.baseline_from is not None:
@@ -116,14 +113,14 @@ def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
                 f"(received --format {args.format})"
             )
     if args.command == "search" and args.max_dim is not None:
-        if args.max_dim < args.start_dim:
+        if args.max_dim < search_start_dim(args):
             parser.error(
                 f"argument --max-dim: should be at least --start-dim "
-                f"({args.start_dim}): {args.max_dim}"
+                f"({search_start_dim(args)}): {args.max_dim}"
             )
     try:
         if args.command == "train" and args.export:
-            args.export = _export_path(args.export, args, "--export")
+            _export_path(args.export, args, "--export")
         if args.command == "train" and args.save:
             check_writable(args.save, "--save", folder=False)
             if os.path.exists(args.save) and not args.overwrite:
@@ -139,7 +136,7 @@ def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
 
 def _interrupted(args) -> str:
     """One line for Ctrl-C: what was kept, and how to go on."""
-    path = getattr(args, "results_path", None)
+    path = search_results_path(args) if args.command == "search" else None
     if path and os.path.exists(path):
         import json
 

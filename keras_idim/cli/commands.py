@@ -11,12 +11,18 @@ from keras_idim.cli.options import TASK_DEFAULTS
 from keras_idim.utils.io import check_writable
 
 
+def _export_file(path: str, args: argparse.Namespace) -> str:
+    """The path an export writes: `path`, with `.npz` for `--format compact`."""
+    if args.format == "compact" and not path.endswith(".npz"):
+        return path + ".npz"
+    return path
+
+
 def _export_path(path: str, args: argparse.Namespace, arg: str) -> str:
     """The export's path, checked before any work, creating nothing."""
     if args.no_base and args.format != "compact":
         raise ValueError("`--no-base` applies to `--format compact` only.")
-    if args.format == "compact" and not path.endswith(".npz"):
-        path += ".npz"
+    path = _export_file(path, args)
     if os.path.exists(path) and not args.overwrite:
         raise FileExistsError(
             f"`{arg}` {path!r} already exists. Pass --overwrite to replace it, "
@@ -58,9 +64,35 @@ def _task(args: argparse.Namespace, info) -> tuple[str, list[str], str]:
     return loss, [metric], f"val_{metric}"
 
 
+def search_out(args: argparse.Namespace) -> str:
+    """The folder `keras-idim search` writes to: `--out`, or one under
+    `runs/` named after the model, the data and the method."""
+    return args.out or os.path.join(
+        "runs",
+        _slug(
+            f"{os.path.basename(args.model)}-{args.dataset}-"
+            + ("lora" if args.method == "lora" else args.projection)
+            + ("-said" if args.said and args.method != "lora" else "")
+            + ("" if args.space == "weights" else "-" + args.space.replace(":", ""))
+        ),
+    )
+
+
+def search_results_path(args: argparse.Namespace) -> str:
+    """The results file of `keras-idim search` (also read on an interrupt)."""
+    return os.path.join(search_out(args), "results.json")
+
+
+def search_start_dim(args: argparse.Namespace) -> int:
+    """`--start-dim`, or its default: 10, or 1 for `--method lora`."""
+    if args.start_dim is not None:
+        return args.start_dim
+    return 1 if args.method == "lora" else 10
+
+
 def run_search(args: argparse.Namespace) -> int:
     from keras_idim import data
-    from keras_idim.dimsearch.api import search
+    from keras_idim.dimsearch.launch import run
 
     # Arrays where the data fit in memory: each run then shuffles from its seed.
     train, val, info = data.load(
@@ -72,21 +104,14 @@ def run_search(args: argparse.Namespace) -> int:
     )
     model_fn = _model_fn(args.model, info)
     loss, metrics, monitor = _task(args, info)
-    out = args.out or os.path.join(
-        "runs",
-        _slug(
-            f"{os.path.basename(args.model)}-{args.dataset}-"
-            + ("lora" if args.method == "lora" else args.projection)
-            + ("-said" if args.said and args.method != "lora" else "")
-            + ("" if args.space == "weights" else "-" + args.space.replace(":", ""))
-        ),
-    )
+    out = search_out(args)
     check_writable(out, "--out", folder=True)
-    args.results_path = os.path.join(out, "results.json")  # for an interrupt
+    results_path = search_results_path(args)
     try:
-        result = _search(search, model_fn, train, val, loss, metrics, monitor, args)
+        config = _search_config(model_fn, train, val, loss, metrics, monitor, args)
+        result = run(config)
     finally:  # beside any results.json written, however the search ended
-        if os.path.exists(args.results_path):
+        if os.path.exists(results_path):
             _write_search_spec(out, args)
     result.to_csv(os.path.join(out, "results.csv"))
     result.plot(os.path.join(out, "curve.png"))
@@ -99,9 +124,12 @@ def run_search(args: argparse.Namespace) -> int:
     return 0 if result.d_int is not None else 1
 
 
-def _search(search, model_fn, train, val, loss, metrics, monitor, args):
-    """`search` with the command line's settings."""
-    return search(
+def _search_config(model_fn, train, val, loss, metrics, monitor, args):
+    """The search's `SearchConfig`, from the command line's settings (its
+    checks are `keras_idim.search`'s)."""
+    from keras_idim.dimsearch.search_config import SearchConfig
+
+    return SearchConfig.from_arguments(
         model_fn,
         train,
         val,
@@ -126,10 +154,10 @@ def _search(search, model_fn, train, val, loss, metrics, monitor, args):
         structure_aware=args.said,
         said_learning_rate=args.said_lr,
         space=args.space,
-        results_path=args.results_path,
+        results_path=search_results_path(args),
         overwrite=args.overwrite,
         tolerance=args.tolerance,
-        start_dim=args.start_dim,
+        start_dim=search_start_dim(args),
         method=args.method,
         lora_targets=args.lora_targets,
         lora_train=args.lora_train,
@@ -328,7 +356,8 @@ def run_train(args: argparse.Namespace) -> int:
             model.save(tmp)
         print(f"saved {args.save}")
     if args.export:
-        print(f"exported {_export(model, args.export, args)} ({args.format})")
+        path = _export_file(args.export, args)  # checked before the training
+        print(f"exported {_export(model, path, args)} ({args.format})")
     return 0
 
 

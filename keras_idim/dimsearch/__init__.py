@@ -12,9 +12,14 @@ One idea a module:
   in-process runner.
 - `ray_runner`: the runs as Ray tasks.
 - `config`: the checks and descriptions of a search's arguments.
+- `search_config`: `SearchConfig`, a search's checked settings, its stored
+  description and hash, and its `Recipe`.
 - `driver`: the search loop, its state as attributes.
+- `progress`: the lines a search prints as it goes.
 - `result`: `SearchResult`, CSV, JSON and plot.
 - `comparison`: searches side by side (subspace against LoRA), `compare`.
+- `launch`: `run`, a `SearchConfig`'s search: the lock, the model's D, the
+  floor and the strategy, then the `Driver`.
 - `api`: `search`, the entry point (also `keras_idim.search`).
 
 Names load on first use, so that `keras_idim.dimsearch.strategy` can be

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from keras_idim.dimsearch import found, store
 from keras_idim.dimsearch.floor import Floor
 from keras_idim.dimsearch.interval import d_int_interval
+from keras_idim.dimsearch.progress import open_range, progress_line, run_line
 from keras_idim.dimsearch.records import (
     ERROR,
     OK,
@@ -43,36 +44,6 @@ class RunError(RuntimeError):
 class FloorError(ValueError):
     """The threshold does not clear the chance floor: a constant predictor
     would already reach it, so no d is searched for it."""
-
-
-def _fmt(value: float | None) -> str:
-    return "  --  " if value is None else f"{value:.4f}"
-
-
-def _duration(seconds: float) -> str:
-    """`45s`, `3m20s`, `2h05m`."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def open_range(path: dict[int, bool], letter: str = "d") -> str:
-    """The values still open after a strategy's outcomes, in words: above
-    the largest failing d below the smallest passing one, up to that one."""
-    passing = [d for d, ok in path.items() if ok]
-    hi = min(passing) if passing else None
-    failing = [d for d, ok in path.items() if not ok and (hi is None or d < hi)]
-    lo = max(failing) if failing else None
-    if hi is None and lo is None:
-        return f"no {letter} tried yet"
-    if hi is None:
-        return f"{letter} > {lo} open (none passed yet)"
-    if lo is None:
-        return f"{letter} <= {hi} open (none failed below it yet)"
-    return f"{letter} in ({lo}, {hi}] open"
 
 
 class Driver:
@@ -242,29 +213,13 @@ class Driver:
 
     # -- the loop --
 
-    def save(self, d_int: int | None = None) -> None:
-        """Writes the state to the results file, if there is one."""
+    def save(self, result: SearchResult | None = None) -> None:
+        """Writes `result` (by default the search so far, see `snapshot`)
+        to the results file, if there is one."""
         if not self.results_path:
             return
         self.keep_old_file()
-        runs, speculative = self.ordered_runs()
-        store.save(
-            self.results_path,
-            store.state_dict(
-                self.config,
-                monitor=self.monitor,
-                mode=self.mode,
-                fraction=self.fraction,
-                baseline=self.base,
-                baseline_runs=self.baseline_runs(),
-                runs=runs,
-                speculative_runs=speculative,
-                d_int=d_int,
-                baseline_from=self.baseline_from,
-                fingerprints=self.fingerprints,
-                **self.floor_fields(),
-            ),
-        )
+        (result or self.snapshot()).to_json(self.results_path)
 
     def keep_model(self, record: RunRecord) -> None:
         """Writes a finished subspace run's model (its theta_d, see
@@ -289,15 +244,7 @@ class Driver:
         self.say(f"overwrite: the old {self.results_path} is kept as {backup}")
 
     def report(self, record: RunRecord) -> None:
-        head = "baseline " if record.dim is None else f"d {record.dim:>8}"
-        self.say(
-            f"{head}  seed {record.seed}  {self.monitor} {_fmt(record.metric)}  "
-            f"epochs {record.epochs}"
-            + ("" if record.learning_rate is None else f"  lr {record.learning_rate:g}")
-            + f"  {record.seconds:6.1f}s  {record.status}"
-            f"{'  (reached threshold)' if record.stopped_early else ''}"
-            f"{'  ' + record.message if record.message else ''}"
-        )
+        self.say(run_line(record, self.monitor))
 
     def runs_left(self, path: dict[int, bool], frontier: int | None) -> int | None:
         """The most runs this search may still train, or `None` if the
@@ -324,26 +271,17 @@ class Driver:
         runs still to train. It is left out when no run finished here yet
         or when the strategy gives no bound.
         """
-        letter = "r" if self.recipe.method == "lora" else "d"
         outcomes = self.finished_outcomes() if self.threshold is not None else {}
         path, frontier = follow(self.strategy, outcomes)
-        line = f"progress: {self.fresh} runs done" + (
-            f" (and {self.resumed} resumed)" if self.resumed else ""
+        return progress_line(
+            fresh=self.fresh,
+            resumed=self.resumed,
+            open_values=None
+            if self.threshold is None
+            else open_range(path, "r" if self.recipe.method == "lora" else "d"),
+            left=self.runs_left(path, frontier),
+            clock=self.clock,
         )
-        if self.threshold is None:
-            line += "; baseline training"
-        else:
-            line += "; " + open_range(path, letter)
-        left = self.runs_left(path, frontier)
-        if left == 0:
-            return line + "; no runs left"
-        if left is not None and self.fresh and self.clock is not None:
-            each = (time.perf_counter() - self.clock) / self.fresh
-            line += (
-                f"; at most {left} runs left, about {_duration(each * left)} "
-                f"at most ({each:.1f}s a run)"
-            )
-        return line
 
     def drive(self, wanted: Callable[[int], list[Task]]) -> None:
         """Runs tasks until `wanted(slots)` asks for none; saves after each."""
@@ -470,25 +408,46 @@ class Driver:
         return [(d, s) for d in planned for s in self.seeds if (d, s) not in self.done]
 
     def run(self) -> SearchResult:
-        """Runs the search to its end (or resumes it) and returns the result."""
+        """Runs the search to its end (or resumes it) and returns the result.
+
+        The results file is written after each run; at the end once, with
+        d_int; and when the search stops early (an error, an interrupt)
+        with what it has so far.
+        """
         try:
             self.train_baseline()
             self.drive(self.wanted)
-        finally:
+        except BaseException:
             if self.started:
-                for task, record in self.runner.close():
-                    self.done[task] = record  # finished while the search wound down
-                    self.keep_model(record)
+                self.wind_down()
                 self.save()
-        return self.result()
+            raise
+        if self.started:
+            self.wind_down()
+        result = self.snapshot(final=True)
+        self.save(result)
+        self.say(result.verdict())
+        return result
 
-    def result(self) -> SearchResult:
-        """The answer from the runs so far, saved to the results file."""
-        path, _ = follow(self.strategy, self.finished_outcomes())
+    def wind_down(self) -> None:
+        """Closes the runner, keeping the runs that finished meanwhile."""
+        for task, record in self.runner.close():
+            self.done[task] = record  # finished while the search wound down
+            self.keep_model(record)
+
+    def snapshot(self, final: bool = False) -> SearchResult:
+        """The search so far as a `SearchResult`: with `final`, its d_int
+        and the interval of d_int; without, both `None` (under way)."""
         runs, speculative = self.ordered_runs()
-        fields = self.floor_fields()
-        result = SearchResult(
-            d_int=smallest_passing(path),
+        d_int, d_int_ci = None, None
+        if final:
+            path, _ = follow(self.strategy, self.finished_outcomes())
+            d_int = smallest_passing(path)
+            d_int_ci = d_int_interval(
+                runs, self.seeds, self.threshold, self.mode, self.ci_level
+            )
+        return SearchResult(
+            d_int=d_int,
             fraction=self.fraction,
             threshold=self.threshold,
             baseline=self.base,
@@ -498,20 +457,10 @@ class Driver:
             monitor=self.monitor,
             speculative_runs=speculative,
             mode=self.mode,
-            threshold_rule=fields["threshold_rule"],
-            floor=fields["floor"],
-            floor_source=fields["floor_source"],
-            d_int_ci=d_int_interval(
-                runs, self.seeds, self.threshold, self.mode, self.ci_level
-            ),
-            ci_level=self.ci_level,
+            d_int_ci=d_int_ci,
             baseline_from=self.baseline_from,
             path=None if not self.results_path else os.fspath(self.results_path),
             model_fn=self.recipe.model_fn,
             fingerprints=self.fingerprints,
+            **self.floor_fields(),
         )
-        if self.results_path:
-            self.keep_old_file()
-            result.to_json(self.results_path)
-        self.say(result.verdict())
-        return result
