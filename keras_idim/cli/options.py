@@ -386,8 +386,9 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-base",
         action="store_true",
-        help="compact only: store a fingerprint of theta_0 instead of the base "
-        "network (about 4 d bytes)",
+        help="compact only: store a fingerprint of the base network instead of "
+        "the network (about 4 d bytes; in a LoRA space its A is drawn again "
+        "from the seed)",
     )
     parser.add_argument(
         "--overwrite",
