@@ -120,36 +120,46 @@ def one_epoch(fit: Callable) -> Callable:
     return shrunk
 
 
-def fast_search(search: Callable) -> Callable:
-    """`keras_idim.search` with the shrunk recipe (see the module docstring)."""
+def shrink(kwargs: dict) -> dict:
+    """A search's arguments with the shrunk recipe (see the module
+    docstring)."""
+    kwargs["epochs"] = 1
+    kwargs["seeds"] = tuple(kwargs.get("seeds", (0,)))[:1]
+    kwargs["threshold"] = None
+    kwargs["fraction"] = 0.01
+    if isinstance(kwargs.get("dims", "auto"), str):
+        lora = kwargs.get("method", "subspace") == "lora"
+        kwargs["dims"] = [kwargs.get("start_dim") or (1 if lora else 10)]
+    return kwargs
 
-    @functools.wraps(search)
-    def shrunk(model_fn: Any, train_data: Any, val_data: Any, **kwargs: Any) -> Any:
-        kwargs["epochs"] = 1
-        kwargs["seeds"] = tuple(kwargs.get("seeds", (0,)))[:1]
-        kwargs["threshold"] = None
-        kwargs["fraction"] = 0.01
-        if isinstance(kwargs.get("dims", "auto"), str):
-            lora = kwargs.get("method", "subspace") == "lora"
-            kwargs["dims"] = [kwargs.get("start_dim") or (1 if lora else 10)]
-        return search(model_fn, train_data, val_data, **kwargs)
 
-    return shrunk
+def fast_config(from_arguments: Callable) -> classmethod:
+    """`SearchConfig.from_arguments` with the shrunk recipe: every search,
+    `keras_idim.search` in Python and `keras-idim search`, builds its
+    settings there."""
+
+    @functools.wraps(from_arguments)
+    def shrunk(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        return from_arguments(cls, *args, **shrink(kwargs))
+
+    return classmethod(shrunk)
 
 
 def install_fast(patch: Callable[[Any, str, Any], None] = setattr) -> None:
     """Shrinks every `fit` and every search in this process."""
     import keras
 
-    import keras_idim
-    from keras_idim.dimsearch import api, driver
+    from keras_idim.dimsearch import driver
+    from keras_idim.dimsearch.search_config import SearchConfig
 
     patch(keras.Model, "fit", one_epoch(keras.Model.fit))
     # fraction=0.01 never clears the chance floor: no floor check when shrunk.
     patch(driver, "clears_floor", lambda threshold, floor, mode="max": True)
-    shrunk = fast_search(api.search)
-    patch(api, "search", shrunk)  # what `keras-idim search` calls
-    patch(keras_idim, "search", shrunk)
+    patch(
+        SearchConfig,
+        "from_arguments",
+        fast_config(SearchConfig.from_arguments.__func__),
+    )
 
 
 def cli_main(argv: list[str] | None = None) -> int:
