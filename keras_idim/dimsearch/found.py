@@ -75,6 +75,7 @@ class KeepBest(keras.callbacks.Callback):
         super().__init__()
         self.monitor = monitor
         self.mode = mode
+        self.objective = Objective(monitor, mode)
         self.best: float | None = None
         self.kept: dict | None = None
 
@@ -83,7 +84,7 @@ class KeepBest(keras.callbacks.Callback):
         if value is None or not math.isfinite(float(value)):
             return
         value = float(value)
-        if self.best is None or Objective(mode=self.mode).better(value, self.best):
+        if self.best is None or self.objective.better(value, self.best):
             self.best = value
             known = None if self.kept is None else self.kept["theta_0_sha256"]
             self.kept = {**snapshot(self.model, known), "epoch": epoch + 1}
