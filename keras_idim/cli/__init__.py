@@ -21,6 +21,7 @@ from keras_idim.cli.commands import (
     run_export,
     run_search,
     run_train,
+    search_method,
     search_results_path,
     search_start_dim,
 )
@@ -83,7 +84,7 @@ def _subparser(parser: argparse.ArgumentParser, command: str):
 def _check_combinations(parser: argparse.ArgumentParser, args) -> None:
     """Usage errors that span two options, before any work."""
     parser = _subparser(parser, args.command)
-    if args.command == "search" and args.method == "lora" and args.said:
+    if args.command == "search" and args.said and not search_method(args).has_said:
         parser.error(
             "argument --said: not with --method lora (SAID scales the weight "
             "tensors of a random subspace; LoRA trains its own matrices)"

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from keras_idim.cli.options import TASK_DEFAULTS
+from keras_idim.dimsearch import methods
 from keras_idim.utils.io import check_writable
 
 
@@ -71,8 +72,7 @@ def search_out(args: argparse.Namespace) -> str:
         "runs",
         _slug(
             f"{os.path.basename(args.model)}-{args.dataset}-"
-            + ("lora" if args.method == "lora" else args.projection)
-            + ("-said" if args.said and args.method != "lora" else "")
+            + search_method(args).tag
             + ("" if args.space == "weights" else "-" + args.space.replace(":", ""))
         ),
     )
@@ -83,11 +83,20 @@ def search_results_path(args: argparse.Namespace) -> str:
     return os.path.join(search_out(args), "results.json")
 
 
+def search_method(args: argparse.Namespace) -> methods.Method:
+    """The `keras_idim.dimsearch.methods.Method` of `--method`, with
+    `--projection` and `--said` (no TensorFlow: it builds no model)."""
+    return methods.named(args.method).from_settings(
+        projection=args.projection, structure_aware=args.said
+    )
+
+
 def search_start_dim(args: argparse.Namespace) -> int:
-    """`--start-dim`, or its default: 10, or 1 for `--method lora`."""
+    """`--start-dim`, or its default: 10, or 1 for `--method lora` (the
+    method's `start_k`)."""
     if args.start_dim is not None:
         return args.start_dim
-    return 1 if args.method == "lora" else 10
+    return search_method(args).start_k
 
 
 def run_search(args: argparse.Namespace) -> int:

@@ -119,14 +119,20 @@ def _model_spec(text: str) -> str:
     )
 
 
+#: What `--space` accepts: each kind of `keras_idim.spaces.kinds()` and
+#: whether it takes a rank (`lora:RANK`); tests check it against the library.
+SPACE_KINDS = {"weights": False, "lora": True}
+
+
 def _space_spec(text: str) -> str:
     """`weights` or `lora:RANK` (the library reads it: `keras_idim.spaces`)."""
     text = text.strip().lower()
-    if text == "weights":
-        return text
-    kind, _, rank = text.partition(":")
-    if kind == "lora" and rank.isdigit() and int(rank) > 0:
-        return f"lora:{int(rank)}"
+    kind, colon, rank = text.partition(":")
+    ranked = SPACE_KINDS.get(kind)
+    if ranked is False and not colon:
+        return kind
+    if ranked and rank.isdigit() and int(rank) > 0:
+        return f"{kind}:{int(rank)}"
     raise argparse.ArgumentTypeError(
         f"should be 'weights' or 'lora:RANK' with RANK a positive integer: {text!r}"
     )

@@ -16,6 +16,7 @@ from keras_idim.cli.options import (
     _positive_int,
     _rate,
 )
+from keras_idim.dimsearch.methods import METHODS
 
 
 def add_search(sub) -> None:
@@ -155,7 +156,7 @@ def _add_method(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--method",
         default="subspace",
-        choices=("subspace", "lora"),
+        choices=tuple(METHODS),
         help="search the dimension d of a random subspace, or the rank r of "
         "Keras' LoRA adapters (default: %(default)s)",
     )

@@ -8,6 +8,8 @@ One idea a module:
 - `interval`: the bootstrap interval of d_int over seeds.
 - `strategy`: which d comes next (pure functions, no TensorFlow).
 - `store`: the results file (load, verify, atomic save).
+- `methods`: the method as a type: `Subspace` (d) or `LoRA` (a rank r),
+  what a run of size k trains and the largest useful k.
 - `runner`: the `Recipe`, one training run, the `Runner` protocol and the
   in-process runner.
 - `ray_runner`: the runs as Ray tasks.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 
+from keras_idim.dimsearch import methods
 from keras_idim.dimsearch.result import SearchResult
 from keras_idim.dimsearch.store import ADDED_KEYS, config_hash
 from keras_idim.utils.plotting import log_x_axes
@@ -40,12 +41,7 @@ def parameterisation(result: SearchResult) -> str:
     """What a search trained, in words: `"lora rank"`, or the projection and
     the space of its subspaces (`"fastfood subspace of weights"`,
     `"sparse subspace of lora:4"`)."""
-    if result.method == "lora":
-        return "lora rank"
-    projection = result.config.get("projection", "subspace")
-    space = result.config.get("space", ADDED_KEYS["space"])
-    said = " (SAID)" if result.config.get("structure_aware") else ""
-    return f"{projection}{said} subspace of {space}"
+    return methods.of_config(result.config).summary
 
 
 def _label(result: SearchResult, index: int) -> str:

@@ -494,17 +494,9 @@ def check_space(space: Any, method: str) -> Any:
     """The `keras_idim.spaces.Space` of a subspace search (`None`:
     `Weights()`); a LoRA rank search moves no subspace, so it takes none."""
     from keras_idim import spaces
+    from keras_idim.dimsearch import methods
 
-    space = spaces.get(space)
-    if method == "lora" and space != spaces.Weights():
-        raise ValueError(
-            "`space` is the parameter set of a subspace search; "
-            "`method='lora'` searches the LoRA rank itself. For subspaces "
-            "of the LoRA matrices pass `method='subspace'`, "
-            f"`space='lora:RANK'`. Received: `space={space.spec!r}`, "
-            f"`method={method!r}`"
-        )
-    return space
+    return methods.named(method).check_space(spaces.get(space))
 
 
 def check_said_dims(dims: Any, start_dim: int, tensors: int) -> None:
@@ -565,28 +557,6 @@ def check_results_path(path: Any) -> str | None:
         )
     check_writable(path, "results_path")
     return os.fspath(path)
-
-
-#: What `method` accepts.
-METHODS = ("subspace", "lora")
-
-
-def check_method(method: Any, lora_targets: Any, lora_train: Any) -> str:
-    """The method; `lora_*` only with `method="lora"`."""
-    from keras_idim import lora
-
-    if method not in METHODS:
-        raise ValueError(
-            f"`method` should be 'subspace' or 'lora'. {received('method', method)}"
-        )
-    lora.check_selector("lora_targets", lora_targets)
-    lora.check_selector("lora_train", lora_train)
-    if method != "lora" and (lora_targets is not None or lora_train is not None):
-        raise ValueError(
-            "`lora_targets` and `lora_train` apply to `method='lora'` only. "
-            f"Received: `method={method!r}`"
-        )
-    return method
 
 
 def describe_selector(selector: Any) -> Any:

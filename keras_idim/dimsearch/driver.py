@@ -278,7 +278,7 @@ class Driver:
             resumed=self.resumed,
             open_values=None
             if self.threshold is None
-            else open_range(path, "r" if self.recipe.method == "lora" else "d"),
+            else open_range(path, self.recipe.method.symbol),
             left=self.runs_left(path, frontier),
             clock=self.clock,
         )

@@ -9,7 +9,6 @@ from typing import Any
 
 import keras
 
-from keras_idim import lora
 from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch import store
 from keras_idim.dimsearch.driver import Driver
@@ -92,7 +91,8 @@ def run(config: SearchConfig) -> SearchResult:
 def _probe_model(config: SearchConfig) -> dict:
     """Builds `model_fn()` once, before any training: the largest d (the
     space's D, or the largest useful LoRA rank), the number of weight
-    tensors (for SAID), the output shape and the model's fingerprint."""
+    tensors (for SAID), the output shape and the model's fingerprint
+    (`Method.measure`)."""
     train_data, val_data = config.train_data, config.val_data
 
     def batched(model: keras.Model) -> keras.Model:
@@ -101,27 +101,16 @@ def _probe_model(config: SearchConfig) -> dict:
             check_batched(arg, data, model)
         return model
 
-    if config.method == "lora":  # the largest useful rank
-        limit, output_shape, model_print = cfg.check_model_fn(
-            config.model_fn,
-            config.seeds[0],
-            lambda m: (
-                lora.max_rank(batched(m), config.lora_targets),
-                output_shape_of(m),
-                model_fingerprint(m),
-            ),
-        )
-        tensors = None
-    else:  # the space's D (and SAID's tensors)
-        model_print, output_shape, limit, tensors = cfg.check_model_fn(
-            config.model_fn,
-            config.seeds[0],
-            lambda m: (
-                model_fingerprint(batched(m)),  # before the space changes it
-                output_shape_of(m),
-                *cfg.weight_counts(m, config.space),
-            ),
-        )
+    method = config.method
+    model_print, output_shape, limit, tensors = cfg.check_model_fn(
+        config.model_fn,
+        config.seeds[0],
+        lambda m: (
+            model_fingerprint(batched(m)),  # before the method changes it
+            output_shape_of(m),
+            *method.measure(m),  # the largest k (and SAID's tensors)
+        ),
+    )
     return {
         "limit": limit,
         "tensors": tensors,
@@ -132,17 +121,10 @@ def _probe_model(config: SearchConfig) -> dict:
 
 def _check_dims(config: SearchConfig, probe: dict) -> int:
     """Refuses d that the model cannot take; returns the smallest d."""
-    dims, start_dim, max_dim = config.dims, config.start_dim, config.max_dim
-    if config.method == "lora":
-        cfg.check_dims_fit(
-            dims, start_dim, max_dim, probe["limit"], "{}, the largest useful LoRA rank"
-        )
-        return 1
-    cfg.check_dims_fit(dims, start_dim, max_dim, probe["limit"])
-    if config.structure_aware:
-        cfg.check_said_dims(dims, start_dim, probe["tensors"])
-        return probe["tensors"] + 1  # one SAID scale per weight tensor, and more
-    return 1
+    measured = (probe["limit"], probe["tensors"])
+    return config.method.check_dims(
+        config.dims, config.start_dim, config.max_dim, measured
+    )
 
 
 def _floor(config: SearchConfig, output_shape: Any) -> Floor:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from keras_idim.dimsearch import store
+from keras_idim.dimsearch import methods, store
 from keras_idim.dimsearch.records import (
     ERROR,
     Baseline,
@@ -176,7 +176,7 @@ class SearchResult:
     @property
     def letter(self) -> str:
         """What the searched integer is called: `d`, or `r` for LoRA."""
-        return "r" if self.method == "lora" else "d"
+        return methods.of_config(self.config).symbol
 
     @property
     def name(self) -> str:
@@ -433,7 +433,7 @@ class SearchResult:
                 finished run kept, or a `model_fn` that does not rebuild
                 the run's theta_0.
         """
-        if self.method != "subspace":
+        if not methods.of_config(self.config).keeps_theta:
             raise ValueError(
                 f"`model` rebuilds subspace runs; this search is "
                 f"`method={self.method!r}`, whose runs keep no theta_d."
@@ -598,14 +598,8 @@ class SearchResult:
                     lw=1.2,
                     label=f"{self.name} = {self.d_int}",
                 )
-            ax.set_xlabel(
-                "LoRA rank r" if self.method == "lora" else "subspace dimension d"
-            )
+            method = methods.of_config(self.config)
+            ax.set_xlabel(method.description)
             ax.set_ylabel(f"{self.monitor} ({rule(self.mode).split(':')[0]})")
-            projection = self.config.get("projection", "")
-            ax.set_title(
-                "Intrinsic rank (LoRA)"
-                if self.method == "lora"
-                else f"Intrinsic dimension ({projection} projection)"
-            )
+            ax.set_title(method.title)
         return os.fspath(path)

@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_idim import lora
 from keras_idim.callbacks import DivergenceStop, ThresholdStop
-from keras_idim.dimsearch import rates
+from keras_idim.dimsearch import methods, rates
 from keras_idim.dimsearch.found import KeepBest
 from keras_idim.dimsearch.records import DIVERGED, OK, RunRecord, best
 from keras_idim.spaces import Space, Weights
@@ -53,8 +53,10 @@ class Recipe:
             `(dim, seed) -> list` (`dim=None` for a baseline run).
         tensorboard: str or None. A folder; each run logs to its own
             sub-folder (see `run_name`).
-        method: str. `"subspace"` (d is the subspace's dimension) or
-            `"lora"` (d is the rank of Keras' LoRA adapters).
+        method: `keras_idim.dimsearch.methods.Method` or str. What d sizes:
+            a `Subspace` (d is the subspace's dimension) or `LoRA` (d is
+            the rank of Keras' LoRA adapters). A name (`"subspace"` or
+            `"lora"`) becomes one from the other attributes.
         lora_targets: list, callable or None. The layers that get adapters
             (see `keras_idim.lora.targets`).
         lora_train: list, callable or None. Layers that also train fully.
@@ -86,7 +88,7 @@ class Recipe:
     mode: str = "max"
     callbacks: Any = None
     tensorboard: str | None = None
-    method: str = "subspace"
+    method: methods.Method | str = "subspace"
     lora_targets: Any = None
     lora_train: Any = None
     fit_verbose: int = 0
@@ -95,11 +97,23 @@ class Recipe:
     said_learning_rate: float | None = None
     space: Space = dataclasses.field(default_factory=Weights)
 
+    def __post_init__(self):
+        if isinstance(self.method, str):
+            self.method = methods.get(
+                self.method,
+                projection=self.projection,
+                structure_aware=self.structure_aware,
+                space=self.space,
+                said_learning_rate=self.said_learning_rate,
+                lora_targets=self.lora_targets,
+                lora_train=self.lora_train,
+            )
+
 
 def run_kind(recipe: Recipe) -> str:
     """What a run's record names in its `projection` field: the projection
-    kind, or `"lora"`."""
-    return "lora" if recipe.method == "lora" else recipe.projection
+    kind, or `"lora"` (the method's `label`)."""
+    return recipe.method.label
 
 
 def run_name(dim: int | None, seed: int) -> str:
@@ -314,24 +328,13 @@ def user_callbacks(recipe: Recipe, dim: int | None, seed: int) -> list:
 
 
 def _build(recipe: Recipe, dim: int | None, seed: int, rate: float | None):
-    """A run's model, compiled, from its seed: the base model, its LoRA
-    version, or its SubspaceModel."""
+    """A run's model, compiled, from its seed: the base model, or the
+    method's (its LoRA version, or its SubspaceModel)."""
     keras.utils.set_random_seed(seed)
     model = recipe.model_fn()
     make_optimizer = recipe.baseline_optimizer
-    if dim is not None and recipe.method == "lora":
-        lora.enable(model, dim, targets_=recipe.lora_targets, train=recipe.lora_train)
-        make_optimizer = recipe.optimizer
-    elif dim is not None:
-        model = SubspaceModel(
-            model,
-            dim,
-            projection=recipe.projection,
-            seed=seed,
-            structure_aware=recipe.structure_aware,
-            said_learning_rate=recipe.said_learning_rate,
-            space=recipe.space,
-        )
+    if dim is not None:
+        model = recipe.method.wrap(model, dim, seed=seed)
         make_optimizer = recipe.optimizer
     model.compile(
         optimizer=make_optimizer(rate),
@@ -437,7 +440,7 @@ def train_run(
         stop = ThresholdStop(monitor=recipe.monitor, target=threshold, mode=recipe.mode)
         callbacks.append(stop)
     keep = None
-    if dim is not None and recipe.method != "lora":  # the model it finds
+    if dim is not None and recipe.method.keeps_theta:  # the model it finds
         keep = KeepBest(recipe.monitor, recipe.mode)
         callbacks.append(keep)
     started = time.perf_counter()

@@ -20,7 +20,7 @@ import keras
 from keras_idim import _compat
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
-from keras_idim.dimsearch import store
+from keras_idim.dimsearch import methods, store
 from keras_idim.dimsearch.comparison import reusable_baseline
 from keras_idim.dimsearch.records import THRESHOLD_RULES
 from keras_idim.dimsearch.result import SearchResult
@@ -50,8 +50,10 @@ class SearchConfig:
     Build it with `from_arguments`. Its attributes are the checked values
     of `keras_idim.search`'s arguments of the same names, with these
     differences: `projection` is the projection's name; `space` a
-    `keras_idim.spaces.Space`; `metrics` a list; `seeds` a tuple; `baseline`
-    a global baseline's value only (a search to reuse is `reuse`, with
+    `keras_idim.spaces.Space`; `method` a `keras_idim.dimsearch.methods.Method`
+    (from `method` and the settings it reads: `Subspace` or `LoRA`);
+    `metrics` a list; `seeds` a tuple; `baseline` a global baseline's
+    value only (a search to reuse is `reuse`, with
     `baseline_from`, what the results file records of it); `runner` the
     runner that carries out the runs (from `runner`, `workers` and
     `ray_address`); and `optimizers` the factories of the subspace runs'
@@ -82,7 +84,7 @@ class SearchConfig:
     threshold: float | None
     callbacks: Any
     tensorboard: str | None
-    method: str
+    method: methods.Method
     lora_targets: Any
     lora_train: Any
     tolerance: float
@@ -181,7 +183,7 @@ class SearchConfig:
             "mode": self.mode,
             "threshold": self.threshold,
             "callbacks": cfg.describe_callbacks(self.callbacks),
-            "method": self.method,
+            "method": self.method.name,
             "lora_targets": cfg.describe_selector(self.lora_targets),
             "lora_train": cfg.describe_selector(self.lora_train),
             "tolerance": self.tolerance,
@@ -317,20 +319,27 @@ def _check_recipe(a: dict) -> None:
     said_rate = a["said_learning_rate"]
     check_positive_number("said_learning_rate", said_rate, allow_none=True)
     monitor = a["monitor"] = check_name("monitor", a["monitor"])
-    a["method"] = cfg.check_method(a["method"], a["lora_targets"], a["lora_train"])
     metrics = a["metrics"] = cfg.check_metrics(a["metrics"])
     callbacks = a["callbacks"] = cfg.check_callbacks(a["callbacks"])
     a["mode"] = cfg.resolve_mode(a["mode"], monitor, metrics, callbacks)
     cfg.check_monitor(monitor, a["mode"], metrics, callbacks)
     a["structure_aware"] = cfg.check_structure_aware(a["structure_aware"])
     a["space"] = cfg.check_space(a["space"], a["method"])
+    a["method"] = methods.get(
+        a["method"],
+        projection=a["projection"],
+        structure_aware=a["structure_aware"],
+        space=a["space"],
+        said_learning_rate=said_rate,
+        lora_targets=a["lora_targets"],
+        lora_train=a["lora_train"],
+    )
     if said_rate is not None and not a["structure_aware"]:
         raise ValueError(
             "`said_learning_rate` is the rate of SAID's scales: it needs "
             "`structure_aware=True`. " + received("said_learning_rate", said_rate)
         )
-    if a["method"] == "subspace":
-        cfg.check_dtype_policy()
+    a["method"].check()
     a["tensorboard"] = cfg.check_tensorboard(a["tensorboard"])
 
 

@@ -63,11 +63,19 @@ def _parse(identifier: str) -> Space:
             kwargs[key] = [v.strip() for v in value.split(",") if v.strip()]
         else:
             raise ValueError
-    if kind == "weights" and rank is None:
-        return Weights(**kwargs)
-    if kind == "lora" and rank is not None and rank.isdigit():
-        return LoRA(int(rank), **kwargs)
-    raise ValueError
+    space = kinds().get(kind)
+    if space is None or space.ranked != (rank is not None):
+        raise ValueError
+    if rank is None:
+        return space(**kwargs)
+    if not rank.isdigit():
+        raise ValueError
+    return space(int(rank), **kwargs)
+
+
+def kinds() -> dict[str, type[Space]]:
+    """The Space classes by their `kind` (the name in specs and configs)."""
+    return {space.kind: space for space in (Weights, LoRA)}
 
 
 def get(identifier: Any) -> Space:
@@ -87,7 +95,7 @@ def get(identifier: Any) -> Space:
     if isinstance(identifier, dict):
         config = dict(identifier)
         kind = config.pop("kind", None)
-        classes = {"weights": Weights, "lora": LoRA}
+        classes = kinds()
         if kind in classes:
             try:
                 return classes[kind](**config)
@@ -112,5 +120,6 @@ __all__ = [
     "Weights",
     "fixed_weights",
     "get",
+    "kinds",
     "lora_a",
 ]

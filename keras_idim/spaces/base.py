@@ -46,6 +46,8 @@ class Space:
 
     #: The name in spec strings and configs.
     kind = ""
+    #: Whether a spec string gives a rank after the kind (`lora:4`).
+    ranked = False
 
     def prepare(self, model: keras.Model, seed: int | None = None) -> list:
         """Readies `model` and returns the space's variables, in P's order.

@@ -91,6 +91,7 @@ class LoRA(Space):
     """
 
     kind = "lora"
+    ranked = True
 
     def __init__(
         self,
