@@ -88,3 +88,19 @@ def test_cli_lists_match_the_library():
 
     for name in cli.EMBEDDED_DATASETS:
         assert data.load(name, arrays=True)[2].name == name
+
+
+def test_cli_space_kinds_match_the_library():
+    from keras_idim import spaces
+    from keras_idim.cli.options import SPACE_KINDS
+
+    kinds = spaces.kinds()
+    assert {kind: space.ranked for kind, space in kinds.items()} == SPACE_KINDS
+    from argparse import ArgumentTypeError
+
+    from keras_idim.cli.options import _space_spec
+
+    assert _space_spec(" Weights ") == "weights" and _space_spec("lora:04") == "lora:4"
+    for bad in ("weights:2", "lora", "lora:0", "bias"):
+        with pytest.raises(ArgumentTypeError, match="should be 'weights' or"):
+            _space_spec(bad)

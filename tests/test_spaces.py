@@ -685,3 +685,10 @@ def test_argument_errors():
     assert picked.spec == "lora:1[targets=<lambda>]"
     with pytest.raises(ValueError, match=r"function as `targets`.*cannot be saved"):
         picked.get_config()
+
+
+@pytest.mark.parametrize("spec", ["weights:2", "lora", "lora:x", "bias:2", "adapters"])
+def test_a_spec_must_fit_its_kind(spec):
+    assert spaces.kinds() == {"weights": spaces.Weights, "lora": spaces.LoRA}
+    with pytest.raises(ValueError, match="`space` should be"):
+        spaces.get(spec)

@@ -244,7 +244,7 @@ class Driver:
         self.say(f"overwrite: the old {self.results_path} is kept as {backup}")
 
     def report(self, record: RunRecord) -> None:
-        self.say(run_line(record, self.monitor))
+        self.say(run_line(record, self.monitor, self.recipe.method.symbol))
 
     def runs_left(self, path: dict[int, bool], frontier: int | None) -> int | None:
         """The most runs this search may still train, or `None` if the
@@ -332,7 +332,8 @@ class Driver:
         which = (
             f"The baseline run (seed {record.seed})"
             if record.dim is None
-            else f"The first subspace run (d={record.dim}, seed {record.seed})"
+            else f"The first {self.recipe.method.name} run "
+            f"({self.recipe.method.symbol}={record.dim}, seed {record.seed})"
         )
         where = f" (saved in {self.results_path})" if self.results_path else ""
         raise RunError(

@@ -344,7 +344,8 @@ def get(name: Any, **settings: Any) -> Method:
 
     method = named(name)
     for arg in ("lora_targets", "lora_train"):
-        lora.check_selector(arg, settings.get(arg))
+        if arg in settings:  # a list of names, a predicate or None
+            settings[arg] = lora.check_selector(arg, settings[arg])
     return method.from_settings(**settings)
 
 

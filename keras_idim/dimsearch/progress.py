@@ -38,10 +38,10 @@ def open_range(path: dict[int, bool], letter: str = "d") -> str:
     return f"{letter} in ({lo}, {hi}] open"
 
 
-def run_line(record: RunRecord, monitor: str) -> str:
-    """One finished run, in a line: its d (or baseline), seed, metric,
-    epochs, learning rate, seconds and status."""
-    head = "baseline " if record.dim is None else f"d {record.dim:>8}"
+def run_line(record: RunRecord, monitor: str, letter: str = "d") -> str:
+    """One finished run, in a line: its d (`letter`: `r` for a LoRA rank)
+    or baseline, seed, metric, epochs, learning rate, seconds and status."""
+    head = "baseline " if record.dim is None else f"{letter} {record.dim:>8}"
     return (
         f"{head}  seed {record.seed}  {monitor} {_fmt(record.metric)}  "
         f"epochs {record.epochs}"
