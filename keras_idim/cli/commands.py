@@ -92,11 +92,9 @@ def search_method(args: argparse.Namespace) -> methods.Method:
 
 
 def search_start_dim(args: argparse.Namespace) -> int:
-    """`--start-dim`, or its default: 10, or 1 for `--method lora` (the
-    method's `start_k`)."""
-    if args.start_dim is not None:
-        return args.start_dim
-    return search_method(args).start_k
+    """`--start-dim`, or its default: the method's `start_k` (10, or 1 for
+    `--method lora`)."""
+    return args.start_dim or search_method(args).start_k
 
 
 def run_search(args: argparse.Namespace) -> int:

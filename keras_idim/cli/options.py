@@ -105,10 +105,12 @@ def _dims(text: str) -> str | list[int]:
     return dims
 
 
-#: What `--model` and `--dataset` accept, checked before TensorFlow loads
-#: (tests check them against keras_idim.models and keras_idim.data).
+#: What `--model`, `--dataset` and `--space` accept (each space kind: whether
+#: it takes a rank), checked before TensorFlow loads (tests check them
+#: against keras_idim.models, keras_idim.data and keras_idim.spaces.kinds()).
 MODELS = ("fc", "lenet", "convnet")
 EMBEDDED_DATASETS = ("digits", "diabetes")
+SPACE_KINDS = {"weights": False, "lora": True}
 
 
 def _model_spec(text: str) -> str:
@@ -119,19 +121,13 @@ def _model_spec(text: str) -> str:
     )
 
 
-#: What `--space` accepts: each kind of `keras_idim.spaces.kinds()` and
-#: whether it takes a rank (`lora:RANK`); tests check it against the library.
-SPACE_KINDS = {"weights": False, "lora": True}
-
-
 def _space_spec(text: str) -> str:
     """`weights` or `lora:RANK` (the library reads it: `keras_idim.spaces`)."""
     text = text.strip().lower()
     kind, colon, rank = text.partition(":")
-    ranked = SPACE_KINDS.get(kind)
-    if ranked is False and not colon:
+    if SPACE_KINDS.get(kind) is False and not colon:
         return kind
-    if ranked and rank.isdigit() and int(rank) > 0:
+    if SPACE_KINDS.get(kind) and rank.isdigit() and int(rank) > 0:
         return f"{kind}:{int(rank)}"
     raise argparse.ArgumentTypeError(
         f"should be 'weights' or 'lora:RANK' with RANK a positive integer: {text!r}"

@@ -53,10 +53,9 @@ class Recipe:
             `(dim, seed) -> list` (`dim=None` for a baseline run).
         tensorboard: str or None. A folder; each run logs to its own
             sub-folder (see `run_name`).
-        method: `keras_idim.dimsearch.methods.Method` or str. What d sizes:
-            a `Subspace` (d is the subspace's dimension) or `LoRA` (d is
-            the rank of Keras' LoRA adapters). A name (`"subspace"` or
-            `"lora"`) becomes one from the other attributes.
+        method: `keras_idim.dimsearch.methods.Method`, or its name (made one
+            from the other attributes). What d sizes: a `Subspace`'s
+            dimension, or the rank of `LoRA` adapters.
         lora_targets: list, callable or None. The layers that get adapters
             (see `keras_idim.lora.targets`).
         lora_train: list, callable or None. Layers that also train fully.
