@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 
+from keras_idim.cli import search_spec
 from keras_idim.cli.options import TASK_DEFAULTS
 from keras_idim.dimsearch import methods
 from keras_idim.utils.io import check_writable
@@ -41,13 +41,6 @@ def _export(model, path: str, args: argparse.Namespace) -> str:
             model, path, include_base=not args.no_base, overwrite=args.overwrite
         )
     return export_saved_model(model, path, overwrite=args.overwrite)
-
-
-def _model_fn(spec: str, info) -> Callable:
-    """A builder of fresh base models for `--model`."""
-    from keras_idim import models
-
-    return models.from_spec(spec, info)
 
 
 def _slug(text: str) -> str:
@@ -109,7 +102,7 @@ def run_search(args: argparse.Namespace) -> int:
         arrays=True,
         download=not args.no_download,
     )
-    model_fn = _model_fn(args.model, info)
+    model_fn = search_spec.model_fn(args.model, info)
     loss, metrics, monitor = _task(args, info)
     out = search_out(args)
     check_writable(out, "--out", folder=True)
@@ -119,7 +112,7 @@ def run_search(args: argparse.Namespace) -> int:
         result = run(config)
     finally:  # beside any results.json written, however the search ended
         if os.path.exists(results_path):
-            _write_search_spec(out, args)
+            search_spec.write_search_spec(out, args)
     result.to_csv(os.path.join(out, "results.csv"))
     result.plot(os.path.join(out, "curve.png"))
     if not args.quiet:  # the search's last line was its verdict
@@ -176,74 +169,6 @@ def _search_config(model_fn, train, val, loss, metrics, monitor, args):
     )
 
 
-#: What `keras-idim search` writes beside results.json so that `keras-idim
-#: export OUT` can rebuild model_fn (a results file holds no function).
-SEARCH_SPEC = "search.json"
-#: Version of its format (a file without `format_version`, written by
-#: keras_idim 0.1.0, is of version 1).
-SEARCH_SPEC_VERSION = 1
-
-
-def _write_search_spec(out: str, args: argparse.Namespace) -> None:
-    import json
-
-    from keras_idim.utils.io import atomic_write
-
-    model = args.model
-    if model.endswith(".keras"):  # a saved model: found again from anywhere
-        model = os.path.abspath(model)
-    os.makedirs(out, exist_ok=True)
-    atomic_write(
-        os.path.join(out, SEARCH_SPEC),
-        json.dumps(
-            {
-                "format_version": SEARCH_SPEC_VERSION,
-                "model": model,
-                "dataset": args.dataset,
-                "data_dir": args.data_dir,
-            },
-            indent=1,
-        ),
-    )
-
-
-def _search_model(folder: str, args: argparse.Namespace):
-    """The result of a `keras-idim search` from its OUT folder, and its
-    model_fn, from the `--model` and `--dataset` it recorded."""
-    import json
-
-    from keras_idim import data
-    from keras_idim.dimsearch.result import SearchResult
-
-    results = os.path.join(folder, "results.json")
-    spec_path = os.path.join(folder, SEARCH_SPEC)
-    if not os.path.isfile(results):
-        raise ValueError(
-            f"SOURCE {folder!r} is a folder without a results.json: give the "
-            "OUT folder of a `keras-idim search`, a .keras or a .npz file."
-        )
-    if not os.path.isfile(spec_path):
-        raise ValueError(
-            f"SOURCE {folder!r} holds no {SEARCH_SPEC}: it was not written by "
-            "`keras-idim search` (or by an older one), so its model function "
-            "is unknown and its model cannot be rebuilt from the folder alone. "
-            "In Python: `keras_idim.SearchResult.from_json(PATH)"
-            ".model(model_fn=..., d=..., seed=...)`."
-        )
-    with open(spec_path, encoding="utf-8") as f:
-        spec = json.load(f)
-    if spec.get("format_version", 1) != SEARCH_SPEC_VERSION:
-        raise ValueError(
-            f"{spec_path!r} has format version {spec['format_version']!r}; this "
-            f"keras_idim reads version {SEARCH_SPEC_VERSION}."
-        )
-    result = SearchResult.from_json(results)
-    info = data.load(
-        spec["dataset"], arrays=True, data_dir=spec.get("data_dir"), download=False
-    )[2]
-    return result, _model_fn(spec["model"], info)
-
-
 def run_compare(args: argparse.Namespace) -> int:
     from keras_idim.dimsearch.comparison import compare
 
@@ -297,7 +222,7 @@ def run_train(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     from keras_idim import data
-    from keras_idim.dimsearch.config import resolve_mode
+    from keras_idim.dimsearch.metric_checks import resolve_mode
     from keras_idim.dimsearch.records import best
     from keras_idim.subspace import SubspaceModel
 
@@ -308,7 +233,7 @@ def run_train(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         download=not args.no_download,
     )
-    model_fn = _model_fn(args.model, info)
+    model_fn = search_spec.model_fn(args.model, info)
     loss, metrics, monitor = _task(args, info)
     try:  # which value is best, known before training (see `search --mode`)
         mode = resolve_mode("auto", monitor, metrics)
@@ -376,7 +301,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     source = args.source
     if os.path.isdir(source):
-        result, model_fn = _search_model(source, args)
+        result, model_fn = search_spec.search_model(source, args)
         dim = result.d_int if args.dim is None else args.dim
         name = os.path.basename(os.path.normpath(source))
         out = _export_path(

@@ -13,7 +13,12 @@ One idea a module:
 - `runner`: the `Recipe`, one training run, the `Runner` protocol and the
   in-process runner.
 - `ray_runner`: the runs as Ray tasks.
-- `config`: the checks and descriptions of a search's arguments.
+- `config`: the checks of a search's arguments (model, dims, seeds, space,
+  method, optimizer).
+- `metric_checks`: the metrics, the monitor and its direction (`mode`).
+- `data_checks`: the data, refused before any run if no run could use it.
+- `describe`: the JSON descriptions a results file stores of the data,
+  loss, metrics and functions.
 - `search_config`: `SearchConfig`, a search's checked settings, its stored
   description and hash, and its `Recipe`.
 - `driver`: the search loop, its state as attributes.

@@ -137,7 +137,7 @@ def _value(value: Any) -> Any:
     if isinstance(value, functools.partial):
         return _partial(value)
     if callable(value):
-        from keras_idim.dimsearch.config import describe_object
+        from keras_idim.dimsearch.describe import describe_object
 
         return describe_object(value)
     text = repr(value)

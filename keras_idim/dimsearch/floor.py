@@ -84,7 +84,7 @@ def _names(obj: Any) -> set[str]:
 def constant_kind(monitor: str, loss: Any, metrics: Sequence) -> str | None:
     """`"majority"`, `"mean"`, or `None` (no constant predictor is known
     for this metric)."""
-    from keras_idim.dimsearch.config import _metric_name_and_direction
+    from keras_idim.dimsearch.metric_checks import _metric_name_and_direction
 
     name = monitor.removeprefix("val_")
     if name == "loss":

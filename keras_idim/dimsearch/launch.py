@@ -11,11 +11,11 @@ import keras
 
 from keras_idim.dimsearch import config as cfg
 from keras_idim.dimsearch import store
+from keras_idim.dimsearch.data_checks import check_batched
 from keras_idim.dimsearch.driver import Driver
 from keras_idim.dimsearch.fingerprint import data_fingerprint, model_fingerprint
 from keras_idim.dimsearch.floor import Floor, chance_floor, output_shape_of
 from keras_idim.dimsearch.result import SearchResult
-from keras_idim.dimsearch.runner import check_batched
 from keras_idim.dimsearch.search_config import SearchConfig
 from keras_idim.dimsearch.strategy import make_strategy
 

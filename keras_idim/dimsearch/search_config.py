@@ -20,18 +20,16 @@ import keras
 from keras_idim import _compat
 from keras_idim import projections as projections_module
 from keras_idim.dimsearch import config as cfg
-from keras_idim.dimsearch import methods, store
+from keras_idim.dimsearch import describe, methods, metric_checks, store
 from keras_idim.dimsearch.comparison import reusable_baseline
-from keras_idim.dimsearch.records import THRESHOLD_RULES
-from keras_idim.dimsearch.result import SearchResult
-from keras_idim.dimsearch.runner import (
-    InProcessRunner,
-    Recipe,
-    Runner,
+from keras_idim.dimsearch.data_checks import (
     as_dataset,
     check_class_labels,
     check_finite,
 )
+from keras_idim.dimsearch.records import THRESHOLD_RULES
+from keras_idim.dimsearch.result import SearchResult
+from keras_idim.dimsearch.runner import InProcessRunner, Recipe, Runner
 from keras_idim.utils.validation import (
     check_choice,
     check_fraction,
@@ -162,9 +160,9 @@ class SearchConfig:
         optimizers = self.optimizers
         config = {
             "name": self.name,
-            "model_fn": cfg.describe_object(self.model_fn),
-            "train_data": cfg.describe_data(self.train_data),
-            "val_data": cfg.describe_data(self.val_data),
+            "model_fn": describe.describe_object(self.model_fn),
+            "train_data": describe.describe_data(self.train_data),
+            "val_data": describe.describe_data(self.val_data),
             "projection": self.projection,
             "structure_aware": self.structure_aware,
             "space": self.space.spec,
@@ -177,15 +175,15 @@ class SearchConfig:
             "optimizer": optimizers["subspace"][1],
             "baseline_optimizer": optimizers["baseline"][1],
             "said_learning_rate": self.said_learning_rate,
-            "loss": cfg.describe_object(self.loss),
-            "metrics": [cfg.describe_object(m) for m in self.metrics],
+            "loss": describe.describe_object(self.loss),
+            "metrics": [describe.describe_object(m) for m in self.metrics],
             "monitor": self.monitor,
             "mode": self.mode,
             "threshold": self.threshold,
-            "callbacks": cfg.describe_callbacks(self.callbacks),
+            "callbacks": describe.describe_callbacks(self.callbacks),
             "method": self.method.name,
-            "lora_targets": cfg.describe_selector(self.lora_targets),
-            "lora_train": cfg.describe_selector(self.lora_train),
+            "lora_targets": describe.describe_selector(self.lora_targets),
+            "lora_train": describe.describe_selector(self.lora_train),
             "tolerance": self.tolerance,
             "start_dim": self.start_dim,
             "max_dim": self.max_dim,
@@ -319,10 +317,10 @@ def _check_recipe(a: dict) -> None:
     said_rate = a["said_learning_rate"]
     check_positive_number("said_learning_rate", said_rate, allow_none=True)
     monitor = a["monitor"] = check_name("monitor", a["monitor"])
-    metrics = a["metrics"] = cfg.check_metrics(a["metrics"])
+    metrics = a["metrics"] = metric_checks.check_metrics(a["metrics"])
     callbacks = a["callbacks"] = cfg.check_callbacks(a["callbacks"])
-    a["mode"] = cfg.resolve_mode(a["mode"], monitor, metrics, callbacks)
-    cfg.check_monitor(monitor, a["mode"], metrics, callbacks)
+    a["mode"] = metric_checks.resolve_mode(a["mode"], monitor, metrics, callbacks)
+    metric_checks.check_monitor(monitor, a["mode"], metrics, callbacks)
     a["structure_aware"] = cfg.check_structure_aware(a["structure_aware"])
     a["space"] = cfg.check_space(a["space"], a["method"])
     a["method"] = methods.get(

@@ -557,7 +557,7 @@ def test_bad_task_arguments(kwargs, match):
 
 
 def test_mode_auto_follows_keras():
-    from keras_idim.dimsearch.config import resolve_mode
+    from keras_idim.dimsearch.metric_checks import resolve_mode
 
     assert resolve_mode("auto", "val_loss", []) == "min"
     assert resolve_mode("auto", "loss", ["accuracy"]) == "min"

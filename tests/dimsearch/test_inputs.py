@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import keras_idim
 from keras_idim.data.arrays import fit_dataset
-from keras_idim.dimsearch import config as cfg
+from keras_idim.dimsearch import describe
 from tests.search_helpers import TINY, digits_arrays, tiny_fc
 
 
@@ -49,9 +49,9 @@ def test_a_two_input_model_takes_a_dict_and_a_list(digits):
         assert run.status == "ok", run.message
         metrics[kind] = run.metric
         assert result.config["train_data"][0] == (
-            {"dict": {k: cfg.describe_data(halves(xt, "dict")[k]) for k in "ab"}}
+            {"dict": {k: describe.describe_data(halves(xt, "dict")[k]) for k in "ab"}}
             if kind == "dict"
-            else [cfg.describe_data(a) for a in halves(xt, "list")]
+            else [describe.describe_data(a) for a in halves(xt, "list")]
         )
     assert metrics["dict"] > 0.3
     # The same examples in the same order, whether named or listed.
@@ -74,7 +74,7 @@ def test_sample_weights_change_the_result(digits, tmp_path):
     assert weighted.runs[0].status == "ok"
     assert weighted.runs[0].metric != plain.runs[0].metric
     assert weighted.config["train_data"] != plain.config["train_data"]
-    assert weighted.config["train_data"][2] == cfg.describe_data(weights)
+    assert weighted.config["train_data"][2] == describe.describe_data(weights)
     # The weights are part of the fingerprint: a resume with others is refused.
     with pytest.raises(Exception, match="results.json"):
         keras_idim.search(
@@ -98,9 +98,9 @@ def test_the_fingerprint_of_plain_arrays_is_unchanged():
         }
         for a in (x, y)
     ]
-    assert cfg.describe_data((x, y)) == old
+    assert describe.describe_data((x, y)) == old
     # A dict's fingerprint does not depend on the order of its keys.
-    assert cfg.describe_data(({"a": x, "b": x}, y)) == cfg.describe_data(
+    assert describe.describe_data(({"a": x, "b": x}, y)) == describe.describe_data(
         ({"b": x, "a": x}, y)
     )
 

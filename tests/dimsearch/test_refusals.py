@@ -25,7 +25,7 @@ from keras_idim.dimsearch import (
     SearchResult,
 )
 from keras_idim.dimsearch.comparison import compare
-from keras_idim.dimsearch.runner import as_dataset
+from keras_idim.dimsearch.data_checks import as_dataset
 
 TESTS = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -218,7 +218,7 @@ def myfn(y_true, y_pred):
 
 
 def test_a_monitor_the_runs_will_not_log_is_refused_listing_the_names():
-    from keras_idim.dimsearch.config import check_monitor
+    from keras_idim.dimsearch.metric_checks import check_monitor
 
     # Before: the baseline (or the first run) trained, then "not in the logs".
     message = _refused(r"`monitor='val_nope'` is not among", monitor="val_nope")
@@ -274,7 +274,7 @@ def test_a_half_precision_dtype_policy_is_refused_up_front(policy):
 
 
 def test_a_mode_against_keras_direction_is_refused():
-    from keras_idim.dimsearch.config import check_monitor
+    from keras_idim.dimsearch.metric_checks import check_monitor
 
     # Before: mode="min" on val_accuracy was accepted and answered d_int = 10.
     _refused(
@@ -289,7 +289,7 @@ def test_a_mode_against_keras_direction_is_refused():
 
 
 def test_non_integer_class_labels_are_refused_with_a_sparse_loss():
-    from keras_idim.dimsearch.runner import check_class_labels
+    from keras_idim.dimsearch.data_checks import check_class_labels
 
     # Before: 0.5 and 1.7 were truncated to 0 and 1 without a word.
     (x, y), val = digits_arrays()

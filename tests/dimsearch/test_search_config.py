@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_idim.dimsearch import config as cfg
-from keras_idim.dimsearch import store
+from keras_idim.dimsearch import describe, metric_checks, store
 from keras_idim.dimsearch.runner import InProcessRunner
 from keras_idim.dimsearch.search_config import SearchConfig
 
@@ -70,14 +70,14 @@ def _stored_config(model_fn, train, val, **kw):
         "floor": None,
         **kw,
     }
-    metrics = cfg.check_metrics(get["metrics"])
+    metrics = metric_checks.check_metrics(get["metrics"])
     callbacks = cfg.check_callbacks(get["callbacks"])
     floor, threshold = get["floor"], get["threshold"]
     config = {
         "name": get["name"],
-        "model_fn": cfg.describe_object(model_fn),
-        "train_data": cfg.describe_data(train),
-        "val_data": cfg.describe_data(val),
+        "model_fn": describe.describe_object(model_fn),
+        "train_data": describe.describe_data(train),
+        "val_data": describe.describe_data(val),
         "projection": get["projection"],
         "structure_aware": get["structure_aware"],
         "space": cfg.check_space(get["space"], get["method"]).spec,
@@ -92,15 +92,17 @@ def _stored_config(model_fn, train, val, **kw):
             get["optimizer"], get["baseline_learning_rate"]
         )[1],
         "said_learning_rate": get["said_learning_rate"],
-        "loss": cfg.describe_object(get["loss"]),
-        "metrics": [cfg.describe_object(m) for m in metrics],
+        "loss": describe.describe_object(get["loss"]),
+        "metrics": [describe.describe_object(m) for m in metrics],
         "monitor": get["monitor"],
-        "mode": cfg.resolve_mode(get["mode"], get["monitor"], metrics, callbacks),
+        "mode": metric_checks.resolve_mode(
+            get["mode"], get["monitor"], metrics, callbacks
+        ),
         "threshold": None if threshold is None else float(threshold),
-        "callbacks": cfg.describe_callbacks(callbacks),
+        "callbacks": describe.describe_callbacks(callbacks),
         "method": get["method"],
-        "lora_targets": cfg.describe_selector(get["lora_targets"]),
-        "lora_train": cfg.describe_selector(get["lora_train"]),
+        "lora_targets": describe.describe_selector(get["lora_targets"]),
+        "lora_train": describe.describe_selector(get["lora_train"]),
         "tolerance": float(get["tolerance"]),
         "start_dim": get["start_dim"],
         "max_dim": get["max_dim"],
