@@ -45,13 +45,13 @@ class SubspaceMap:
         self.full_dim = sum(self.sizes)
         self.structure_aware = structure_aware
         # With SAID, P theta_d, kept for the gradient of the lambdas where
-        # the projection cannot make it again on the fly (`fuses_pieces`:
+        # the projection cannot make it again on the fly (`Pieces.fused`:
         # Fastfood gives those dot products beside its transpose, the kernel
         # in its pass, the TensorFlow ops group by group). It follows from
         # theta_d, so it is not a weight of the model and not saved.
         self.offset = (
             keras.Variable(tf.zeros([self.full_dim]), trainable=False, name="offset")
-            if structure_aware and not projection.fuses_pieces
+            if structure_aware and not projection.pieces.fused
             else None
         )
 
@@ -79,7 +79,7 @@ class SubspaceMap:
         One pass of the projection. With SAID, tensor t gets `theta_0,t +
         lambda_t (P theta_d)_t`: each piece is scaled on its own, so that
         no tensor larger than D is built. The sum comes from the
-        projection's own pass (`Projection.affine_pieces`; Fastfood's
+        projection's own pass (`Projection.pieces`; Fastfood's
         TensorFlow ops make each piece when it is asked for, a group of rows
         at a time). The variables are written one at a time, each piece
         made after the last was written.
@@ -107,7 +107,7 @@ class SubspaceMap:
             # theta_0 + (lambda *) P theta_d, piece by piece as the
             # projection makes them (one pass; Fastfood's TensorFlow ops
             # make each piece when it is asked for, group by group).
-            theta = self.projection.affine_pieces(
+            theta = self.projection.pieces.affine(
                 theta_d,
                 theta_0,
                 self.sizes,
@@ -143,11 +143,11 @@ class SubspaceMap:
             for g, n in zip(grads, self.sizes)
         ]
         if not self.structure_aware:
-            return [self.projection.transpose_pieces(pieces)]
+            return [self.projection.pieces.transpose(pieces)[0]]
         # Per tensor: d/dlambda_t = g_t . (P theta_d)_t; the chain rule to
         # theta_d carries lambda_t * g_t.
         if self.offset is None:  # both from one pass of the projection
-            return list(self.projection.transpose_and_dots(pieces, lambdas, theta_d))
+            return list(self.projection.pieces.transpose(pieces, lambdas, theta_d))
         # Scaled piece by piece (see `write`).
         lambdas = tf.unstack(tf.convert_to_tensor(lambdas))
         offsets = self.per_tensor(tf.convert_to_tensor(self.offset))
@@ -158,7 +158,7 @@ class SubspaceMap:
         )
         with tf.control_dependencies([grad_lambdas]):
             scaled = [lam * g for lam, g in zip(lambdas, pieces)]
-        return [self.projection.transpose_pieces(scaled), grad_lambdas]
+        return [self.projection.pieces.transpose(scaled)[0], grad_lambdas]
 
 
 def scales_optimizer(

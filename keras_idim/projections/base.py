@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import tensorflow as tf
 
+from keras_idim.projections.pieces import Pieces
 from keras_idim.utils.validation import check_positive_int, check_seed
 
 
@@ -40,7 +42,10 @@ class Projection:
     gradients come from TensorFlow's autodiff through the forward map.
 
     Subclasses implement `call(v)` and `memory_bytes`; they build their random
-    tensors in `__init__`.
+    tensors in `__init__`. `transpose(g)` is `P^T g`, by autodiff of `call`
+    unless a subclass gives its own `_transpose`. One optional interface
+    more: `pieces`, the products over a vector cut in consecutive pieces,
+    which a subclass may fuse (`keras_idim.projections.pieces`).
 
     Args:
         full_dim: int. D, the number of rows (the model's parameter count).
@@ -105,81 +110,15 @@ class Projection:
         g = tf.convert_to_tensor(g, dtype=tf.float32)
         return self._maybe_compiled("transpose", self._transpose)(g)
 
-    def affine(self, v: Any, base: Any) -> tf.Tensor:
-        """Returns `base + P @ v`, for `v` of shape (dim,), `base` (full_dim,).
-
-        One pass of the map; compiled (`jit_compile`), the sum is fused into
-        its last step, so that no (full_dim,) tensor is made besides the
-        result (a subspace model's `theta_0 + P theta_d`).
-        """
-        v = self._checked(v)
-        base = tf.convert_to_tensor(base, dtype=tf.float32)
-        return self._maybe_compiled("affine", self._affine)(v, base)
-
-    def _affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
-        return base + self.call(v)
-
-    def transpose_pieces(self, pieces: list, scales: Any = None) -> tf.Tensor:
-        """Returns `P^T @ g` for `g` given as consecutive 1-D pieces (e.g.
-        one per weight tensor), whose lengths add up to full_dim, piece t
-        times `scales[t]` when `scales` is given.
-
-        The same as `transpose(tf.concat([s_t * g_t], 0))`; a projection may
-        join the pieces in the layout its products want (Fastfood: padded
-        to whole groups of blocks), so that `g` is copied once, or read them
-        where they are (`fuses_pieces`).
-        """
-        if scales is not None:
-            scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))
-            pieces = [s * p for s, p in zip(scales, pieces)]
-        return self.transpose(tf.concat(pieces, axis=0))
-
-    #: Whether `transpose_pieces`, `transpose_and_dots` and `affine_pieces`
-    #: read and write the pieces where they are (in one pass, or a group of
-    #: rows at a time), with no (full_dim,) temporary but `affine`'s result,
-    #: and make `P v`'s rows again for the dot products (then SAID needs no
-    #: stored `P theta_d`).
-    fuses_pieces = False
-
-    def affine_pieces(self, v: Any, base: Any, sizes: list, scales: Any = None) -> Any:
-        """`base + s * (P @ v)` as an iterator of its consecutive pieces of
-        `sizes` rows (s = `scales[t]` on piece t, or 1): a subspace model's
-        weights, one tensor at a time. A projection may make each piece
-        only when it is asked for (Fastfood's TensorFlow ops: a group of
-        rows of `P v` at a time); here the whole sum is split."""
-        if scales is None:
-            whole = self.affine(v, base)
-        else:
-            whole = self.scaled_affine(v, base, scales, sizes)
-        return iter(tf.split(whole, sizes))
-
-    def scaled_affine(self, v: Any, base: Any, scales: Any, sizes: list) -> tf.Tensor:
-        """Returns `base + s * (P @ v)`, where `s` is `scales[t]` on the t-th
-        of consecutive pieces of `sizes` rows (SAID's
-        `theta_0 + lambda * P theta_d`)."""
-        u = self(v)
-        base = tf.convert_to_tensor(base, tf.float32)
-        scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))
-        return tf.concat(
-            [
-                b + s * p
-                for b, s, p in zip(tf.split(base, sizes), scales, tf.split(u, sizes))
-            ],
-            axis=0,
-        )
-
-    def transpose_and_dots(self, pieces: list, scales: Any, v: Any) -> tuple:
-        """`(transpose_pieces(pieces, scales), piece_dots(v, pieces))`: SAID's
-        two gradients, which a projection that `fuses_pieces` gives from
-        one pass of its transpose."""
-        return self.transpose_pieces(pieces, scales), self.piece_dots(v, pieces)
-
-    def piece_dots(self, v: Any, pieces: list) -> tf.Tensor:
-        """Returns, for each of the consecutive 1-D `pieces` of a
-        (full_dim,) vector g, the dot product of that piece with the same
-        rows of `P @ v` (SAID's lambda gradients)."""
-        u = tf.split(self(v), [int(p.shape[0]) for p in pieces])
-        return tf.stack([tf.tensordot(p, q, axes=1) for p, q in zip(pieces, u)])
+    @functools.cached_property
+    def pieces(self) -> Pieces:
+        """P's products over a vector cut in consecutive pieces (a subspace
+        model's weight tensors): `base + s * (P v)` piece by piece, and
+        `P^T (s * g)` with SAID's dot products (see
+        `keras_idim.projections.pieces`). Here made from `call` and
+        `transpose`; a projection that reads and writes the pieces where
+        they are gives its own (`Pieces.fused`)."""
+        return Pieces(self)
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
         v = tf.zeros([self.dim], tf.float32)

@@ -19,6 +19,8 @@ The projection is split over modules by what each part does:
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -32,6 +34,7 @@ from keras_idim.projections.fastfood_ops import (  # noqa: F401 (re-exported)
     fwht,
     hadamard_matrix,
 )
+from keras_idim.projections.pieces import Pieces
 from keras_idim.utils.validation import check_bool, check_choice
 
 #: About how many numbers each group of stacked blocks draws (version 2),
@@ -338,9 +341,11 @@ class FastfoodProjection(Projection):
     def supports_xla(self) -> bool:
         return self.backend.supports_xla
 
-    #: Both backends read and write the pieces where they are: the kernel in
-    #: one pass, the TensorFlow ops group by group (`fastfood_ops`).
-    fuses_pieces = True
+    @functools.cached_property
+    def pieces(self) -> FastfoodPieces:
+        """The products over pieces in the backend, which reads and writes
+        them where they are (`FastfoodPieces`)."""
+        return FastfoodPieces(self)
 
     def _maybe_compiled(self, name: str, fn):
         # The kernel is one pass already; XLA could not compile it.
@@ -354,30 +359,6 @@ class FastfoodProjection(Projection):
 
     def call(self, v: tf.Tensor) -> tf.Tensor:
         return self.backend.forward(v)
-
-    def _affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
-        return self.backend.affine(v, base)
-
-    def scaled_affine(self, v, base, scales, sizes: list) -> tf.Tensor:
-        return self.backend.scaled_affine(
-            self._checked(v),
-            tf.convert_to_tensor(base, tf.float32),
-            tf.convert_to_tensor(scales, tf.float32),
-            sizes,
-        )
-
-    def affine_pieces(self, v, base, sizes: list, scales=None):
-        base = tf.convert_to_tensor(base, tf.float32)
-        return self.backend.affine_pieces(self._checked(v), base, sizes, scales)
-
-    def piece_dots(self, v, pieces: list) -> tf.Tensor:
-        return self.transpose_and_dots(pieces, None, v)[1]
-
-    def transpose_and_dots(self, pieces: list, scales, v) -> tuple:
-        return self.backend.transpose_pieces(pieces, scales, self._checked(v))
-
-    def transpose_pieces(self, pieces: list, scales=None) -> tf.Tensor:
-        return self.backend.transpose_pieces(pieces, scales)[0]
 
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
         return self.backend.transpose(g)
@@ -398,3 +379,23 @@ class FastfoodProjection(Projection):
         # A configuration without `version` (keras_idim 0.1.0's) is drawn
         # as version 1 draws it (`fastfood_legacy`).
         return cls(**fastfood_legacy.with_version(config))
+
+
+class FastfoodPieces(Pieces):
+    """A `FastfoodProjection`'s products over pieces, in its backend: the
+    kernel reads and writes the pieces in one pass, the TensorFlow ops
+    group by group (`fastfood_ops`); SAID's dot products come from the
+    transpose's own pass."""
+
+    fused = True
+
+    def affine(self, v, base, sizes: list, scales=None):
+        p = self.projection
+        base = tf.convert_to_tensor(base, tf.float32)
+        return p.backend.affine_pieces(p._checked(v), base, sizes, scales)
+
+    def transpose(self, pieces: list, scales=None, v=None) -> tuple:
+        p = self.projection
+        if v is None:
+            return p.backend.transpose_pieces(pieces, scales)[0], None
+        return tuple(p.backend.transpose_pieces(pieces, scales, p._checked(v)))

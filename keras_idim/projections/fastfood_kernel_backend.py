@@ -5,10 +5,9 @@ A `FastfoodProjection` makes its products through one backend object,
 chosen once when it is made (`choose_backend`): `KernelBackend` (here) runs
 them in the compiled kernel's ops (`keras_idim.projections.kernel` builds
 and loads them), `fastfood_ops.OpsBackend` in TensorFlow ops. Both have
-the same methods (`forward`, `affine`, `scaled_affine`, `affine_pieces`,
-`transpose`, `transpose_pieces`) and attributes (`uses_kernel`,
-`supports_xla`), and read the projection's stored tensors
-(`projection.arrays`) where they are.
+the same methods (`forward`, `transpose`, `affine_pieces`,
+`transpose_pieces`) and attributes (`uses_kernel`, `supports_xla`), and
+read the projection's stored tensors (`projection.arrays`) where they are.
 
 The kernel makes each product in one pass over P's blocks: the sum with a
 base (`affine`), SAID's scales of the pieces (`scaled_affine`) and the dot

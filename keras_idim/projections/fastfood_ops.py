@@ -178,15 +178,6 @@ class OpsBackend:
             )
         return tf.reshape(out, [-1])[: p.full_dim]
 
-    def affine(self, v: tf.Tensor, base: tf.Tensor) -> tf.Tensor:
-        """`base + P v`."""
-        return base + self.forward(v)
-
-    def scaled_affine(self, v, base, scales, sizes: list) -> tf.Tensor:
-        """`base + s * (P v)`, s `scales[t]` on the t-th piece of `sizes`
-        rows: the pieces of `affine_pieces`, joined."""
-        return tf.concat(list(self.affine_pieces(v, base, sizes, scales)), 0)
-
     def transpose(self, g: tf.Tensor) -> tf.Tensor:
         """`P^T g` for g of shape (D,), padded to whole groups."""
         return self.transpose_padded(tf.pad(g, [[0, self.p._padding]]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -9,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
+from keras_idim.projections.pieces import Pieces
 from keras_idim.utils.validation import check_bool, received
 
 #: Rows mapped to their columns at once while building (bounds the
@@ -46,7 +48,7 @@ class UniLoRAProjection(Projection):
     index besides (a few times the index, never D x d). Products are a
     gather and a segment sum, O(D): `P v = (v * scale)[index]`, `P^T g =
     segment_sum(g, index) * scale`. The pieces of a subspace model (its
-    weight tensors) are read and written where they are (`fuses_pieces`);
+    weight tensors) are read and written where they are (`pieces`);
     SAID's dot products with `P v` come from the same segment sums.
 
     Unlike the other kinds, P is not nested: which rows a column holds
@@ -71,7 +73,6 @@ class UniLoRAProjection(Projection):
     """
 
     name = "unilora"
-    fuses_pieces = True
 
     def __init__(
         self, full_dim: int, dim: int, seed: int = 0, jit_compile: bool = True
@@ -120,18 +121,43 @@ class UniLoRAProjection(Projection):
     def _transpose(self, g: tf.Tensor) -> tf.Tensor:
         return tf.math.unsorted_segment_sum(g, self.index, self.dim) * self.scale
 
+    @functools.cached_property
+    def pieces(self) -> UniLoRAPieces:
+        """The products over pieces read and written where they are
+        (`UniLoRAPieces`)."""
+        return UniLoRAPieces(self)
+
+    @property
+    def memory_bytes(self) -> int:
+        return tensor_bytes(self.index, self.scale)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["jit_compile"] = self.jit_compile
+        return config
+
+
+class UniLoRAPieces(Pieces):
+    """A `UniLoRAProjection`'s products over pieces, read and written where
+    they are: each piece of `base + s * (P v)` gathered from its own rows
+    of the index when asked for; the transpose a segment sum per piece,
+    from which SAID's dot products come too."""
+
+    fused = True
+
     def _offsets(self, sizes: list) -> list[int]:
         sizes = [int(n) for n in sizes]
-        if sum(sizes) != self.full_dim:
+        full_dim = self.projection.full_dim
+        if sum(sizes) != full_dim:
             raise ValueError(
-                f"The pieces should add up to full_dim={self.full_dim} rows. "
+                f"The pieces should add up to full_dim={full_dim} rows. "
                 f"{received('sizes', sizes)}"
             )
         return [sum(sizes[:t]) for t in range(len(sizes) + 1)]
 
-    def affine_pieces(self, v: Any, base: Any, sizes: list, scales: Any = None):
+    def affine(self, v: Any, base: Any, sizes: list, scales: Any = None):
         # Each piece gathered from its own rows of the index when asked for.
-        w = self._checked(v) * self.scale
+        w = self.projection._checked(v) * self.projection.scale
         base = tf.convert_to_tensor(base, tf.float32)
         offsets = self._offsets(sizes)
         if scales is not None:
@@ -139,31 +165,30 @@ class UniLoRAProjection(Projection):
 
         def pieces():
             for t, (start, stop) in enumerate(zip(offsets, offsets[1:])):
-                u = tf.gather(w, self.index[start:stop])
+                u = tf.gather(w, self.projection.index[start:stop])
                 if scales is not None:
                     u = scales[t] * u
                 yield base[start:stop] + u
 
         return pieces()
 
-    def scaled_affine(self, v: Any, base: Any, scales: Any, sizes: list) -> tf.Tensor:
-        return tf.concat(list(self.affine_pieces(v, base, sizes, scales)), axis=0)
-
     def _segment_sums(self, pieces: list) -> list[tf.Tensor]:
         """`P_t^T`-before-scaling of each piece: its rows summed by column."""
         offsets = self._offsets([int(p.shape[0]) for p in pieces])
         return [
-            tf.math.unsorted_segment_sum(p, self.index[start:stop], self.dim)
+            tf.math.unsorted_segment_sum(
+                p, self.projection.index[start:stop], self.projection.dim
+            )
             for p, start, stop in zip(pieces, offsets, offsets[1:])
         ]
 
-    def transpose_and_dots(self, pieces: list, scales: Any, v: Any) -> tuple:
+    def transpose(self, pieces: list, scales: Any = None, v: Any = None) -> tuple:
         pieces = [tf.convert_to_tensor(p, tf.float32) for p in pieces]
         if scales is not None:
             scales = tf.convert_to_tensor(scales, tf.float32)
         if v is not None:
-            v = self._checked(v)
-        return self._maybe_compiled("pieces", self._transpose_and_dots)(
+            v = self.projection._checked(v)
+        return self.projection._maybe_compiled("pieces", self._transpose_and_dots)(
             pieces, scales, v
         )
 
@@ -178,21 +203,6 @@ class UniLoRAProjection(Projection):
             total = tf.add_n([s * c for s, c in zip(scales, sums)])
         dots = None
         if v is not None:
-            w = v * self.scale
+            w = v * self.projection.scale
             dots = tf.stack([tf.tensordot(c, w, axes=1) for c in sums])
-        return total * self.scale, dots
-
-    def transpose_pieces(self, pieces: list, scales: Any = None) -> tf.Tensor:
-        return self.transpose_and_dots(pieces, scales, None)[0]
-
-    def piece_dots(self, v: Any, pieces: list) -> tf.Tensor:
-        return self.transpose_and_dots(pieces, None, v)[1]
-
-    @property
-    def memory_bytes(self) -> int:
-        return tensor_bytes(self.index, self.scale)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["jit_compile"] = self.jit_compile
-        return config
+        return total * self.projection.scale, dots

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import materialize
+from piece_products import affine, piece_dots, transpose_pieces
 
 from keras_idim import SubspaceModel
 from keras_idim.projections import FastfoodProjection, fastfood, kernel
@@ -98,9 +99,9 @@ def test_kernel_products_are_the_tensorflow_ops_products(
     base = rng.standard_normal(full_dim).astype(np.float32)
     close(compiled(v), ops(v))
     close(compiled.transpose(g), ops.transpose(g))
-    close(compiled.affine(v, base), ops.affine(v, base))
+    close(affine(compiled, v, base), affine(ops, v, base))
     pieces = np.split(g, [full_dim // 3, full_dim // 2])
-    close(compiled.transpose_pieces(pieces), ops.transpose(g))
+    close(transpose_pieces(compiled, pieces), ops.transpose(g))
     # Inside a tf.function too (as in a train step).
     close(tf.function(compiled.transpose)(g), ops.transpose(g))
     # SAID's products over pieces with a scale each (one piece may be empty).
@@ -108,23 +109,23 @@ def test_kernel_products_are_the_tensorflow_ops_products(
     scales = np.array([0.5, -2.0, 3.0], np.float32)
     pieces = np.split(g, np.cumsum(sizes)[:-1])
     scaled = np.concatenate([s * p for s, p in zip(scales, pieces)])
-    close(compiled.transpose_pieces(pieces, scales), ops.transpose(scaled))
+    close(transpose_pieces(compiled, pieces, scales), ops.transpose(scaled))
     u = ops(v).numpy().astype(np.float64)
     close(
-        compiled.scaled_affine(v, base, scales, sizes),
+        affine(compiled, v, base, sizes, scales),
         base + np.repeat(scales, sizes) * u,
     )
     u_pieces = np.split(u, np.cumsum(sizes)[:-1])
     dots = [p @ q for p, q in zip(pieces, u_pieces)]
-    close(compiled.piece_dots(v, pieces), dots)
-    close(ops.piece_dots(v, pieces), dots)
+    close(piece_dots(compiled, v, pieces), dots)
+    close(piece_dots(ops, v, pieces), dots)
     # Both of SAID's gradients from one pass of the kernel's transpose.
-    sub, both = compiled.transpose_and_dots(pieces, scales, v)
+    sub, both = compiled.pieces.transpose(pieces, scales, v)
     close(sub, ops.transpose(scaled))
     close(both, dots)
     # An empty piece: its dot is zero, and the rest as before.
     split = [np.zeros(0, np.float32), *np.split(g, [full_dim // 2])]
-    sub, both = compiled.transpose_and_dots(split, np.ones(3, np.float32), v)
+    sub, both = compiled.pieces.transpose(split, np.ones(3, np.float32), v)
     close(sub, ops.transpose(g))
     close(
         both,
@@ -164,7 +165,9 @@ def test_autodiff_through_the_kernel_gives_p_transpose(monkeypatch):
 def test_kernel_theta_d_zero_gives_exactly_the_base(monkeypatch):
     _, compiled = pair(monkeypatch, 5000, 20, seed=0)
     base = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
-    np.testing.assert_array_equal(compiled.affine(np.zeros(20), base).numpy(), base)
+    np.testing.assert_array_equal(
+        affine(compiled, np.zeros(20, np.float32), base).numpy(), base
+    )
 
 
 def fc():

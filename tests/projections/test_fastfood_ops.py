@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import materialize
+from piece_products import affine, piece_dots, transpose_pieces
 
 from keras_idim import SubspaceModel
 from keras_idim.projections import FastfoodProjection, fastfood, kernel
@@ -26,7 +27,7 @@ def ops(monkeypatch):
 
     def make(**kwargs):
         p = FastfoodProjection(FULL, DIM, seed=1, **kwargs)
-        assert not p.uses_kernel and p.fuses_pieces
+        assert not p.uses_kernel and p.pieces.fused
         assert (p.group_rows * p.block_length, p.num_groups) == (CHUNK, 24)
         return p
 
@@ -74,24 +75,24 @@ def test_products_of_pieces_are_p(ops, version, jit_compile, graph):
     def run(fn, *args):
         return (tf.function(fn) if graph else fn)(*args)
 
-    close(run(p.transpose_pieces, pieces), mat.T @ g)
-    close(run(p.transpose_pieces, pieces, scales), mat.T @ scaled)
-    sub, got = run(p.transpose_and_dots, pieces, scales, v)
+    close(run(lambda q: transpose_pieces(p, q), pieces), mat.T @ g)
+    close(run(lambda q, s: transpose_pieces(p, q, s), pieces, scales), mat.T @ scaled)
+    sub, got = run(p.pieces.transpose, pieces, scales, v)
     close(sub, mat.T @ scaled)
     close(got, dots)
     assert got.numpy()[1] == 0.0  # the empty piece
-    close(run(p.piece_dots, v, pieces), dots)
-    theta = run(lambda: tf.concat(list(p.affine_pieces(v, base, SIZES, scales)), 0))
+    close(run(lambda w, q: piece_dots(p, w, q), v, pieces), dots)
+    theta = run(lambda: tf.concat(list(p.pieces.affine(v, base, SIZES, scales)), 0))
     close(theta, base + np.repeat(scales, SIZES) * u)
-    close(run(lambda: tf.concat(list(p.affine_pieces(v, base, SIZES)), 0)), base + u)
+    close(run(lambda: tf.concat(list(p.pieces.affine(v, base, SIZES)), 0)), base + u)
     close(
-        run(p.scaled_affine, v, base, scales, SIZES),
+        run(lambda: affine(p, v, base, SIZES, scales)),
         base + np.repeat(scales, SIZES) * u,
     )
     # theta_d = 0 gives exactly the base.
     zero = np.zeros(DIM, np.float32)
     np.testing.assert_array_equal(
-        run(lambda: tf.concat(list(p.affine_pieces(zero, base, SIZES, scales)), 0)),
+        run(lambda: tf.concat(list(p.pieces.affine(zero, base, SIZES, scales)), 0)),
         base,
     )
 
@@ -119,7 +120,7 @@ def test_products_of_pieces_make_no_full_sized_tensor(ops):
     specs = [tf.TensorSpec([n], tf.float32) for n in SIZES]
 
     def said(*pieces):
-        return p.transpose_and_dots(list(pieces), scales, v)
+        return p.pieces.transpose(list(pieces), scales, v)
 
     graph = tf.function(said).get_concrete_function(*specs).graph
     assert largest_made(graph) == CHUNK  # a group's rows, not D's
@@ -139,7 +140,7 @@ def test_products_of_pieces_make_no_full_sized_tensor(ops):
     assert len(cuts) > 24
 
     def affine(base):
-        return list(p.affine_pieces(v, base, SIZES, scales))
+        return list(p.pieces.affine(v, base, SIZES, scales))
 
     graph = tf.function(affine).get_concrete_function(tf.TensorSpec([FULL])).graph
     assert largest_made(graph) == max(SIZES)  # one piece at a time

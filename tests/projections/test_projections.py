@@ -8,6 +8,7 @@ import pytest
 import scipy.linalg
 import tensorflow as tf
 from conftest import KINDS, materialize
+from piece_products import affine, transpose_pieces
 
 from keras_idim import projections
 from keras_idim.projections import (
@@ -396,15 +397,15 @@ def test_affine_and_transpose_of_pieces_are_p(kind, monkeypatch):
     v = rng.standard_normal(30).astype(np.float32)
     base = rng.standard_normal(1500).astype(np.float32)
     np.testing.assert_allclose(
-        p.affine(v, base).numpy(), base + mat @ v, rtol=1e-4, atol=1e-5
+        affine(p, v, base).numpy(), base + mat @ v, rtol=1e-4, atol=1e-5
     )
     g = rng.standard_normal(1500).astype(np.float32)
     pieces = [tf.constant(x) for x in np.split(g, [7, 700, 701])]
     np.testing.assert_allclose(
-        p.transpose_pieces(pieces).numpy(), mat.T @ g, rtol=1e-4, atol=1e-5
+        transpose_pieces(p, pieces).numpy(), mat.T @ g, rtol=1e-4, atol=1e-5
     )
     with pytest.raises(ValueError, match=r"shape \(30,\)"):
-        p.affine(np.zeros(29, np.float32), base)
+        affine(p, np.zeros(29, np.float32), base)
 
 
 def test_version_3_is_version_2_with_g_and_s_stored_as_float16(monkeypatch):

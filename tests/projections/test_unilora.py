@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from piece_products import affine, piece_dots, transpose_pieces
 
 from keras_idim import SubspaceModel, projections
 from keras_idim.projections import UniLoRAProjection, unilora
@@ -80,7 +81,7 @@ def test_products_are_the_matrix(proj, jit_compile):
     np.testing.assert_allclose(p(v).numpy(), mat @ v, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(p.transpose(g).numpy(), mat.T @ g, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
-        p.affine(v, base).numpy(), base + mat @ v, rtol=1e-6, atol=1e-6
+        affine(p, v, base).numpy(), base + mat @ v, rtol=1e-6, atol=1e-6
     )
     np.testing.assert_allclose(
         tf.function(p.transpose)(g).numpy(), mat.T @ g, rtol=1e-5, atol=1e-5
@@ -110,37 +111,37 @@ def test_pieces_are_the_matrix(jit_compile):
     s = np.repeat(lambdas, sizes).astype(np.float64)
     starts = np.cumsum([0] + sizes[:-1])
     pieces = [tf.constant(x) for x in np.split(g, np.cumsum(sizes)[:-1])]
-    assert proj.fuses_pieces
+    assert proj.pieces.fused
 
-    got = list(proj.affine_pieces(v, base, sizes))
+    got = list(proj.pieces.affine(v, base, sizes))
     assert [int(x.shape[0]) for x in got] == sizes
     np.testing.assert_allclose(np.concatenate(got), base + mat @ v, atol=1e-6)
-    got = list(proj.affine_pieces(v, base, sizes, lambdas))
+    got = list(proj.pieces.affine(v, base, sizes, lambdas))
     np.testing.assert_allclose(np.concatenate(got), base + s * (mat @ v), atol=1e-6)
     np.testing.assert_allclose(
-        proj.scaled_affine(v, base, lambdas, sizes).numpy(),
+        affine(proj, v, base, sizes, lambdas).numpy(),
         base + s * (mat @ v),
         atol=1e-6,
     )
 
     np.testing.assert_allclose(
-        proj.transpose_pieces(pieces).numpy(), mat.T @ g, rtol=1e-5, atol=1e-5
+        transpose_pieces(proj, pieces).numpy(), mat.T @ g, rtol=1e-5, atol=1e-5
     )
     np.testing.assert_allclose(
-        proj.transpose_pieces(pieces, lambdas).numpy(),
+        transpose_pieces(proj, pieces, lambdas).numpy(),
         mat.T @ (s * g),
         rtol=1e-5,
         atol=1e-5,
     )
     dots = np.add.reduceat(g * (mat @ v), starts)
-    np.testing.assert_allclose(proj.piece_dots(v, pieces).numpy(), dots, atol=1e-5)
-    transposed, got_dots = proj.transpose_and_dots(pieces, lambdas, v)
+    np.testing.assert_allclose(piece_dots(proj, v, pieces).numpy(), dots, atol=1e-5)
+    transposed, got_dots = proj.pieces.transpose(pieces, lambdas, v)
     np.testing.assert_allclose(
         transposed.numpy(), mat.T @ (s * g), rtol=1e-5, atol=1e-5
     )
     np.testing.assert_allclose(got_dots.numpy(), dots, atol=1e-5)
     with pytest.raises(ValueError, match=r"add up to full_dim=300"):
-        proj.transpose_pieces(pieces[:3])
+        transpose_pieces(proj, pieces[:3])
 
 
 def test_building_in_chunks_gives_the_same_matrix(monkeypatch, proj):
