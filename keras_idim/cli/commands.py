@@ -185,7 +185,8 @@ def _probed_rate(args, model_fn, train, val, loss, metrics, monitor, mode) -> fl
     would train at (`keras_idim.dimsearch.runner.probe_rates`)."""
     from keras_idim import spaces
     from keras_idim.dimsearch.config import optimizer_factory
-    from keras_idim.dimsearch.runner import Recipe, probe_rates
+    from keras_idim.dimsearch.recipe import Recipe
+    from keras_idim.dimsearch.runner import probe_rates
 
     make, _ = optimizer_factory("adam", "auto")
     if mode is None:  # a metric of unknown direction: the probes judge the loss

@@ -10,8 +10,9 @@ One idea a module:
 - `store`: the results file (load, verify, atomic save).
 - `methods`: the method as a type: `Subspace` (d) or `LoRA` (a rank r),
   what a run of size k trains and the largest useful k.
-- `runner`: the `Recipe`, one training run, the `Runner` protocol and the
-  in-process runner.
+- `recipe`: the `Recipe`, everything a run needs besides its d and seed.
+- `runner`: one training run, the `Runner` protocol and the in-process
+  runner.
 - `ray_runner`: the runs as Ray tasks.
 - `config`: the checks of a search's arguments (model, dims, seeds, space,
   method, optimizer).

@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from keras_idim.dimsearch.recipe import Recipe, Task, run_kind
 from keras_idim.dimsearch.records import RunRecord
-from keras_idim.dimsearch.runner import Recipe, Task, run_kind, train_run
+from keras_idim.dimsearch.runner import train_run
 
 #: How often Ray runs a task again whose worker process died.
 MAX_RETRIES = 3

@@ -27,9 +27,10 @@ from keras_idim.dimsearch.data_checks import (
     check_class_labels,
     check_finite,
 )
+from keras_idim.dimsearch.recipe import Recipe
 from keras_idim.dimsearch.records import THRESHOLD_RULES
 from keras_idim.dimsearch.result import SearchResult
-from keras_idim.dimsearch.runner import InProcessRunner, Recipe, Runner
+from keras_idim.dimsearch.runner import InProcessRunner, Runner
 from keras_idim.utils.validation import (
     check_choice,
     check_fraction,

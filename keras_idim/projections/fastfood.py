@@ -28,13 +28,15 @@ import tensorflow as tf
 from keras_idim.projections import fastfood_legacy
 from keras_idim.projections.base import Projection, derive_seed
 from keras_idim.projections.fastfood_arrays import Draw, FastfoodArrays
-from keras_idim.projections.fastfood_kernel_backend import choose_backend
+from keras_idim.projections.fastfood_kernel_backend import (
+    FastfoodPieces,
+    choose_backend,
+)
 from keras_idim.projections.fastfood_ops import (  # noqa: F401 (re-exported)
     HADAMARD_FACTOR_BITS,
     fwht,
     hadamard_matrix,
 )
-from keras_idim.projections.pieces import Pieces
 from keras_idim.utils.validation import check_bool, check_choice
 
 #: About how many numbers each group of stacked blocks draws (version 2),
@@ -379,23 +381,3 @@ class FastfoodProjection(Projection):
         # A configuration without `version` (keras_idim 0.1.0's) is drawn
         # as version 1 draws it (`fastfood_legacy`).
         return cls(**fastfood_legacy.with_version(config))
-
-
-class FastfoodPieces(Pieces):
-    """A `FastfoodProjection`'s products over pieces, in its backend: the
-    kernel reads and writes the pieces in one pass, the TensorFlow ops
-    group by group (`fastfood_ops`); SAID's dot products come from the
-    transpose's own pass."""
-
-    fused = True
-
-    def affine(self, v, base, sizes: list, scales=None):
-        p = self.projection
-        base = tf.convert_to_tensor(base, tf.float32)
-        return p.backend.affine_pieces(p._checked(v), base, sizes, scales)
-
-    def transpose(self, pieces: list, scales=None, v=None) -> tuple:
-        p = self.projection
-        if v is None:
-            return p.backend.transpose_pieces(pieces, scales)[0], None
-        return tuple(p.backend.transpose_pieces(pieces, scales, p._checked(v)))

@@ -12,6 +12,9 @@ read the projection's stored tensors (`projection.arrays`) where they are.
 The kernel makes each product in one pass over P's blocks: the sum with a
 base (`affine`), SAID's scales of the pieces (`scaled_affine`) and the dot
 products of the pieces with `P v` (`transpose_pieces` with `v`) inside it.
+
+`FastfoodPieces` is a `FastfoodProjection`'s `pieces`: the products over
+pieces, made by whichever backend it chose.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import tensorflow as tf
 
 from keras_idim.projections import kernel
 from keras_idim.projections.fastfood_ops import OpsBackend
+from keras_idim.projections.pieces import Pieces
 
 
 def kernel_ops(full_dim: int):
@@ -136,3 +140,23 @@ class KernelBackend:
     def transpose(self, g: tf.Tensor) -> tf.Tensor:
         """`P^T g` for g of shape (D,)."""
         return self.transpose_pieces([g])[0]
+
+
+class FastfoodPieces(Pieces):
+    """A `FastfoodProjection`'s products over pieces, in its backend: the
+    kernel reads and writes the pieces in one pass, the TensorFlow ops
+    group by group (`fastfood_ops`); SAID's dot products come from the
+    transpose's own pass."""
+
+    fused = True
+
+    def affine(self, v, base, sizes: list, scales=None):
+        p = self.projection
+        base = tf.convert_to_tensor(base, tf.float32)
+        return p.backend.affine_pieces(p._checked(v), base, sizes, scales)
+
+    def transpose(self, pieces: list, scales=None, v=None) -> tuple:
+        p = self.projection
+        if v is None:
+            return p.backend.transpose_pieces(pieces, scales)[0], None
+        return tuple(p.backend.transpose_pieces(pieces, scales, p._checked(v)))
