@@ -18,14 +18,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from keras_idim.data.arrays import (
-    ARRAY_SPECS,
-    DataInfo,
-    diabetes,
-    digits,
-    load_arrays,
-    to_dataset,
-)
+from keras_idim.data.arrays import ARRAY_SPECS, diabetes, digits, load_arrays
+from keras_idim.data.info import DataInfo
+from keras_idim.data.pipeline import to_dataset
 from keras_idim.utils.validation import check_bool, check_positive_int, received
 
 #: The dataset specs that `load` accepts, for error messages.

@@ -13,7 +13,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_idim.data.arrays import DataInfo
+from keras_idim.data.info import DataInfo
 from keras_idim.utils.validation import (
     check_bool,
     check_name,
