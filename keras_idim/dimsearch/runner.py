@@ -25,6 +25,7 @@ from keras_idim.dimsearch.found import KeepBest
 from keras_idim.dimsearch.records import DIVERGED, OK, RunRecord, best
 from keras_idim.spaces import Space, Weights
 from keras_idim.subspace import SubspaceModel
+from keras_idim.utils.exports import keras_idim_export
 
 #: A run: `(dim, seed)`, with `dim=None` for a baseline run.
 Task = tuple
@@ -504,6 +505,7 @@ def final_rate(model: keras.Model) -> float | None:
     return float(f"{rate:.6g}")
 
 
+@keras_idim_export("keras_idim.dimsearch.Runner")
 @runtime_checkable
 class Runner(Protocol):
     """Carries out `(dim, seed)` tasks, `slots` at a time.
@@ -537,6 +539,7 @@ class Runner(Protocol):
         """Stops what still runs; returns the runs that finished meanwhile."""
 
 
+@keras_idim_export("keras_idim.dimsearch.InProcessRunner")
 class InProcessRunner:
     """Runs tasks one after the other, in this process.
 

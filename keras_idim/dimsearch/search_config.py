@@ -32,6 +32,7 @@ from keras_idim.dimsearch.runner import (
     check_class_labels,
     check_finite,
 )
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import (
     check_choice,
     check_fraction,
@@ -43,6 +44,7 @@ from keras_idim.utils.validation import (
 )
 
 
+@keras_idim_export("keras_idim.dimsearch.SearchConfig")
 @dataclasses.dataclass(frozen=True, eq=False)
 class SearchConfig:
     """One d-search's settings, checked (see `keras_idim.search` for each).
