@@ -168,6 +168,7 @@ def test_bad_paths_are_refused(paths):
         exports.keras_idim_export(*paths)
 
 
-def test_a_taken_path_is_refused():
+def test_a_taken_path_is_refused(registry):
     with pytest.raises(ValueError, match="is taken by"):
         exports.keras_idim_export("keras_idim.SubspaceModel")(object())
+    assert exports.exported()["keras_idim.SubspaceModel"] is keras_idim.SubspaceModel
