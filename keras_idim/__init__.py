@@ -16,7 +16,10 @@ from typing import Any
 
 from keras_idim.version import __version__
 
-#: Public name -> (module, attribute or None for the module itself).
+#: Public name -> (module, attribute or None for the module itself). Each
+#: attribute is decorated with `keras_idim_export("keras_idim.NAME")` where
+#: it is defined (`keras_idim.utils.exports`); tests/test_exports.py checks
+#: that this table and the decorator agree.
 _EXPORTS = {
     "SubspaceModel": ("keras_idim.subspace", "SubspaceModel"),
     "search": ("keras_idim.dimsearch.api", "search"),

@@ -9,10 +9,11 @@ from typing import Any
 import keras
 
 from keras_idim.objective import MODES, Objective
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import check_choice, is_number, received
 
 
-@keras.saving.register_keras_serializable(package="keras_idim")
+@keras_idim_export("keras_idim.callbacks.ThresholdStop")
 class ThresholdStop(keras.callbacks.Callback):
     """Stops training as soon as a monitored metric reaches a target.
 

@@ -33,11 +33,13 @@ from keras_idim.compact_format import (
 )
 from keras_idim.compact_lora import load_lora, save_lora
 from keras_idim.subspace import SubspaceModel
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.io import check_target
 from keras_idim.utils.validation import check_bool
 from keras_idim.version import __version__
 
 
+@keras_idim_export("keras_idim.save_compact")
 def save_compact(
     model: SubspaceModel | keras.Model,
     path: str | os.PathLike,
@@ -239,6 +241,7 @@ def _reseed(path: str, header: dict, space, base_model) -> tuple[list, list]:
     return variables, [weights[k] for k in positions]
 
 
+@keras_idim_export("keras_idim.load_compact")
 def load_compact(
     path: str | os.PathLike, base_model: keras.Model | None = None
 ) -> SubspaceModel:

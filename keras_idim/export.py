@@ -25,11 +25,13 @@ from keras_idim.compact_format import SPACE_VERSION as SPACE_VERSION
 from keras_idim.compact_format import CompactFileError as CompactFileError
 from keras_idim.compact_format import fingerprint as fingerprint
 from keras_idim.subspace import SubspaceModel
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.io import check_target
 
 # -- SavedModel --------------------------------------------------------------
 
 
+@keras_idim_export("keras_idim.export_saved_model")
 def export_saved_model(
     model: SubspaceModel,
     path: str | os.PathLike,

@@ -20,9 +20,10 @@ from keras_idim.subspace_saving import (
     export_base,
     own_variables,
 )
+from keras_idim.utils.exports import keras_idim_export
 
 
-@keras.saving.register_keras_serializable(package="keras_idim")
+@keras_idim_export("keras_idim.SubspaceModel")
 class SubspaceModel(keras.Model):
     """Trains a built Keras model only in a random d-dimensional subspace.
 

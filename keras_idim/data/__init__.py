@@ -15,17 +15,13 @@ offline checks.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
-from keras_idim.data.arrays import (
-    ARRAY_SPECS,
-    DataInfo,
-    diabetes,
-    digits,
-    load_arrays,
-    to_dataset,
-)
+from keras_idim.data.arrays import ARRAY_SPECS, diabetes, digits, load_arrays
+from keras_idim.data.info import DataInfo
+from keras_idim.data.pipeline import to_dataset
 from keras_idim.utils.validation import check_bool, check_positive_int, received
 
 #: The dataset specs that `load` accepts, for error messages.
@@ -36,12 +32,19 @@ SPECS = (
 )
 
 
-def __getattr__(name: str) -> Any:
-    # These import tensorflow_datasets: only on first use.
-    if name in ("tfds_dataset", "tfds_splits"):
-        from keras_idim.data import tfds
+#: The names that import tensorflow_datasets, loaded on first use: name ->
+#: its module. Each is decorated with `keras_idim_export` where it is
+#: defined; tests/test_exports.py checks that this table and the decorator
+#: agree.
+_EXPORTS = {
+    "tfds_dataset": "keras_idim.data.tfds",
+    "tfds_splits": "keras_idim.data.tfds",
+}
 
-        return getattr(tfds, name)
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

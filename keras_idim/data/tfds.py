@@ -13,7 +13,8 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_idim.data.arrays import DataInfo
+from keras_idim.data.info import DataInfo
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import (
     check_bool,
     check_name,
@@ -113,6 +114,7 @@ def _download_error(
     )
 
 
+@keras_idim_export("keras_idim.data.tfds_splits")
 def tfds_splits(
     name: str,
     splits: list[str],
@@ -225,6 +227,7 @@ def _load(
     return datasets, info
 
 
+@keras_idim_export("keras_idim.data.tfds_dataset")
 def tfds_dataset(
     name: str,
     *,

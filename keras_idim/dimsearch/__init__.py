@@ -30,6 +30,15 @@ One idea a module:
   floor and the strategy, then the `Driver`.
 - `api`: `search`, the entry point (also `keras_idim.search`).
 
+The namespace holds what a user needs: `search`, `SearchConfig`,
+`SearchResult`, `compare`, the records (`RunRecord`, `Baseline`,
+`STATUSES`), the runners (`Runner`, `InProcessRunner`, `RayRunner`) and the
+errors (`SearchFileError`, `SearchBusyError`, `RunError`, `FloorError`,
+`CompareError`). The internals are imported from their modules:
+`keras_idim.dimsearch.driver.Driver`, `keras_idim.dimsearch.runner.Recipe`
+and `train_run`, and `keras_idim.dimsearch.strategy`'s `auto_next_dim`,
+`sweep_next_dim`, `follow`, `plan_dims` and `smallest_passing`.
+
 Names load on first use, so that `keras_idim.dimsearch.strategy` can be
 imported without TensorFlow.
 """
@@ -39,29 +48,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+#: Public name -> its module in this package. Each name is decorated with
+#: `keras_idim_export("keras_idim.dimsearch.NAME")` where it is defined;
+#: tests/test_exports.py checks that this table and the decorator agree.
 _EXPORTS = {
     "search": "api",
+    "SearchConfig": "search_config",
     "SearchResult": "result",
-    "Driver": "driver",
-    "Recipe": "runner",
-    "Runner": "runner",
-    "InProcessRunner": "runner",
-    "train_run": "runner",
-    "RayRunner": "ray_runner",
-    "SearchFileError": "store",
-    "SearchBusyError": "store",
     "compare": "comparison",
     "CompareError": "comparison",
-    "RunError": "driver",
-    "FloorError": "driver",
     "RunRecord": "records",
     "Baseline": "records",
     "STATUSES": "records",
-    "auto_next_dim": "strategy",
-    "sweep_next_dim": "strategy",
-    "follow": "strategy",
-    "plan_dims": "strategy",
-    "smallest_passing": "strategy",
+    "Runner": "runner",
+    "InProcessRunner": "runner",
+    "RayRunner": "ray_runner",
+    "SearchFileError": "store",
+    "SearchBusyError": "store",
+    "RunError": "driver",
+    "FloorError": "driver",
 }
 
 __all__ = sorted(_EXPORTS)

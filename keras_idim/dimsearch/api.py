@@ -17,8 +17,10 @@ from keras_idim.dimsearch.launch import run
 from keras_idim.dimsearch.result import SearchResult
 from keras_idim.dimsearch.runner import Runner
 from keras_idim.dimsearch.search_config import SearchConfig
+from keras_idim.utils.exports import keras_idim_export
 
 
+@keras_idim_export("keras_idim.search", "keras_idim.dimsearch.search")
 def search(
     model_fn: Callable[[], keras.Model],
     train_data: Any,

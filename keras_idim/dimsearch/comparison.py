@@ -17,9 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from keras_idim.dimsearch import methods
 from keras_idim.dimsearch.result import SearchResult
 from keras_idim.dimsearch.store import ADDED_KEYS, config_hash
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.plotting import log_x_axes
 
 
+@keras_idim_export("keras_idim.dimsearch.CompareError")
 class CompareError(ValueError):
     """Searches that cannot be compared."""
 
@@ -220,6 +222,7 @@ def plot(results: Sequence[SearchResult], path: str | os.PathLike) -> str:
     return os.fspath(path)
 
 
+@keras_idim_export("keras_idim.compare", "keras_idim.dimsearch.compare")
 def compare(
     results: Sequence[str | os.PathLike | SearchResult],
     path: str | os.PathLike | None = None,

@@ -35,12 +35,15 @@ from keras_idim.dimsearch.strategy import (
     smallest_passing,
 )
 from keras_idim.objective import Objective
+from keras_idim.utils.exports import keras_idim_export
 
 
+@keras_idim_export("keras_idim.dimsearch.RunError")
 class RunError(RuntimeError):
     """A run failed in a way that every run would: the recipe is wrong."""
 
 
+@keras_idim_export("keras_idim.dimsearch.FloorError")
 class FloorError(ValueError):
     """The threshold does not clear the chance floor: a constant predictor
     would already reach it, so no d is searched for it."""

@@ -22,6 +22,7 @@ from typing import Any
 from keras_idim.dimsearch.recipe import Recipe, Task, run_kind
 from keras_idim.dimsearch.records import RunRecord
 from keras_idim.dimsearch.runner import train_run
+from keras_idim.utils.exports import keras_idim_export
 
 #: How often Ray runs a task again whose worker process died.
 MAX_RETRIES = 3
@@ -134,6 +135,7 @@ def _last_line(error: BaseException) -> str:
     return lines[-1].strip() if lines else type(error).__name__
 
 
+@keras_idim_export("keras_idim.dimsearch.RayRunner")
 class RayRunner:
     """Runs `(dim, seed)` tasks on Ray, `slots` at a time.
 

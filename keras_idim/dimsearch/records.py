@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_idim import objective
 from keras_idim.objective import Objective
+from keras_idim.utils.exports import keras_idim_export
 
 #: A run that trained to its end or to the threshold.
 OK = "ok"
@@ -23,12 +24,13 @@ OK = "ok"
 DIVERGED = "diverged"
 #: A run that raised: no result, run again on resume.
 ERROR = "error"
-STATUSES = (OK, DIVERGED, ERROR)
+STATUSES = keras_idim_export("keras_idim.dimsearch.STATUSES")((OK, DIVERGED, ERROR))
 
 #: The directions a monitored metric can have.
 MODES = objective.MODES
 
 
+@keras_idim_export("keras_idim.dimsearch.Baseline")
 class Baseline(NamedTuple):
     """The metric that the threshold is derived from.
 
@@ -45,6 +47,7 @@ class Baseline(NamedTuple):
         return float(self.value)
 
 
+@keras_idim_export("keras_idim.dimsearch.RunRecord")
 @dataclasses.dataclass
 class RunRecord:
     """One training run of the search (a subspace run, or a baseline run).

@@ -22,6 +22,7 @@ from keras_idim.dimsearch.records import (
     rule,
 )
 from keras_idim.objective import Objective
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.io import atomic_write
 from keras_idim.utils.plotting import log_x_axes
 
@@ -71,6 +72,7 @@ def _check_result_fields(data: dict, source: Any) -> None:
             )
 
 
+@keras_idim_export("keras_idim.SearchResult", "keras_idim.dimsearch.SearchResult")
 @dataclasses.dataclass
 class SearchResult:
     """What a d-search found.

@@ -26,6 +26,7 @@ from keras_idim.dimsearch.found import KeepBest
 from keras_idim.dimsearch.recipe import Recipe, Task, run_kind, run_name
 from keras_idim.dimsearch.records import DIVERGED, OK, RunRecord, best
 from keras_idim.subspace import SubspaceModel
+from keras_idim.utils.exports import keras_idim_export
 
 
 def fresh_metrics(metrics: Sequence) -> list:
@@ -239,6 +240,7 @@ def final_rate(model: keras.Model) -> float | None:
     return float(f"{rate:.6g}")
 
 
+@keras_idim_export("keras_idim.dimsearch.Runner")
 @runtime_checkable
 class Runner(Protocol):
     """Carries out `(dim, seed)` tasks, `slots` at a time.
@@ -272,6 +274,7 @@ class Runner(Protocol):
         """Stops what still runs; returns the runs that finished meanwhile."""
 
 
+@keras_idim_export("keras_idim.dimsearch.InProcessRunner")
 class InProcessRunner:
     """Runs tasks one after the other, in this process.
 

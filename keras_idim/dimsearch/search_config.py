@@ -31,6 +31,7 @@ from keras_idim.dimsearch.recipe import Recipe
 from keras_idim.dimsearch.records import THRESHOLD_RULES
 from keras_idim.dimsearch.result import SearchResult
 from keras_idim.dimsearch.runner import InProcessRunner, Runner
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import (
     check_choice,
     check_fraction,
@@ -42,6 +43,7 @@ from keras_idim.utils.validation import (
 )
 
 
+@keras_idim_export("keras_idim.dimsearch.SearchConfig")
 @dataclasses.dataclass(frozen=True, eq=False)
 class SearchConfig:
     """One d-search's settings, checked (see `keras_idim.search` for each).

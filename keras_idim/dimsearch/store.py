@@ -38,6 +38,7 @@ from keras_idim.dimsearch.records import (
     RunRecord,
     threshold_of,
 )
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.io import atomic_write
 from keras_idim.version import __version__
 
@@ -67,10 +68,12 @@ ADDED_KEYS: dict[str, Any] = {
 _RUN_LISTS = ("baseline_runs", "runs", "speculative_runs")
 
 
+@keras_idim_export("keras_idim.dimsearch.SearchFileError")
 class SearchFileError(ValueError):
     """A results file that cannot be used: corrupt, foreign, or mismatched."""
 
 
+@keras_idim_export("keras_idim.dimsearch.SearchBusyError")
 class SearchBusyError(SearchFileError):
     """A results file that another search, still running, writes."""
 

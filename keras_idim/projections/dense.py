@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import check_choice, is_int, received
 
 #: Elements of one generated column block (16 MiB of float32).
@@ -17,7 +17,7 @@ _OVER_BUDGET = ("blocks", "raise")
 SLOW_STEP_SECONDS = 60.0
 
 
-@keras.saving.register_keras_serializable(package="keras_idim")
+@keras_idim_export("keras_idim.projections.DenseProjection")
 class DenseProjection(Projection):
     """Dense random projection: N(0, 1) entries, every column of unit norm.
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -37,6 +36,7 @@ from keras_idim.projections.fastfood_ops import (  # noqa: F401 (re-exported)
     fwht,
     hadamard_matrix,
 )
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import check_bool, check_choice
 
 #: About how many numbers each group of stacked blocks draws (version 2),
@@ -72,7 +72,7 @@ def next_power_of_two(n: int) -> int:
 _BLOCKS = ("single", "stacked")
 
 
-@keras.saving.register_keras_serializable(package="keras_idim")
+@keras_idim_export("keras_idim.projections.FastfoodProjection")
 class FastfoodProjection(Projection):
     """Fastfood projection: `V = S H G Pi H B`, O(D) memory, O(D log D) time.
 

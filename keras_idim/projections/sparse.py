@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import check_bool
 
 #: Random draws generated at once while building (bounds construction memory).
 CHUNK_ELEMENTS = 2**22
 
 
-@keras.saving.register_keras_serializable(package="keras_idim")
+@keras_idim_export("keras_idim.projections.SparseProjection")
 class SparseProjection(Projection):
     """Very sparse random projection with columns of unit L2 norm.
 

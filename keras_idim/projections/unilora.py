@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
 from keras_idim.projections.pieces import Pieces
+from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import check_bool, received
 
 #: Rows mapped to their columns at once while building (bounds the
@@ -18,7 +18,7 @@ from keras_idim.utils.validation import check_bool, received
 CHUNK_ELEMENTS = 2**22
 
 
-@keras.saving.register_keras_serializable(package="keras_idim")
+@keras_idim_export("keras_idim.projections.UniLoRAProjection")
 class UniLoRAProjection(Projection):
     """Uni-LoRA's projection: one nonzero per row, orthonormal columns.
 

@@ -28,8 +28,8 @@ from keras_idim.dimsearch import (
     RunError,
     RunRecord,
     SearchResult,
-    train_run,
 )
+from keras_idim.dimsearch.runner import train_run
 
 TESTS = Path(__file__).resolve().parents[1]
 #: `search` builds the model twice before any run, to check `model_fn`.

@@ -13,7 +13,8 @@ import tensorflow as tf
 from search_helpers import TINY, digits_arrays, must_not_run, tiny_fc
 
 from keras_idim import search
-from keras_idim.dimsearch import InProcessRunner, SearchFileError, train_run
+from keras_idim.dimsearch import InProcessRunner, SearchFileError
+from keras_idim.dimsearch.runner import train_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NEVER = dict(runner=InProcessRunner(must_not_run))

@@ -13,9 +13,9 @@ from keras_idim.dimsearch import (
     SearchFileError,
     SearchResult,
     store,
-    train_run,
 )
 from keras_idim.dimsearch.comparison import load as compare_load
+from keras_idim.dimsearch.runner import train_run
 
 
 def test_another_config_is_refused_and_the_file_kept(tmp_path):
