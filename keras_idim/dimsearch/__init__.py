@@ -13,6 +13,9 @@ One idea a module:
 - `recipe`: the `Recipe`, everything a run needs besides its d and seed.
 - `runner`: one training run, the `Runner` protocol and the in-process
   runner.
+- `file_checks`: the results file's fields checked one by one.
+- `differences`: what differs between two searches, in words (for
+  `store`'s refusal of another search's file).
 - `ray_runner`: the runs as Ray tasks.
 - `config`: the checks of a search's arguments (model, dims, seeds, space,
   method, optimizer).
@@ -22,9 +25,13 @@ One idea a module:
   loss, metrics and functions.
 - `search_config`: `SearchConfig`, a search's checked settings, its stored
   description and hash, and its `Recipe`.
-- `driver`: the search loop, its state as attributes.
+- `making`: the search in the making: the `SearchResult` that the
+  `Driver` fills in, begun from a `SearchConfig`, and the runs it resumes.
+- `driver`: the search loop, filling in its `SearchResult` as runs finish.
 - `progress`: the lines a search prints as it goes.
-- `result`: `SearchResult`, CSV, JSON and plot.
+- `result`: `SearchResult`, its summary, CSV, JSON and plot.
+- `result_files`: a result's JSON read back and checked, and its CSV.
+- `result_plot`: a result's plot drawn.
 - `comparison`: searches side by side (subspace against LoRA), `compare`.
 - `launch`: `run`, a `SearchConfig`'s search: the lock, the model's D, the
   floor and the strategy, then the `Driver`.

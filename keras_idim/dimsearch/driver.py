@@ -1,20 +1,26 @@
 """The search loop: asks the strategy, feeds the runner, saves the file.
 
-`Driver` holds the state of one search as attributes (the finished runs,
-the baseline and threshold, the runner) so that every step of the loop is a
-method that can be read, and tested with a fake `Runner`, on its own.
+`Driver` holds the `SearchResult` in the making (see `making`) and fills it
+in as runs finish, so that every step of the loop is a method that can be
+read, and tested with a fake `Runner`, on its own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from keras_idim.dimsearch import found, store
-from keras_idim.dimsearch.floor import Floor
 from keras_idim.dimsearch.interval import d_int_interval
-from keras_idim.dimsearch.progress import open_range, progress_line, run_line
+from keras_idim.dimsearch.making import resumed_runs
+from keras_idim.dimsearch.progress import (
+    open_range,
+    progress_line,
+    run_line,
+    runs_left,
+)
 from keras_idim.dimsearch.records import (
     ERROR,
     OK,
@@ -30,12 +36,12 @@ from keras_idim.dimsearch.runner import Recipe, Runner, Task
 from keras_idim.dimsearch.strategy import (
     Strategy,
     follow,
-    most_dims_left,
     plan_dims,
     smallest_passing,
 )
 from keras_idim.objective import Objective
 from keras_idim.utils.exports import keras_idim_export
+from keras_idim.utils.io import atomic_write
 
 
 @keras_idim_export("keras_idim.dimsearch.RunError")
@@ -50,38 +56,28 @@ class FloorError(ValueError):
 
 
 class Driver:
-    """One d-search under way.
+    """One d-search under way, filling in its `SearchResult`.
 
     Args:
         recipe: Recipe. How each run trains.
         strategy: callable. Which d comes next (see `strategy`).
         runner: Runner. Carries out the runs; started on the first run.
-        config: dict. The search's configuration, as stored.
-        seeds: list of int. The seeds of each d (and of the baseline).
-        fraction: float. The fraction of the baseline to reach.
-        baseline: float or None. A global baseline; `None` trains a local
-            one.
-        threshold: float or None. An absolute threshold instead of one
-            derived from a baseline.
-        results_path: str or None. The resumable results file.
+        result: SearchResult. The search in the making (see
+            `making.begin`): its settings (`config`, whose `seeds` are the
+            seeds of each d and of the baseline, `fraction`, `monitor`,
+            `mode`, `threshold_rule`, the chance `floor` and its
+            `floor_source`, `ci_level`, `fingerprints`, and `path`, the
+            resumable results file or `None`), and its `baseline` when it
+            is known before any run: global, absolute, or a local one
+            reused from another search, with `baseline_from` and the
+            `baseline_runs` it takes instead of training its own. The
+            driver fills in the rest as runs finish (the runs, the
+            baseline and the threshold; `d_int` and its interval at the
+            end), and `run` returns it.
         say: callable. Prints a line of progress.
-        threshold_rule: str. `"baseline"` or `"above_floor"` (see
-            `records.threshold_of`).
-        floor: Floor or None. The chance floor; `None` (or a `Floor` whose
-            value is `None`) checks none.
-        ci_level: float. The level of the interval of d_int over seeds.
-        reuse: SearchResult or None. Another search whose local baseline
-            (value and runs) this one takes instead of training its own,
-            already checked to be the same problem (see
-            `comparison.reusable_baseline`).
-        baseline_from: dict or None. What the results file records of it.
-        fingerprints: dict or None. The model's and the data's fingerprints
-            (see `fingerprint.fingerprints`): a results file with others is
-            refused (`store.check_fingerprints`), and they are saved with
-            the runs.
         overwrite: bool. Start over: the results file is not read, and on
-            this search's first write it is copied to `results_path +
-            ".bak"` and replaced.
+            this search's first write it is copied to `path + ".bak"` and
+            replaced.
     """
 
     def __init__(
@@ -89,106 +85,55 @@ class Driver:
         recipe: Recipe,
         strategy: Strategy,
         runner: Runner,
+        result: SearchResult,
         *,
-        config: dict,
-        seeds: Sequence[int],
-        fraction: float,
-        baseline: float | None = None,
-        threshold: float | None = None,
-        results_path: str | os.PathLike | None = None,
         say: Callable[[str], None] = print,
-        threshold_rule: str = "baseline",
-        floor: Floor | None = None,
-        ci_level: float = 0.9,
-        reuse: SearchResult | None = None,
-        baseline_from: dict | None = None,
-        fingerprints: dict | None = None,
         overwrite: bool = False,
     ):
         self.recipe = recipe
-        self.fingerprints = fingerprints
-        #: The file to set aside on the first write (`overwrite=True`).
-        self.set_aside = (
-            os.fspath(results_path)
-            if overwrite and results_path and os.path.exists(results_path)
-            else None
-        )
-        self.baseline_from = baseline_from
-        self.threshold_rule = threshold_rule
-        self.floor = floor
-        self.ci_level = ci_level
         self.strategy = strategy
         self.runner = runner
-        self.config = config
-        self.seeds = list(seeds)
-        self.fraction = fraction
-        self.mode = recipe.mode
-        self.monitor = recipe.monitor
-        self.results_path = results_path
+        self.result = result
         self.say = say
+        path = result.path
+        #: The file to set aside on the first write (`overwrite=True`).
+        self.set_aside = path if overwrite and path and os.path.exists(path) else None
+        #: The text last written to the results file: a save writes a change.
+        self.written: str | None = None
         self.started = False
         #: Runs finished by this call, and when its first run started.
         self.fresh = 0
         self.clock: float | None = None
-        #: (dim, seed) -> RunRecord, for every finished run (dim None: baseline).
-        self.done: dict[Task, RunRecord] = {}
-        self.base: Baseline | None = None
-        if threshold is not None:
-            self.base = Baseline(float(threshold), "absolute")
-        elif baseline is not None:
-            self.base = Baseline(float(baseline), "global")
-        previous = (
-            store.load_previous(results_path, config, fingerprints)
-            if results_path and not overwrite
-            else None
+        #: (dim, seed) -> RunRecord, `result`'s finished runs by their task
+        #: (dim None: baseline).
+        self.done: dict[Task, RunRecord] = (
+            {} if overwrite else resumed_runs(result, say)
         )
-        if previous and fingerprints is not None:
-            unchecked = store.check_fingerprints(results_path, previous, fingerprints)
-            if unchecked:
-                say(unchecked)
-        if previous:
-            retried = 0
-            for key in ("baseline_runs", "runs", "speculative_runs"):
-                for record in previous[key]:
-                    if record.status == ERROR:  # no result: run it again
-                        retried += 1
-                        continue
-                    self.done[(record.dim, record.seed)] = record
-            if self.done or retried:
-                say(
-                    f"resuming from {results_path}: {len(self.done)} finished "
-                    "runs" + (f", {retried} that raised run again" if retried else "")
-                )
+        reused = result.baseline_from is not None
         #: Runs read from the results file, counted apart from fresh ones.
-        self.resumed = sum(reuse is None or d is not None for d, _ in self.done)
-        if reuse is not None:  # its baseline, in place of one trained here
-            self.base = Baseline(reuse.baseline.value, "local")
-            for record in reuse.baseline_runs:
-                if record.seed in self.seeds:
-                    self.done[(None, record.seed)] = record
+        self.resumed = sum(not reused or d is not None for d, _ in self.done)
+        for record in result.baseline_runs:  # a reused baseline's runs
+            self.done[(None, record.seed)] = record
+        self.update()
 
     # -- derived state --
 
     @property
-    def threshold(self) -> float | None:
-        if self.base is None:
-            return None
-        return threshold_of(
-            self.base, self.fraction, self.mode, self.threshold_rule, self.floor_value
-        )
+    def seeds(self) -> list[int]:
+        return self.result.seeds
 
     @property
-    def floor_value(self) -> float | None:
-        return None if self.floor is None else self.floor.value
+    def threshold(self) -> float | None:
+        return self.result.threshold
 
-    def floor_fields(self) -> dict:
-        """The floor and the threshold rule, as the results file stores them."""
-        return {
-            "threshold_rule": self.threshold_rule,
-            "floor": self.floor_value,
-            "floor_source": None if self.floor is None else self.floor.source,
-            "ci_level": self.ci_level,
-        }
+    def update(self) -> None:
+        """Brings `result` up to date with the finished runs: its threshold
+        (from its baseline) and its runs, in order (see `ordered_runs`)."""
+        result, base = self.result, self.result.baseline
+        rule = (result.fraction, result.mode, result.threshold_rule, result.floor)
+        result.threshold = None if base is None else threshold_of(base, *rule)
+        result.runs, result.speculative_runs = self.ordered_runs()
+        result.baseline_runs = self.baseline_runs()
 
     def finished_outcomes(self) -> dict[int, bool]:
         """d -> passed, for every d whose runs (one per seed) all finished."""
@@ -196,7 +141,7 @@ class Driver:
         for dim in {d for d, _ in self.done if d is not None}:
             records = [self.done.get((dim, s)) for s in self.seeds]
             if all(records):
-                outcomes[dim] = passes(records, self.threshold, self.mode)
+                outcomes[dim] = passes(records, self.threshold, self.result.mode)
         return outcomes
 
     def ordered_runs(self) -> tuple[list[RunRecord], list[RunRecord]]:
@@ -216,22 +161,25 @@ class Driver:
 
     # -- the loop --
 
-    def save(self, result: SearchResult | None = None) -> None:
-        """Writes `result` (by default the search so far, see `snapshot`)
-        to the results file, if there is one."""
-        if not self.results_path:
+    def save(self) -> None:
+        """Writes `result` to the results file, if there is one and it
+        changed since this search last wrote it."""
+        if not self.result.path:
+            return
+        text = self.result.to_json()
+        if text == self.written:
             return
         self.keep_old_file()
-        (result or self.snapshot()).to_json(self.results_path)
+        atomic_write(self.result.path, text)
+        self.written = text
 
     def keep_model(self, record: RunRecord) -> None:
         """Writes a finished subspace run's model (its theta_d, see
         `found`) to its file beside the results file, if there is one; the
         record keeps it in memory for `SearchResult.model`."""
-        if self.results_path and record.found is not None and record.dim is not None:
-            found.write(
-                self.results_path, record, self.config, store.config_hash(self.config)
-            )
+        path, config = self.result.path, self.result.config
+        if path and record.found is not None and record.dim is not None:
+            found.write(path, record, config, store.config_hash(config))
 
     def keep_old_file(self) -> None:
         """With `overwrite=True`, before the first write: copies the old
@@ -239,30 +187,13 @@ class Driver:
         crash leaves the old file or the new one, never half of either)."""
         if self.set_aside is None:
             return
-        import shutil
-
         backup = self.set_aside + ".bak"
         shutil.copyfile(self.set_aside, backup)
         self.set_aside = None
-        self.say(f"overwrite: the old {self.results_path} is kept as {backup}")
+        self.say(f"overwrite: the old {self.result.path} is kept as {backup}")
 
     def report(self, record: RunRecord) -> None:
-        self.say(run_line(record, self.monitor, self.recipe.method.symbol))
-
-    def runs_left(self, path: dict[int, bool], frontier: int | None) -> int | None:
-        """The most runs this search may still train, or `None` if the
-        strategy gives no bound (see `strategy.most_dims_left`): the
-        baseline's runs not done, and one run per seed for each d the
-        strategy may still try, less the seeds of the next d already done."""
-        dims = most_dims_left(self.strategy, path)
-        if dims is None:
-            return None
-        left = dims * len(self.seeds)
-        if frontier is not None:
-            left -= sum((frontier, s) in self.done for s in self.seeds)
-        if self.base is None:
-            left += sum((None, s) not in self.done for s in self.seeds)
-        return left
+        self.say(run_line(record, self.result.monitor, self.recipe.method.symbol))
 
     def progress(self) -> str:
         """One line after each run: the runs done, the d still open, and
@@ -270,7 +201,7 @@ class Driver:
 
         The time left is the mean wall-clock seconds per run finished by
         this call so far (from the start of its first run; with several
-        workers that is their throughput) times `runs_left`, a bound on the
+        workers that is their throughput) times `progress.runs_left`, a bound on the
         runs still to train. It is left out when no run finished here yet
         or when the strategy gives no bound.
         """
@@ -282,7 +213,14 @@ class Driver:
             open_values=None
             if self.threshold is None
             else open_range(path, self.recipe.method.symbol),
-            left=self.runs_left(path, frontier),
+            left=runs_left(
+                self.strategy,
+                path,
+                frontier,
+                self.seeds,
+                self.done,
+                self.result.baseline is not None,
+            ),
             clock=self.clock,
         )
 
@@ -310,6 +248,7 @@ class Driver:
             task, record = runner.next_finished()
             if record is not None:  # None: cancelled before it finished
                 self.done[task] = record
+                self.update()
                 self.keep_model(record)
                 self.fresh += 1
                 self.report(record)
@@ -338,7 +277,8 @@ class Driver:
             else f"The first {self.recipe.method.name} run "
             f"({self.recipe.method.symbol}={record.dim}, seed {record.seed})"
         )
-        where = f" (saved in {self.results_path})" if self.results_path else ""
+        path = self.result.path
+        where = f" (saved in {path})" if path else ""
         raise RunError(
             f"{which} failed, so every run would: {record.message}. Nothing "
             f"more was trained{where}; fix the recipe (model_fn, data, loss, "
@@ -346,8 +286,10 @@ class Driver:
         )
 
     def train_baseline(self) -> None:
-        """Trains the local baseline (unless it is given) and sets `base`."""
-        if self.base is None:
+        """Trains the local baseline (unless it is given) and sets
+        `result.baseline`."""
+        result = self.result
+        if result.baseline is None:
             self.drive(
                 lambda _: [(None, s) for s in self.seeds if (None, s) not in self.done]
             )
@@ -361,37 +303,39 @@ class Driver:
                     "recipe (e.g. `baseline_learning_rate`) or pass a global "
                     "`baseline`."
                 )
-            self.base = Baseline(mean([r.metric for r in runs]), "local")
-        sign = Objective(mode=self.mode).sign
-        floor = self.floor_value
+            result.baseline = Baseline(mean([r.metric for r in runs]), "local")
+            self.update()
+        base, floor = result.baseline, result.floor
+        sign = Objective(mode=result.mode).sign
         reused = ""
-        if self.baseline_from is not None:
+        if result.baseline_from is not None:
             reused = (
-                f" (reused from {self.baseline_from['path'] or 'the given search'})"
+                f" (reused from {result.baseline_from['path'] or 'the given search'})"
             )
         self.say(
-            f"{self.base.kind} baseline {self.base.value:.4f}{reused}; "
+            f"{base.kind} baseline {base.value:.4f}{reused}; "
             + ("no chance floor; " if floor is None else f"chance floor {floor:.4f}; ")
-            + f"threshold {self.monitor} {sign} {self.threshold:.4f}"
+            + f"threshold {result.monitor} {sign} {self.threshold:.4f}"
         )
         self.check_floor()
 
     def check_floor(self) -> None:
         """Refuses a threshold that does not clear the chance floor, before
         any subspace run (the baseline's runs stay in the results file)."""
-        if clears_floor(self.threshold, self.floor_value, self.mode):
+        result = self.result
+        if clears_floor(self.threshold, result.floor, result.mode):
             return
         self.save()
-        better = Objective(mode=self.mode).beyond
+        better = Objective(mode=result.mode).beyond
         kept = (
-            f" The baseline's runs are kept in {self.results_path}."
-            if self.results_path and self.baseline_runs()
+            f" The baseline's runs are kept in {result.path}."
+            if result.path and self.baseline_runs()
             else ""
         )
         raise FloorError(
-            f"The threshold {self.monitor} {self.threshold:.4f} ({self.origin()}) "
-            f"does not clear the chance floor {self.floor_value:.4f} "
-            f"({self.floor.source}): a constant prediction already reaches it, "
+            f"The threshold {result.monitor} {self.threshold:.4f} ({self.origin()}) "
+            f"does not clear the chance floor {result.floor:.4f} "
+            f"({result.floor_source}): a constant prediction already reaches it, "
             f"so no d is searched and no d_int is reported. A threshold must be "
             f"strictly {better} the floor: check that the baseline learned "
             "something (the labels, the recipe), or raise the target (e.g. "
@@ -400,11 +344,13 @@ class Driver:
 
     def origin(self) -> str:
         """Where the threshold comes from, in words."""
-        if self.base.kind == "absolute":
+        base = self.result.baseline
+        if base.kind == "absolute":
             return "absolute"
         return (
-            f"from the {self.base.kind} baseline {self.base.value:.4f}, "
-            f"`fraction={self.fraction:g}`, `threshold_rule={self.threshold_rule!r}`"
+            f"from the {base.kind} baseline {base.value:.4f}, "
+            f"`fraction={self.result.fraction:g}`, "
+            f"`threshold_rule={self.result.threshold_rule!r}`"
         )
 
     def wanted(self, slots: int) -> list[Task]:
@@ -412,11 +358,12 @@ class Driver:
         return [(d, s) for d in planned for s in self.seeds if (d, s) not in self.done]
 
     def run(self) -> SearchResult:
-        """Runs the search to its end (or resumes it) and returns the result.
+        """Runs the search to its end (or resumes it) and returns `result`.
 
         The results file is written after each run; at the end once, with
         d_int; and when the search stops early (an error, an interrupt)
-        with what it has so far.
+        with what it has so far. Each write is of a change: a save that
+        would write the file's content again writes nothing.
         """
         try:
             self.train_baseline()
@@ -428,43 +375,23 @@ class Driver:
             raise
         if self.started:
             self.wind_down()
-        result = self.snapshot(final=True)
-        self.save(result)
-        self.say(result.verdict())
-        return result
+        self.finish()
+        self.save()
+        self.say(self.result.verdict())
+        return self.result
 
     def wind_down(self) -> None:
         """Closes the runner, keeping the runs that finished meanwhile."""
         for task, record in self.runner.close():
             self.done[task] = record  # finished while the search wound down
             self.keep_model(record)
+        self.update()
 
-    def snapshot(self, final: bool = False) -> SearchResult:
-        """The search so far as a `SearchResult`: with `final`, its d_int
-        and the interval of d_int; without, both `None` (under way)."""
-        runs, speculative = self.ordered_runs()
-        d_int, d_int_ci = None, None
-        if final:
-            path, _ = follow(self.strategy, self.finished_outcomes())
-            d_int = smallest_passing(path)
-            d_int_ci = d_int_interval(
-                runs, self.seeds, self.threshold, self.mode, self.ci_level
-            )
-        return SearchResult(
-            d_int=d_int,
-            fraction=self.fraction,
-            threshold=self.threshold,
-            baseline=self.base,
-            runs=runs,
-            baseline_runs=self.baseline_runs(),
-            config=self.config,
-            monitor=self.monitor,
-            speculative_runs=speculative,
-            mode=self.mode,
-            d_int_ci=d_int_ci,
-            baseline_from=self.baseline_from,
-            path=None if not self.results_path else os.fspath(self.results_path),
-            model_fn=self.recipe.model_fn,
-            fingerprints=self.fingerprints,
-            **self.floor_fields(),
+    def finish(self) -> None:
+        """Sets `result`'s d_int and the interval of d_int over seeds."""
+        result = self.result
+        path, _ = follow(self.strategy, self.finished_outcomes())
+        result.d_int = smallest_passing(path)
+        result.d_int_ci = d_int_interval(
+            result.runs, self.seeds, self.threshold, result.mode, result.ci_level
         )

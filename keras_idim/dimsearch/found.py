@@ -8,7 +8,8 @@ keeps, from its best epoch (the one whose monitored value is the run's
 they are written beside it, one small `.npz` file per run
 (`RESULTS-runs/d160-seed0.npz` for `RESULTS.json`), and
 `SearchResult.model` rebuilds the run's `SubspaceModel` from `model_fn`,
-the seed and that file, with no training.
+the seed and that file (or the run's record, in memory), with no training
+(`rebuild_kept`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
+from keras_idim.dimsearch.records import ERROR, RunRecord
+from keras_idim.dimsearch.store import config_hash
 from keras_idim.objective import Objective
 from keras_idim.utils.io import atomic_write, header_npz, read_header_npz
 from keras_idim.version import __version__
+
+if TYPE_CHECKING:
+    from keras_idim.dimsearch.result import SearchResult
 
 #: Format tag and version of a run's file (version 1: written by keras_idim
 #: 0.1.0, without `keras_idim_version`, and 0.2.0).
@@ -191,3 +197,67 @@ def rebuild(
         v.assign(arrays[f"state_{i}"])
     model.sync_base_weights()
     return model
+
+
+def kept_runs(result: SearchResult, seed: int) -> list[tuple[int, RunRecord]]:
+    """`(d, record)` for each finished subspace run of `result` with `seed`
+    whose model is kept: in memory, or in its file beside the results file."""
+    kept = []
+    for record in [*result.runs, *result.speculative_runs]:
+        if record.dim is None or record.seed != seed or record.status == ERROR:
+            continue
+        if record.found is not None or (
+            result.path is not None
+            and os.path.isfile(run_file(result.path, record.dim, seed))
+        ):
+            kept.append((record.dim, record))
+    return kept
+
+
+def rebuild_kept(
+    result: SearchResult, model_fn: Callable | None, d: int | None, seed: int
+) -> keras.Model:
+    """The SubspaceModel that `result`'s run `(d, seed)` found, rebuilt with
+    no training (see `SearchResult.model`); `d=None` means `d_int`."""
+    model_fn = result.model_fn if model_fn is None else model_fn
+    if not callable(model_fn):
+        raise ValueError(
+            "`model_fn` should be the search's model function (a results "
+            "file cannot hold one): pass "
+            "`result.model(model_fn=make_model, d=..., seed=...)`. "
+            f"Received: `model_fn={model_fn!r}`"
+        )
+    if d is None:
+        if result.d_int is None:
+            raise ValueError(
+                "`d=None` means d_int, and no d passed: pass a finished d "
+                f"(with seed {seed}: {result.finished_dims(seed)})."
+            )
+        d = result.d_int
+    kept = dict(kept_runs(result, seed))
+    if isinstance(d, bool) or not isinstance(d, int) or d not in kept:
+        raise ValueError(
+            f"`d` should be a d whose run with seed {seed} finished and kept "
+            f"its model: {sorted(kept) or 'none'}. Received: `d={d!r}`"
+        )
+    record = kept[d]
+    if record.found is not None:
+        state, where = record.found, "kept in memory"
+    else:
+        where = run_file(result.path, d, seed)
+        state = read(where)
+        if state.get("config_hash") != config_hash(result.config):
+            raise ValueError(
+                f"The run file {where!r} belongs to another search (its "
+                "configuration hash differs from the results file's)."
+            )
+    return rebuild(
+        model_fn,
+        d,
+        seed,
+        result.config["projection"],
+        bool(result.config.get("structure_aware")),
+        state,
+        where,
+        space=result.config.get("space"),
+    )

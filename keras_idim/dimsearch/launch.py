@@ -15,6 +15,7 @@ from keras_idim.dimsearch.data_checks import check_batched
 from keras_idim.dimsearch.driver import Driver
 from keras_idim.dimsearch.fingerprint import data_fingerprint, model_fingerprint
 from keras_idim.dimsearch.floor import Floor, chance_floor, output_shape_of
+from keras_idim.dimsearch.making import begin
 from keras_idim.dimsearch.result import SearchResult
 from keras_idim.dimsearch.search_config import SearchConfig
 from keras_idim.dimsearch.strategy import make_strategy
@@ -70,19 +71,8 @@ def run(config: SearchConfig) -> SearchResult:
             config.recipe(),
             strategy,
             config.runner,
-            config=config.description(),
-            seeds=config.seeds,
-            fraction=config.fraction,
-            baseline=config.baseline,
-            threshold=config.threshold,
-            results_path=results_path,
+            begin(config, _floor(config, probe["output_shape"]), prints),
             say=say,
-            threshold_rule=config.threshold_rule,
-            floor=_floor(config, probe["output_shape"]),
-            ci_level=config.ci_level,
-            reuse=config.reuse,
-            baseline_from=config.baseline_from,
-            fingerprints=prints,
             overwrite=config.overwrite,
         )
         return driver.run()

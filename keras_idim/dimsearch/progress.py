@@ -1,11 +1,13 @@
 """The lines a search prints as it goes: one a run, and one of progress
-(the runs done, the d still open, the time left at most)."""
+(the runs done, the d still open, the runs and the time left at most)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Container, Sequence
 
 from keras_idim.dimsearch.records import RunRecord
+from keras_idim.dimsearch.strategy import Strategy, most_dims_left
 
 
 def _fmt(value: float | None) -> str:
@@ -50,6 +52,30 @@ def run_line(record: RunRecord, monitor: str, letter: str = "d") -> str:
         f"{'  (reached threshold)' if record.stopped_early else ''}"
         f"{'  ' + record.message if record.message else ''}"
     )
+
+
+def runs_left(
+    strategy: Strategy,
+    path: dict[int, bool],
+    frontier: int | None,
+    seeds: Sequence[int],
+    done: Container,
+    baseline_known: bool,
+) -> int | None:
+    """The most runs a search may still train, or `None` if the strategy
+    gives no bound (see `strategy.most_dims_left`): the baseline's runs not
+    `done` (none when the baseline is known), and one run per seed for each
+    d the strategy may still try, less the seeds of the next d (`frontier`)
+    already done; `done` holds the finished `(dim, seed)`."""
+    dims = most_dims_left(strategy, path)
+    if dims is None:
+        return None
+    left = dims * len(seeds)
+    if frontier is not None:
+        left -= sum((frontier, s) in done for s in seeds)
+    if not baseline_known:
+        left += sum((None, s) not in done for s in seeds)
+    return left
 
 
 def progress_line(

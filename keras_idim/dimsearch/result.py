@@ -1,19 +1,17 @@
-"""What a d-search found: `SearchResult`, its summary, CSV, JSON and plot."""
+"""What a d-search found: `SearchResult`, its summary, CSV, JSON and plot
+(the files' details in `result_files`, the plot's in `result_plot`, the
+models' in `found`)."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
-import math
 import os
 from collections.abc import Callable
 from typing import Any
 
-from keras_idim.dimsearch import methods, store
+from keras_idim.dimsearch import methods, result_files, result_plot, store
 from keras_idim.dimsearch.records import (
-    ERROR,
     Baseline,
     RunRecord,
     mean,
@@ -25,51 +23,6 @@ from keras_idim.objective import Objective
 from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.io import atomic_write
 from keras_idim.utils.plotting import log_x_axes
-
-
-def _finite_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-
-
-def _check_result_fields(data: dict, source: Any) -> None:
-    """The top-level fields a finished result needs, in one line naming the
-    file, the field and its value (a hand-edited file would otherwise fail
-    with a traceback deep in `compare` or `summary`)."""
-    baseline = data.get("baseline")
-    tried = {r.dim for r in data["runs"]}
-    checks = {
-        "baseline": isinstance(baseline, dict)
-        and _finite_number(baseline.get("value"))
-        and baseline.get("kind") in ("local", "global", "absolute"),
-        "fraction": _finite_number(data.get("fraction")) and 0 < data["fraction"] <= 1,
-        "threshold": _finite_number(data.get("threshold")),
-        "monitor": isinstance(data.get("monitor", "val_accuracy"), str),
-        "d_int": data.get("d_int") is None
-        or (
-            isinstance(data["d_int"], int)
-            and not isinstance(data["d_int"], bool)
-            and data["d_int"] in tried
-        ),
-    }
-    wanted = {
-        "baseline": 'an object {"value": a number, "kind": "local", "global" '
-        'or "absolute"}',
-        "fraction": "a number in (0, 1]",
-        "threshold": "a finite number",
-        "monitor": "a string",
-        "d_int": f"null or one of the tried d {sorted(tried)}",
-    }
-    for key, ok in checks.items():
-        if not ok:
-            found = repr(data[key])[:200] if key in data else "it is missing"
-            raise store.SearchFileError(
-                f"The results file {source!s} has a bad `{key}`: {found} "
-                f"(it should be {wanted[key]})."
-            )
 
 
 @keras_idim_export("keras_idim.SearchResult", "keras_idim.dimsearch.SearchResult")
@@ -343,63 +296,16 @@ class SearchResult:
         may be called `{lr=0.1}`); only a string that is not an existing
         path and starts with `{` is taken as JSON text.
         """
-        text = source
-        is_text = (
-            isinstance(source, str)
-            and source.lstrip().startswith("{")
-            and not os.path.exists(source)
-        )
-        if not is_text:
-            text = store.read_text(source)
-        data = store.parse(text, source)
-        baseline = data.get("baseline") or {}
-        if isinstance(baseline, dict) and baseline.get("value") is None:
-            raise store.SearchFileError(
-                f"The results file {source!s} holds no baseline yet: the "
-                "search that wrote it did not get past its baseline."
-            )
-        _check_result_fields(data, "(JSON text)" if is_text else source)
-        return cls(
-            d_int=data.get("d_int"),
-            fraction=data["fraction"],
-            threshold=data["threshold"],
-            baseline=Baseline(baseline["value"], baseline["kind"]),
-            runs=data["runs"],
-            baseline_runs=data["baseline_runs"],
-            config=data["config"],
-            monitor=data.get("monitor", "val_accuracy"),
-            speculative_runs=data["speculative_runs"],
-            mode=data.get("mode", "max"),
-            threshold_rule=data.get("threshold_rule", "baseline"),
-            floor=data.get("floor"),
-            floor_source=data.get("floor_source"),
-            d_int_ci=None if data.get("d_int_ci") is None else tuple(data["d_int_ci"]),
-            ci_level=data.get("ci_level", 0.9),
-            baseline_from=data.get("baseline_from"),
-            path=None if is_text else os.fspath(source),
-            fingerprints=data.get("fingerprints"),
-        )
+        return cls(**result_files.result_fields(source))
 
     # -- the model found --
 
     def finished_dims(self, seed: int = 0) -> list[int]:
         """The d whose run with `seed` finished with a model kept (in
         memory, or in its file beside the results file)."""
-        return sorted({d for d, _ in self._kept_runs(seed)})
-
-    def _kept_runs(self, seed: int) -> list[tuple[int, RunRecord]]:
         from keras_idim.dimsearch import found  # Keras, only when asked
 
-        kept = []
-        for record in [*self.runs, *self.speculative_runs]:
-            if record.dim is None or record.seed != seed or record.status == ERROR:
-                continue
-            if record.found is not None or (
-                self.path is not None
-                and os.path.isfile(found.run_file(self.path, record.dim, seed))
-            ):
-                kept.append((record.dim, record))
-        return kept
+        return sorted({d for d, _ in found.kept_runs(self, seed)})
 
     def model(
         self,
@@ -440,50 +346,9 @@ class SearchResult:
                 f"`model` rebuilds subspace runs; this search is "
                 f"`method={self.method!r}`, whose runs keep no theta_d."
             )
-        model_fn = self.model_fn if model_fn is None else model_fn
-        if not callable(model_fn):
-            raise ValueError(
-                "`model_fn` should be the search's model function (a results "
-                "file cannot hold one): pass "
-                "`result.model(model_fn=make_model, d=..., seed=...)`. "
-                f"Received: `model_fn={model_fn!r}`"
-            )
-        if d is None:
-            if self.d_int is None:
-                raise ValueError(
-                    "`d=None` means d_int, and no d passed: pass a finished d "
-                    f"(with seed {seed}: {self.finished_dims(seed)})."
-                )
-            d = self.d_int
-        kept = dict(self._kept_runs(seed))
-        if isinstance(d, bool) or not isinstance(d, int) or d not in kept:
-            raise ValueError(
-                f"`d` should be a d whose run with seed {seed} finished and kept "
-                f"its model: {sorted(kept) or 'none'}. Received: `d={d!r}`"
-            )
-        from keras_idim.dimsearch import found
+        from keras_idim.dimsearch import found  # Keras, only when asked
 
-        record = kept[d]
-        if record.found is not None:
-            state, where = record.found, "kept in memory"
-        else:
-            where = found.run_file(self.path, d, seed)
-            state = found.read(where)
-            if state.get("config_hash") != store.config_hash(self.config):
-                raise ValueError(
-                    f"The run file {where!r} belongs to another search (its "
-                    "configuration hash differs from the results file's)."
-                )
-        return found.rebuild(
-            model_fn,
-            d,
-            seed,
-            self.config["projection"],
-            bool(self.config.get("structure_aware")),
-            state,
-            where,
-            space=self.config.get("space"),
-        )
+        return found.rebuild_kept(self, model_fn, d, seed)
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
         """One row per run: the baseline's, then the path's; written to `path`.
@@ -494,35 +359,7 @@ class SearchResult:
         d_int over seeds: `ci_level`, `d_int_ci_low`, `d_int_ci_high` (empty
         with one seed, or for an end beyond every tried d).
         """
-        fields = [
-            f.name
-            for f in dataclasses.fields(RunRecord)
-            if f.name not in ("history", "found")
-        ]
-        sign = Objective(mode=self.mode).sign
-        rule_columns = {  # the floor and interval first: the rule ends a row
-            "floor": "" if self.floor is None else self.floor,
-            "ci_level": self.ci_level,
-            "d_int_ci_low": "" if self.d_int_ci is None else self.d_int_ci[0],
-            "d_int_ci_high": "" if self.d_int_ci is None else self.d_int_ci[1],
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "passes_when": f"{sign} {self.threshold:.6g}",
-        }
-        out = io.StringIO()
-        writer = csv.DictWriter(
-            out, fieldnames=fields + list(rule_columns), lineterminator="\n"
-        )
-        writer.writeheader()
-        for r in self.baseline_runs + self.runs:
-            row = r.to_dict()
-            writer.writerow(
-                {k: ("" if row.get(k) is None else row[k]) for k in fields}
-                | rule_columns
-            )
-        if path is not None:
-            atomic_write(path, out.getvalue())
-        return out.getvalue()
+        return result_files.csv_text(self, path)
 
     def plot(self, path: str | os.PathLike) -> str:
         """Saves a PNG: metric against d (log x), mean and spread over seeds.
@@ -535,71 +372,8 @@ class SearchResult:
         Returns:
             The path written.
         """
-        scores = {d: s for d, s in self.dim_scores().items() if s["mean"] is not None}
         with log_x_axes(path) as ax:
-            ok = [r for r in self.runs if r.metric is not None]
-            ax.scatter(
-                [r.dim for r in ok],
-                [r.metric for r in ok],
-                s=14,
-                color="tab:blue",
-                alpha=0.45,
-                label="runs",
-            )
-            dims = sorted(scores)
-            if dims:
-                ax.plot(
-                    dims,
-                    [scores[d]["mean"] for d in dims],
-                    "-o",
-                    ms=4,
-                    color="tab:blue",
-                    label="mean over seeds",
-                )
-                ax.fill_between(
-                    dims,
-                    [scores[d]["min"] for d in dims],
-                    [scores[d]["max"] for d in dims],
-                    color="tab:blue",
-                    alpha=0.15,
-                )
-            ax.axhline(
-                self.baseline.value,
-                color="black",
-                lw=1,
-                ls="--",
-                label=f"{self.baseline.kind} baseline {self.baseline.value:.3f}",
-            )
-            ax.axhline(
-                self.threshold,
-                color="tab:red",
-                lw=1,
-                label=self.threshold_text().replace(f"{self.monitor} ", "", 1),
-            )
-            if self.floor is not None:
-                ax.axhline(
-                    self.floor,
-                    color="tab:gray",
-                    lw=1,
-                    ls=":",
-                    label=f"chance floor {self.floor:.3f}",
-                )
-            if self.d_int_ci is not None and self.d_int_ci[0] is not None:
-                low, high = self.d_int_ci  # high None: beyond every tried d
-                ax.axvspan(
-                    low,
-                    max(r.dim for r in self.runs) if high is None else high,
-                    color="tab:green",
-                    alpha=0.12,
-                    label=f"{100 * self.ci_level:g}% interval over seeds",
-                )
-            if self.d_int is not None:
-                ax.axvline(
-                    self.d_int,
-                    color="tab:green",
-                    lw=1.2,
-                    label=f"{self.name} = {self.d_int}",
-                )
+            result_plot.draw(self, ax)
             method = methods.of_config(self.config)
             ax.set_xlabel(method.description)
             ax.set_ylabel(f"{self.monitor} ({rule(self.mode).split(':')[0]})")

@@ -16,6 +16,9 @@ search whose local baseline was reused, see `search(baseline=...)`), and
 `fingerprints` (null, or `{"model", "train_data", "val_data", "seed"}`
 taken at the search's start, see `keras_idim.dimsearch.fingerprint` and
 `check_fingerprints`).
+
+Each field is checked as it is read (`file_checks`); a file that another
+search wrote is refused with what differs, in words (`differences`).
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
-import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from keras_idim.dimsearch.differences import (
+    DATA_NAMES,
+    data_difference,
+    fingerprint_differences,
+)
+from keras_idim.dimsearch.file_checks import added_problem, record_problem
 from keras_idim.dimsearch.records import (
     MODES,
-    STATUSES,
-    THRESHOLD_RULES,
     Baseline,
     RunRecord,
     threshold_of,
@@ -209,100 +214,12 @@ def _corrupt(source: Any, what: str) -> SearchFileError:
     )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_record(data: Any, source: Any, where: str) -> RunRecord:
     """A record from the file, every field checked; the error names it."""
-    if not isinstance(data, dict):
-        raise _corrupt(source, f"{where} is not an object")
-    for key in ("dim", "seed", "projection", "metric", "epochs", "status"):
-        if key not in data:
-            raise _corrupt(source, f"{where} has no `{key}`")
-    checks = {
-        "dim": data["dim"] is None
-        or (isinstance(data["dim"], int) and data["dim"] > 0),
-        "seed": isinstance(data["seed"], int) and not isinstance(data["seed"], bool),
-        "projection": isinstance(data["projection"], str),
-        "metric": data["metric"] is None
-        or (_is_number(data["metric"]) and math.isfinite(data["metric"])),
-        "epochs": isinstance(data["epochs"], int) and data["epochs"] >= 0,
-        "status": data["status"] in STATUSES,
-        "stopped_early": isinstance(data.get("stopped_early", False), bool),
-        "seconds": _is_number(data.get("seconds", 0.0)),
-        "message": data.get("message") is None or isinstance(data["message"], str),
-        "trainable_params": data.get("trainable_params") is None
-        or (
-            isinstance(data["trainable_params"], int)
-            and not isinstance(data["trainable_params"], bool)
-            and data["trainable_params"] >= 0
-        ),
-        "history": isinstance(data.get("history", []), list)
-        and all(_is_number(v) for v in data.get("history", [])),
-        "learning_rate": data.get("learning_rate") is None
-        or (_is_number(data["learning_rate"]) and data["learning_rate"] >= 0),
-        "space": data.get("space") is None or isinstance(data["space"], str),
-        "space_dim": data.get("space_dim") is None
-        or (
-            isinstance(data["space_dim"], int)
-            and not isinstance(data["space_dim"], bool)
-            and data["space_dim"] > 0
-        ),
-        "rate_probes": data.get("rate_probes") is None
-        or isinstance(data["rate_probes"], list)
-        and all(
-            isinstance(p, list)
-            and len(p) == 2
-            and _is_number(p[0])
-            and (p[1] is None or _is_number(p[1]))
-            for p in data["rate_probes"]
-        ),
-    }
-    for key, ok in checks.items():
-        if not ok:
-            raise _corrupt(source, f"{where}: bad `{key}`={data.get(key)!r}")
+    problem = record_problem(data)
+    if problem is not None:
+        raise _corrupt(source, where + problem)
     return RunRecord.from_dict(data)
-
-
-def _check_added(data: dict, source: Any) -> None:
-    """The fields added after the first files: absent, or well formed."""
-    ci = data.get("d_int_ci")
-    checks = {
-        "threshold_rule": data.get("threshold_rule", "baseline") in THRESHOLD_RULES,
-        "floor": data.get("floor") is None
-        or (_is_number(data["floor"]) and math.isfinite(data["floor"])),
-        "floor_source": data.get("floor_source") is None
-        or isinstance(data["floor_source"], str),
-        "d_int_ci": ci is None
-        or (
-            isinstance(ci, list)
-            and len(ci) == 2
-            and all(
-                v is None or (isinstance(v, int) and not isinstance(v, bool))
-                for v in ci
-            )
-        ),
-        "ci_level": _is_number(data.get("ci_level", 0.9))
-        and 0 < data.get("ci_level", 0.9) < 1,
-        "baseline_from": data.get("baseline_from") is None
-        or (
-            isinstance(data["baseline_from"], dict)
-            and isinstance(data["baseline_from"].get("config_hash"), str)
-            and (
-                data["baseline_from"].get("path") is None
-                or isinstance(data["baseline_from"]["path"], str)
-            )
-        ),
-        "fingerprints": data.get("fingerprints") is None
-        or (
-            isinstance(data["fingerprints"], dict)
-            and isinstance(data["fingerprints"].get("model"), dict)
-        ),
-    }
-    for key, ok in checks.items():
-        if not ok:
-            raise _corrupt(source, f"bad `{key}`={data.get(key)!r}")
 
 
 def parse(text: str, source: Any) -> dict:
@@ -337,7 +254,9 @@ def parse(text: str, source: Any) -> dict:
         raise _corrupt(source, "`config` is not an object")
     if data.get("mode", "max") not in MODES:
         raise _corrupt(source, f"bad `mode`={data.get('mode')!r}")
-    _check_added(data, source)
+    problem = added_problem(data)
+    if problem is not None:
+        raise _corrupt(source, problem)
     for key in _RUN_LISTS:
         records = data.get(key, [])
         if not isinstance(records, list):
@@ -353,83 +272,12 @@ def load(path: str | os.PathLike) -> dict:
     return parse(read_text(path), os.fspath(path))
 
 
-#: What the errors call the parts of a search that decide its answer.
-_WHAT = {"train_data": "the training data", "val_data": "the validation data"}
-
 #: How to start over, in every refusal of a file written by another search.
 _START_OVER = (
     "Nothing was overwritten: pass `overwrite=True` (CLI: `--overwrite`) to "
     "start over (the old file is then kept as {path}.bak), use another "
     "`results_path`, or delete the file."
 )
-
-
-def _short(value: Any) -> str:
-    """A description in a line: SHA-256 digests cut to 12 characters."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    text = re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1...", text)
-    return text if len(text) <= 300 else text[:300] + "..."
-
-
-def _data_difference(key: str, mine: Any, theirs: Any) -> str:
-    """`the training data differ (...)`, naming the part that differs."""
-    what = _WHAT.get(key, key)
-    if isinstance(mine, dict) and isinstance(theirs, dict):
-        for field, words in (
-            ("partial", "functools.partial of"),
-            ("args", "the partial's positional arguments"),
-            ("keywords", "the partial's keyword arguments"),
-            ("element_spec", "element_spec"),
-            ("first_batches_sha256", "SHA-256 of the first batches"),
-        ):
-            if field in mine and field in theirs and mine[field] != theirs[field]:
-                if mine[field] is None or theirs[field] is None:
-                    continue  # not recorded on one side: not compared
-                return (
-                    f"{what} differ ({words} {_short(mine[field])} here, "
-                    f"{_short(theirs[field])} in the file)"
-                )
-        if set(mine) & set(theirs) <= {"not_read"}:
-            return ""  # one side could not be read: nothing to compare
-    return f"{what} differ ({_short(mine)} here, {_short(theirs)} in the file)"
-
-
-def _model_differences(mine: Mapping, theirs: Mapping, seed: Any) -> list[str]:
-    found = []
-    if mine.get("D") != theirs.get("D"):
-        found.append(
-            f"the model differs: D = {mine.get('D'):,} here, "
-            f"{theirs.get('D'):,} in the file"
-            if isinstance(mine.get("D"), int) and isinstance(theirs.get("D"), int)
-            else f"the model differs: D = {mine.get('D')!r} here, "
-            f"{theirs.get('D')!r} in the file"
-        )
-    if mine.get("architecture_sha256") != theirs.get("architecture_sha256"):
-        found.append(
-            "the model's architecture differs (SHA-256 of its "
-            f"{mine.get('architecture_from')} "
-            f"{_short(mine.get('architecture_sha256'))} here, "
-            f"{_short(theirs.get('architecture_sha256'))} in the file)"
-        )
-    if mine.get("theta0_sha256") != theirs.get("theta0_sha256"):
-        found.append(
-            "the model's initial weights theta_0 differ (SHA-256 of the "
-            f"trainable weights of `model_fn()` built with seed {seed}: "
-            f"{_short(mine.get('theta0_sha256'))} here, "
-            f"{_short(theirs.get('theta0_sha256'))} in the file)"
-        )
-    return found
-
-
-def fingerprint_differences(mine: Mapping, theirs: Mapping) -> list[str]:
-    """What differs between two searches' fingerprints, in words."""
-    found = _model_differences(mine["model"], theirs.get("model") or {}, mine["seed"])
-    for key in ("train_data", "val_data"):
-        if mine.get(key) != theirs.get(key):
-            words = _data_difference(key, mine.get(key), theirs.get(key))
-            if words:
-                found.append(words)
-    return found
 
 
 def check_fingerprints(
@@ -486,9 +334,9 @@ def load_previous(
             if config.get(k, ADDED_KEYS.get(k)) != theirs.get(k, ADDED_KEYS.get(k))
         )
         details = [
-            _data_difference(k, config.get(k), theirs.get(k))
+            data_difference(k, config.get(k), theirs.get(k))
             for k in differ
-            if k in _WHAT
+            if k in DATA_NAMES
         ]
         if fingerprints is not None and data.get("fingerprints") is not None:
             details += fingerprint_differences(fingerprints, data["fingerprints"])

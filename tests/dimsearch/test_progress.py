@@ -6,7 +6,7 @@ import pytest
 from search_helpers import TINY, TINY_RAY, digits_arrays, tiny_fc
 
 from keras_idim import search
-from keras_idim.dimsearch import InProcessRunner, RunRecord
+from keras_idim.dimsearch import Baseline, InProcessRunner, RunRecord, SearchResult
 from keras_idim.dimsearch.driver import Driver, open_range
 from keras_idim.dimsearch.runner import Recipe
 from keras_idim.dimsearch.strategy import make_strategy, most_dims_left
@@ -73,16 +73,21 @@ def test_no_time_estimate_without_a_bound():
     recipe = Recipe(
         None, None, None, 1, 1, "mse", "val_accuracy", "dense", False, None, None
     )
+    result = SearchResult(
+        d_int=None,
+        fraction=0.5,
+        threshold=None,
+        baseline=Baseline(1.0, "global"),
+        runs=[],
+        config={"seeds": [0]},
+    )
     driver = Driver(
         recipe,
         endless,
         InProcessRunner(
             lambda r, d, s, t: RunRecord(d, s, "dense", 0.3 * d, 1, False, 0.0, "ok")
         ),
-        config={},
-        seeds=[0],
-        fraction=0.5,
-        baseline=1.0,
+        result,
         say=lines.append,
     )
     assert most_dims_left(endless, {}) is None
