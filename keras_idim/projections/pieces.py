@@ -16,9 +16,12 @@ Uni-LoRA), with `fused = True`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from keras_idim.projections.base import Projection
 
 
 class Pieces:
@@ -29,13 +32,13 @@ class Pieces:
         projection: Projection. P, of shape (D, d).
     """
 
-    #: Whether the pieces are read and written where they are (in one pass,
-    #: or a group of rows at a time), with no (D,) temporary but the
-    #: weights themselves, and `P v`'s rows made again for the dot products
-    #: (then SAID needs no stored `P theta_d`).
     fused = False
+    """Whether the pieces are read and written where they are (in one pass,
+    or a group of rows at a time), with no (D,) temporary but the weights
+    themselves, and `P v`'s rows made again for the dot products (then SAID
+    needs no stored `P theta_d`)."""
 
-    def __init__(self, projection):
+    def __init__(self, projection: Projection):
         self.projection = projection
 
     def affine(
