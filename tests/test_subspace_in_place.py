@@ -8,6 +8,7 @@ import tensorflow as tf
 from conftest import materialize
 
 from keras_idim import SubspaceModel
+from keras_idim.dimsearch import found
 from keras_idim.export import load_compact, save_compact
 from keras_idim.projections import fastfood, kernel
 
@@ -275,3 +276,8 @@ def test_the_write_makes_no_tensor_of_d_floats(projection, said, monkeypatch):
     )
     kept_graph = tf.function(lambda: kept.sync_base_weights()).get_concrete_function()
     assert largest_made(kept_graph.graph) == 299  # theta_0, read
+
+
+def test_a_search_fingerprint_is_refused_naming_the_option():
+    with pytest.raises(ValueError, match="keep_theta_0=False"):
+        found.theta_0_sha256(wrap(mlp()))
