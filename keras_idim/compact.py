@@ -33,6 +33,7 @@ from keras_idim.compact_format import (
 )
 from keras_idim.compact_lora import load_lora, save_lora
 from keras_idim.subspace import SubspaceModel
+from keras_idim.subspace_in_place import theta_0_pieces
 from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.io import check_target
 from keras_idim.utils.validation import check_bool
@@ -120,7 +121,7 @@ def save_compact(
     seeded = not default_space and not include_base  # theta_0 from the seed
     path = check_target(path, overwrite)
     model.sync_base_weights()
-    theta_0 = split(keras.ops.convert_to_numpy(model.theta_0), model.base_variables)
+    theta_0 = theta_0_pieces(model, include_base)
     state = model.state_variables
     if seeded:
         base_sha256, positions = _seeded_base(model, theta_0)
@@ -160,7 +161,7 @@ def save_compact(
     for i, v in enumerate(state):
         arrays[f"state_{i}"] = keras.ops.convert_to_numpy(v)
     if include_base:
-        arrays["theta_0"] = keras.ops.convert_to_numpy(model.theta_0)
+        arrays["theta_0"] = np.concatenate([t.ravel() for t in theta_0])
     return write(path, header, arrays)
 
 

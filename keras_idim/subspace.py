@@ -11,13 +11,16 @@ import tensorflow as tf
 from keras_idim import _compat, lora, spaces
 from keras_idim.projections.base import Projection
 from keras_idim.subspace_checks import WRAPPED, check_arguments
+from keras_idim.subspace_in_place import check_keep_theta_0, write_increment
 from keras_idim.subspace_map import SubspaceMap, scales_optimizer
-from keras_idim.subspace_saving import (
-    FORMAT_VERSION,
+from keras_idim.subspace_saving import (  # FORMAT_VERSION: re-exported
+    FORMAT_VERSION,  # noqa: F401
     LoraLayerWeights,
     Unsaved,
-    check_format_version,
     export_base,
+    init_arguments,
+    make_own_variables,
+    model_config,
     own_variables,
 )
 from keras_idim.utils.exports import keras_idim_export
@@ -93,6 +96,19 @@ class SubspaceModel(keras.Model):
             `"weights"`, every trainable weight; `"lora:RANK"`, LoRA
             adapters; a `Weights(include=..., exclude=...)` subset. D
             (`full_dim`) counts the space's weights. Defaults to `None`.
+        keep_theta_0: bool. `True`: hold theta_0, a (D,) variable, and
+            write `theta_0 + P theta_d` after each step. `False`: hold no
+            theta_0 (D floats fewer, for models of 10^9 weights): the base
+            weights as wrapped are theta_0, and each step adds `lambda' P
+            theta_d' - lambda P theta_d` since the values last written
+            (kept in two small variables) piece by piece into them
+            (`keras_idim.subspace_in_place`); gradients are the same.
+            The weights then drift from `theta_0 + P theta_d` by one
+            float32 rounding per add (one a step, two with SAID): at most
+            N ulp(max|W|) / 2 after N adds, about sqrt(N) ulp typically.
+            Needs float32 (or float64) weights. `save_compact` then stores
+            theta_0 recovered from the weights (`include_base=True` only).
+            Defaults to `True`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -114,9 +130,11 @@ class SubspaceModel(keras.Model):
         projection_kwargs: dict | None = None,
         said_learning_rate: float | None = None,
         space: str | dict | spaces.Space | None = None,
+        keep_theta_0: bool = True,
         **kwargs: Any,
     ):
         # Validate everything before any work.
+        check_keep_theta_0(keep_theta_0)
         args = check_arguments(
             base_model,
             dim,
@@ -128,6 +146,7 @@ class SubspaceModel(keras.Model):
             space,
             wrapper=SubspaceModel,
         )
+        self.keep_theta_0 = check_keep_theta_0(keep_theta_0, args.variables)
         super().__init__(**kwargs)
         self.base_model = base_model
         self.space = args.space
@@ -144,33 +163,13 @@ class SubspaceModel(keras.Model):
         # XLA cannot compile tf.sparse ops, nor Fastfood's compiled kernel:
         # Keras then refuses jit_compile.
         self.supports_jit = args.projection.supports_xla
-        # Initialised with the joined weights themselves: a zero variable
-        # assigned afterwards would hold a second (D,) buffer for a moment.
-        self.theta_0 = self.add_weight(
-            shape=(args.full_dim,),
-            initializer=lambda shape, dtype: self._map.flatten(),
-            trainable=False,
-            name="theta_0",
-        )
-        self.theta_d = self.add_weight(
-            shape=(args.projection.dim,),
-            initializer="zeros",
-            trainable=True,
-            name="theta_d",
-        )
-        if args.structure_aware:
-            self.lambdas = self.add_weight(
-                shape=(len(args.variables),),
-                initializer="ones",
-                trainable=True,
-                name="said_lambdas",
-            )
+        make_own_variables(self, args)
         for v in args.variables:
             v.trainable = False
         object.__setattr__(base_model, WRAPPED, True)
         if lora.lora_layers(base_model):
             self._lora_layer_weights = LoraLayerWeights(
-                base_model, self.sync_base_weights
+                base_model, self.sync_base_weights, not self.keep_theta_0
             )
         self.built = True
 
@@ -207,14 +206,21 @@ class SubspaceModel(keras.Model):
 
         Runs after every training step (one pass of the projection); call it
         yourself only after assigning `theta_d` (or the lambdas) by hand.
+        With `keep_theta_0=False` it adds the change since the values last
+        written instead (one pass, two with SAID).
         With SAID, tensor t gets `theta_0,t + lambda_t (P theta_d)_t`, each
         piece scaled on its own. The variables are written one at a time,
         each piece made after the last was written, so that no second
         tensor of D floats is built (see `SubspaceMap.write`).
         """
-        self._map.write(
-            self.theta_0, self.theta_d, self.lambdas if self.structure_aware else None
-        )
+        lambdas = self.lambdas if self.structure_aware else None
+        if self.keep_theta_0:
+            self._map.write(self.theta_0, self.theta_d, lambdas)
+        else:  # the change since the values last written
+            written = self.written_lambdas if self.structure_aware else None
+            write_increment(
+                self._map, self.theta_d, self.written_theta_d, lambdas, written
+            )
 
     def subspace_gradients(self, grads: list) -> list[tf.Tensor]:
         """Maps gradients w.r.t. the base weights to the trainable variables.
@@ -234,9 +240,12 @@ class SubspaceModel(keras.Model):
     def load_own_variables(self, store: Any) -> None:
         # Version 1's layout may hold one more variable (see
         # `subspace_saving.own_variables`).
-        store = own_variables(store, self.structure_aware, self._loaded_format)
+        if self.keep_theta_0:
+            store = own_variables(store, self.structure_aware, self._loaded_format)
         super().load_own_variables(store)
-        self._map.update_offset(self.theta_d)
+        self._map.update_offset(
+            self.theta_d if self.keep_theta_0 else self.written_theta_d
+        )
 
     # -- training ----------------------------------------------------------
 
@@ -363,38 +372,18 @@ class SubspaceModel(keras.Model):
     # -- serialisation -----------------------------------------------------
 
     def get_config(self) -> dict:
-        config = {
-            "name": self.name,
-            "trainable": self.trainable,
-            "base_model": keras.saving.serialize_keras_object(self.base_model),
-            "dim": self.dim,
-            "seed": self.seed,
-            "structure_aware": self.structure_aware,
-            "projection": keras.saving.serialize_keras_object(self.projection),
-            "format_version": FORMAT_VERSION,
-        }
-        if self.said_learning_rate is not None:  # as files before it had it
-            config["said_learning_rate"] = self.said_learning_rate
-        if self.space != spaces.Weights():  # as files before it had it
-            config["space"] = self.space.get_config()
-        return config
+        return model_config(self)
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> SubspaceModel:
         """Rebuilds a SubspaceModel from `get_config`'s dict, of any format
-        version up to `FORMAT_VERSION` (no `format_version`: version 1).
+        version this keras_idim reads (no `format_version`: version 1; see
+        `keras_idim.subspace_saving.check_format_version`).
 
         Raises:
             ValueError: a format version this keras_idim does not read.
         """
-        config, version = check_format_version(config)
-        config["base_model"] = keras.saving.deserialize_keras_object(
-            config["base_model"], custom_objects=custom_objects
-        )
-        if isinstance(config["projection"], dict):
-            config["projection"] = keras.saving.deserialize_keras_object(
-                config["projection"], custom_objects=custom_objects
-            )
+        config, version = init_arguments(config, custom_objects)
         model = cls(**config)
         model._loaded_format = version
         return model

@@ -21,27 +21,112 @@ from typing import Any
 
 import keras
 
-from keras_idim import _compat, lora
+from keras_idim import _compat, lora, spaces
 from keras_idim.utils.io import check_target, staged
 
 #: Version of a SubspaceModel's saved form: its config (`format_version`)
 #: and the variables it saves. A config without `format_version` is of
 #: version 1 (keras_idim 0.1.0); version 2 adds the field.
 FORMAT_VERSION = 2
+#: The version of a model that holds no theta_0 (`keep_theta_0=False`, its
+#: config's key): its variables are theta_d, the lambdas, and their values
+#: last written; a keras_idim that reads up to version 2 refuses it.
+IN_PLACE_FORMAT_VERSION = 3
 
 
 def check_format_version(config: dict) -> tuple[dict, int]:
     """(`config` without its `format_version`, that version: 1 where it has
-    none); refuses a version this keras_idim does not read."""
+    none); refuses a version this keras_idim does not read (3 only with
+    `keep_theta_0=False`, which no older config has)."""
     config = dict(config)
     version = config.pop("format_version", 1)
-    if isinstance(version, bool) or version not in range(1, FORMAT_VERSION + 1):
+    newest = FORMAT_VERSION
+    if config.get("keep_theta_0") is False:
+        newest = IN_PLACE_FORMAT_VERSION
+    if isinstance(version, bool) or version not in range(1, newest + 1):
         raise ValueError(
             f"This SubspaceModel was saved in format version {version!r}; "
-            f"this keras_idim reads versions 1 to {FORMAT_VERSION}. Load it "
+            f"this keras_idim reads versions 1 to {FORMAT_VERSION} (and "
+            f"{IN_PLACE_FORMAT_VERSION} with `keep_theta_0=False`). Load it "
             "with the keras_idim that saved it, or a newer one."
         )
     return config, version
+
+
+def model_config(model: Any) -> dict:
+    """`SubspaceModel.get_config`: its arguments, and its format version."""
+    config = {
+        "name": model.name,
+        "trainable": model.trainable,
+        "base_model": keras.saving.serialize_keras_object(model.base_model),
+        "dim": model.dim,
+        "seed": model.seed,
+        "structure_aware": model.structure_aware,
+        "projection": keras.saving.serialize_keras_object(model.projection),
+        "format_version": FORMAT_VERSION,
+    }
+    if model.said_learning_rate is not None:  # as files before it had it
+        config["said_learning_rate"] = model.said_learning_rate
+    if model.space != spaces.Weights():  # as files before it had it
+        config["space"] = model.space.get_config()
+    if not model.keep_theta_0:  # as files before it had it
+        config["keep_theta_0"] = False
+        config["format_version"] = IN_PLACE_FORMAT_VERSION
+    return config
+
+
+def init_arguments(config: dict, custom_objects: Any = None) -> tuple[dict, int]:
+    """(A SubspaceModel's arguments from `config`, of any version that this
+    keras_idim reads, its format version); see `check_format_version`."""
+    config, version = check_format_version(config)
+    config["base_model"] = keras.saving.deserialize_keras_object(
+        config["base_model"], custom_objects=custom_objects
+    )
+    if isinstance(config["projection"], dict):
+        config["projection"] = keras.saving.deserialize_keras_object(
+            config["projection"], custom_objects=custom_objects
+        )
+    return config, version
+
+
+def make_own_variables(model: Any, args: Any) -> None:
+    """A SubspaceModel's own variables, in their saved order: theta_0 (unless
+    `keep_theta_0=False`), theta_d, SAID's lambdas; without theta_0, the
+    values of theta_d and of the lambdas last written into the weights."""
+    if model.keep_theta_0:
+        # Initialised with the joined weights themselves: a zero variable
+        # assigned afterwards would hold a second (D,) buffer for a moment.
+        model.theta_0 = model.add_weight(
+            shape=(args.full_dim,),
+            initializer=lambda shape, dtype: model._map.flatten(),
+            trainable=False,
+            name="theta_0",
+        )
+    else:
+        model.theta_0 = None
+    model.theta_d = model.add_weight(
+        shape=(args.projection.dim,), initializer="zeros", name="theta_d"
+    )
+    if args.structure_aware:
+        model.lambdas = model.add_weight(
+            shape=(len(args.variables),), initializer="ones", name="said_lambdas"
+        )
+    if model.keep_theta_0:
+        return
+    # What the weights hold now: theta_d's and the lambdas' values written.
+    model.written_theta_d = model.add_weight(
+        shape=(args.projection.dim,),
+        initializer="zeros",
+        trainable=False,
+        name="theta_d_written",
+    )
+    if args.structure_aware:
+        model.written_lambdas = model.add_weight(
+            shape=(len(args.variables),),
+            initializer="ones",
+            trainable=False,
+            name="said_lambdas_written",
+        )
 
 
 def own_variables(store: Any, structure_aware: bool, loaded_format: int | None) -> Any:
@@ -111,11 +196,20 @@ class LoraLayerWeights(_compat.keras_saveable()):
         base_model: keras.Model. The wrapped base model.
         on_load: callable. Called after the weights are loaded, to write
             the adapters again (`SubspaceModel.sync_base_weights`).
+        adapters: bool. Save and load the adapters too, as they are, and
+            call no `on_load`: a model that holds no theta_0
+            (`keep_theta_0=False`) could not write them again.
     """
 
-    def __init__(self, base_model: keras.Model, on_load: Callable[[], None]):
+    def __init__(
+        self,
+        base_model: keras.Model,
+        on_load: Callable[[], None],
+        adapters: bool = False,
+    ):
         # In a plain object, which Keras' saving walk does not go into.
         self._parts = Unsaved(base_model=base_model, on_load=on_load)
+        self._adapters = adapters
 
     def _obj_type(self) -> str:
         # The kind whose attributes Keras' saving walk skips; it accepts
@@ -127,7 +221,7 @@ class LoraLayerWeights(_compat.keras_saveable()):
             v
             for layer in lora.lora_layers(self._parts.base_model)
             for v in layer.weights
-            if not lora.is_lora(v)
+            if self._adapters or not lora.is_lora(v)
         ]
 
     def save_own_variables(self, store: Any) -> None:
@@ -140,4 +234,5 @@ class LoraLayerWeights(_compat.keras_saveable()):
             return
         for i, v in enumerate(variables):
             v.assign(store[str(i)])
-        self._parts.on_load()
+        if not self._adapters:
+            self._parts.on_load()

@@ -52,7 +52,14 @@ def run_file(results_path: str | os.PathLike, dim: int, seed: int) -> str:
 
 
 def theta_0_sha256(model: Any) -> str:
-    """SHA-256 of a SubspaceModel's theta_0 (little-endian float32 bytes)."""
+    """SHA-256 of a SubspaceModel's theta_0 (little-endian float32 bytes);
+    refused for one that holds none (`keep_theta_0=False`)."""
+    if model.theta_0 is None:
+        raise ValueError(
+            "A search run keeps theta_0's fingerprint, and this SubspaceModel "
+            "holds no theta_0 (`keep_theta_0=False`): build the run's models "
+            "with `keep_theta_0=True`, the default."
+        )
     array = np.asarray(keras.ops.convert_to_numpy(model.theta_0), dtype="<f4")
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
