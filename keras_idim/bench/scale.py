@@ -70,9 +70,23 @@ SCALE = [
         False,
     ),
 ]
+#: The same decoder, SAID Fastfood over all its weights (not its LoRA
+#: space), memory only: plain fine-tuning of every weight with Adam beside
+#: a subspace that holds neither theta_0 nor all of P.
+SCALE.append(("llama-1b-weights", SCALE[-1][1], 1_000, ("fastfood",), True))
 NAMES = tuple(row[0] for row in SCALE)
 #: Rows that are not BERT classifiers: a keras-hub `LlamaCausalLM`.
-FAMILY = {"llama-1b": "llama"}
+FAMILY = {"llama-1b": "llama", "llama-1b-weights": "llama"}
+#: Rows whose subspaces are SAID only, and the `SubspaceModel` arguments
+#: they add: weights written in place (no theta_0) and a Fastfood P that
+#: draws its signs and Gaussians again in each product.
+SAID_ONLY = {"llama-1b-weights"}
+OPTIONS = {
+    "llama-1b-weights": {
+        "keep_theta_0": False,
+        "projection_kwargs": {"regenerate": True},
+    }
+}
 #: Rows whose plain side is LoRA fine-tuning and whose subspaces move the
 #: LoRA matrices: the space's name (`keras_idim.spaces`).
 LORA_SPACE = {"llama-1b": "lora:8"}
@@ -99,7 +113,7 @@ def jobs(names) -> list[dict]:
         }
         out.append({**base, "side": "plain", "projection": None, "said": False})
         for projection in projections:
-            for said in (False, True):
+            for said in (True,) if name in SAID_ONLY else (False, True):
                 out.append(
                     {
                         **base,
@@ -107,6 +121,7 @@ def jobs(names) -> list[dict]:
                         "projection": projection,
                         "said": said,
                         "memory_only": memory_only,
+                        "options": OPTIONS.get(name, {}),
                     }
                 )
     return out
@@ -220,6 +235,7 @@ def run_side(spec: dict) -> dict:
             seed=0,
             structure_aware=spec["said"],
             space=space,
+            **spec.get("options", {}),
         )
         record["build_seconds"] = time.perf_counter() - started
         record["space_dim"] = first.full_dim
@@ -317,6 +333,11 @@ def projection_label(r: dict) -> str:
     """A row's projection, "(kernel)" where Fastfood's compiled kernel
     made its products, and the space it moved when not every weight."""
     label = f"{r['projection']}{' (kernel)' if r.get('kernel') else ''}"
+    options = r.get("options") or {}
+    if options.get("projection_kwargs", {}).get("regenerate"):
+        label += ", B and G drawn again"
+    if options.get("keep_theta_0") is False:
+        label += ", no theta_0"
     if r.get("space"):
         size = f" ({r['space_dim']:,})" if r.get("space_dim") else ""
         label += f" in {r['space']}{size}"
