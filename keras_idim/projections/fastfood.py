@@ -14,6 +14,9 @@ The projection is split over modules by what each part does:
   Walsh-Hadamard transform `fwht`;
 - `fastfood_kernel_backend`: the backend of the compiled CPU kernel
   (`KernelBackend`), and the choice between the two (`choose_backend`);
+- `fastfood_regen`: the backend of a P that holds only its permutations
+  and scales (`regenerate=True`: `RegenBackend`), drawing the signs and
+  Gaussians again inside each product;
 - `kernel` and `kernel_build`: building and loading the compiled kernel.
 """
 
@@ -24,7 +27,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from keras_idim.projections import fastfood_legacy
+from keras_idim.projections import fastfood_legacy, fastfood_regen
 from keras_idim.projections.base import Projection, derive_seed
 from keras_idim.projections.fastfood_arrays import Draw, FastfoodArrays
 from keras_idim.projections.fastfood_kernel_backend import (
@@ -125,6 +128,13 @@ class FastfoodProjection(Projection):
             (below about 4M weights). Defaults to `None`: 3 from `HALF_FROM`
             (2^22) weights, where P's size counts, and 2 below (so that
             smaller models keep their P).
+        regenerate: bool. Hold only the permutations and the scales, and
+            draw the signs B and the Gaussians G again from the seed inside
+            each product, each range of blocks once a product: the same P,
+            bit for bit, in less memory (version 3: 4 bytes a weight, not
+            7) and more time. The products run in TensorFlow ops, never in
+            the compiled kernel, outside XLA but for each group's
+            transforms (`fastfood_regen`). Defaults to `False`.
 
     Example:
 
@@ -143,9 +153,11 @@ class FastfoodProjection(Projection):
         blocks: str = "auto",
         jit_compile: bool = True,
         version: int | None = None,
+        regenerate: bool = False,
     ):
         super().__init__(full_dim, dim, seed)
         self.jit_compile = check_bool("jit_compile", jit_compile)
+        self.regenerate = check_bool("regenerate", regenerate)
         check_choice("blocks", blocks, ("auto", *_BLOCKS))
         if version is None:
             version = 3 if self.full_dim >= HALF_FROM else 2
@@ -169,11 +181,16 @@ class FastfoodProjection(Projection):
         # (`PASS_CHUNK`): their workspace is a group's, not D's.
         self.group_rows = min(self.num_blocks, max(1, PASS_CHUNK // self.block_length))
         self.num_groups = -(-self.num_blocks // self.group_rows)
-        #: P's stored tensors (`FastfoodArrays`).
+        #: P's stored tensors (`FastfoodArrays`; with `regenerate`, no
+        #: signs and Gaussians: `None`).
         self.arrays = self._stored()
         #: The products' backend, chosen once: `KernelBackend` (the compiled
-        #: kernel) or `OpsBackend` (TensorFlow ops).
-        self.backend = choose_backend(self)
+        #: kernel), `OpsBackend` (TensorFlow ops) or, with `regenerate`,
+        #: `fastfood_regen.RegenBackend` (TensorFlow ops).
+        if self.regenerate:
+            self.backend = fastfood_regen.regen_backend(self)
+        else:
+            self.backend = choose_backend(self)
 
     # The stored tensors by name (`FastfoodArrays`).
     signs = property(lambda self: self.arrays.signs)
@@ -205,14 +222,16 @@ class FastfoodProjection(Projection):
         permutations: rows that are cut off). Each range is copied into
         place as it is drawn, and freed: TensorFlow's allocator (oneDNN's,
         a pool that it keeps) then holds one range's intermediates, not
-        every part of P twice; each array is freed as its tensor is made."""
+        every part of P twice; each array is freed as its tensor is made.
+        With `regenerate`, the signs and Gaussians are not kept (`None`)."""
         groups, rows, length = self.num_groups, self.group_rows, self.block_length
         padded = groups * rows
         real = np.float16 if self.version == 3 else np.float32
+        kept = not self.regenerate
         held = {
-            "signs": np.zeros([padded, length], np.int8),
+            "signs": np.zeros([padded, length], np.int8) if kept else None,
             "permutation": np.empty([padded, length], self._index_dtype),
-            "gauss": np.zeros([padded, length], real),
+            "gauss": np.zeros([padded, length], real) if kept else None,
             "row_scale": np.zeros([padded * length], real),
             "block_scale": np.zeros([padded], np.float32)
             if self.version == 3
@@ -244,21 +263,15 @@ class FastfoodProjection(Projection):
         alone, and each block's normalisation), drawn from the streams
         `(kind, *stream)`. Intermediates several times their size (int64
         sort keys, float64 draws) live one slice of blocks at a time, with
-        the same results as whole."""
+        the same results as whole. With `regenerate`, the signs are not
+        drawn, and G only for the normalisations (`None` for both)."""
         length = self.block_length
         shape = [stop - first, length]
-        seed = derive_seed(self.seed, 5, *stream)
-        uniform = tf.random.stateless_uniform(
-            shape, seed, minval=0, maxval=2, dtype=tf.int32
-        )
-        signs = tf.cast(uniform * 2 - 1, tf.int8)
-        del uniform
+        signs = None
+        if not self.regenerate:
+            signs = fastfood_regen.draw_signs(self.seed, shape, stream)
         perm = self._draw_permutation(shape, stream)
-        gauss = tf.random.stateless_normal(
-            shape, derive_seed(self.seed, 7, *stream), dtype=tf.float64
-        )
-        if self.version == 3:  # G stored as float16, normalised as stored
-            gauss = tf.cast(tf.cast(gauss, tf.float16), tf.float64)
+        gauss = fastfood_regen.draw_gauss(self.seed, self.version, shape, stream)
         block_scale = _by_rows(
             lambda rows, g=gauss: (
                 1.0 / tf.sqrt(self.full_dim * tf.reduce_sum(g[rows] ** 2, axis=1))
@@ -266,7 +279,9 @@ class FastfoodProjection(Projection):
             shape[0],
             length,
         )
-        stored = tf.cast(gauss, tf.float16 if self.version == 3 else tf.float32)
+        stored = None
+        if not self.regenerate:
+            stored = tf.cast(gauss, tf.float16 if self.version == 3 else tf.float32)
         del gauss
         row_scale, block_scale = self._draw_scales(block_scale, first, stop, stream)
         return FastfoodArrays(signs, perm, stored, row_scale, block_scale)
@@ -374,6 +389,8 @@ class FastfoodProjection(Projection):
         config.update(
             blocks=self.blocks, jit_compile=self.jit_compile, version=self.version
         )
+        if self.regenerate:  # else as before (readable by earlier versions)
+            config.update(regenerate=True)
         return config
 
     @classmethod

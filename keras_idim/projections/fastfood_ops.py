@@ -133,31 +133,49 @@ class OpsBackend:
         starts = tf.range(p.group_rows, dtype=tf.int32)[:, None] * p.block_length
         return tf.reshape(tf.cast(p.arrays.permutation[c], tf.int32) + starts, [-1])
 
-    def forward_group(self, x: tf.Tensor, c) -> tf.Tensor:
+    def _signs_gauss(self, c, drawn: tuple) -> tuple:
+        """Group c's signs and Gaussians: `drawn` (the two, drawn again:
+        `fastfood_regen`), or where `drawn` is empty the stored ones."""
+        if drawn:
+            return drawn
+        return self.p.arrays.signs[c], self.p.arrays.gauss[c]
+
+    def forward_group(self, x: tf.Tensor, c, *drawn) -> tf.Tensor:
         """Group c's rows of `P v` (`(group_size,)`), x the padded v
-        `(1, block_length)`: B, H, Pi, G, H and S on its blocks."""
-        a, rows, length = self.p.arrays, self.p.group_rows, self.p.block_length
-        y = fwht(x * tf.cast(a.signs[c], tf.float32))
+        `(1, block_length)`: B, H, Pi, G, H and S on its blocks (B and G
+        `drawn`, else stored)."""
+        rows, length = self.p.group_rows, self.p.block_length
+        signs, gauss = self._signs_gauss(c, drawn)
+        y = fwht(x * tf.cast(signs, tf.float32))
         y = tf.gather(tf.reshape(y, [-1]), self._permutation(c))
-        y = fwht(tf.reshape(y, [rows, length]) * tf.cast(a.gauss[c], tf.float32))
+        y = fwht(tf.reshape(y, [rows, length]) * tf.cast(gauss, tf.float32))
         return tf.reshape(y, [-1]) * self._scale(c)
 
-    def transpose_group(self, g: tf.Tensor, c) -> tf.Tensor:
+    def transpose_group(self, g: tf.Tensor, c, *drawn) -> tf.Tensor:
         """Group c's part of `P^T g`, `(block_length,)`, for its rows g
         `(group_size,)`: P^T = B H Pi^T G H S (H symmetric, B G S
-        diagonal), summed over the blocks."""
-        a, rows, length = self.p.arrays, self.p.group_rows, self.p.block_length
+        diagonal), summed over the blocks (B and G `drawn`, else stored)."""
+        rows, length = self.p.group_rows, self.p.block_length
+        signs, gauss = self._signs_gauss(c, drawn)
         y = fwht(tf.reshape(g * self._scale(c), [rows, length]))
-        y = tf.reshape(y * tf.cast(a.gauss[c], tf.float32), [-1])
+        y = tf.reshape(y * tf.cast(gauss, tf.float32), [-1])
         # Pi^T: the gather y[j] = x[perm[j]] transposed scatters back.
         y = tf.scatter_nd(self._permutation(c)[:, None], y, [self.group_size])
-        y = fwht(tf.reshape(y, [rows, length])) * tf.cast(a.signs[c], tf.float32)
+        y = fwht(tf.reshape(y, [rows, length])) * tf.cast(signs, tf.float32)
         return tf.reduce_sum(y, axis=0)
 
-    def _said_group(self, g, scale, x, c) -> tuple:
+    def _said_group(self, g, scale, x, c, *drawn) -> tuple:
         """Group c's part of `P^T (scale * g)`, and `g * (P v)` on its rows
         (SAID's two gradients, before the sums over the pieces)."""
-        return self.transpose_group(g * scale, c), g * self.forward_group(x, c)
+        part = self.transpose_group(g * scale, c, *drawn)
+        return part, g * self.forward_group(x, c, *drawn)
+
+    def _drawn(self, after: list):
+        """For one product, called on its groups in order: a function of
+        a group c (and of tensors that c's draws wait for) giving what
+        c's group functions take besides c. Here nothing (they read the
+        stored tensors); `fastfood_regen` draws B and G, after `after`."""
+        return lambda c, later=(): ()
 
     def _compiled(self, name: str, fn):
         return self.p._maybe_compiled(name, fn)
@@ -217,6 +235,7 @@ class OpsBackend:
         total = tf.zeros([p.block_length], tf.float32)
         dots: list[list] = [[] for _ in sizes]
         done: list = []
+        drawn = self._drawn([] if x is None else [x])
         for c, parts in enumerate(table):
             with tf.control_dependencies(done):
                 g, scale = self._gather(pieces, scales, parts)
@@ -225,13 +244,13 @@ class OpsBackend:
                     if scale is not None:
                         g = g * scale
                     part = self._compiled("transpose_group", self.transpose_group)(
-                        g, index
+                        g, index, *drawn(c, [g])
                     )
                 else:
                     if scale is None:
                         scale = tf.ones([self.group_size], tf.float32)
                     part, prod = self._compiled("said_group", self._said_group)(
-                        g, scale, x, index
+                        g, scale, x, index, *drawn(c, [g])
                     )
                     for t, _, offset, rows in parts:
                         dots[t].append(tf.reduce_sum(prod[offset : offset + rows]))
@@ -274,13 +293,15 @@ class OpsBackend:
                 last_reader[c] = t
         made: dict = {}
         row = 0
+        drawn, previous = self._drawn([x]), []
         for t, n in enumerate(sizes):
             parts = []
             for c, offset, rows in by_piece[t]:
                 if c not in made:
                     made[c] = self._compiled("forward_group", self.forward_group)(
-                        x, tf.constant(c, tf.int32)
+                        x, tf.constant(c, tf.int32), *drawn(c, previous)
                     )
+                    previous = [made[c]]
                 parts.append(made[c][offset : offset + rows])
                 if last_reader[c] == t:
                     del made[c]
