@@ -59,34 +59,13 @@ def projected_pieces(
     projection: Any, v: Any, sizes: list, scales: Any = None
 ) -> Iterator[tf.Tensor]:
     """`s_t (P v)_t` for consecutive pieces of `sizes` rows (s_t =
-    `scales[t]`, or 1), one at a time, with no base added: Fastfood's
-    TensorFlow ops make each group of rows when a piece first needs it,
-    Uni-LoRA gathers each piece from its rows of the index, Fastfood's
-    kernel makes `P v` whole in one pass, and other projections make `P v`
-    whole and cut it."""
-    backend = getattr(projection, "backend", None)
-    if projection.pieces.fused and backend is not None:
-        v = projection._checked(v)
-        if backend.uses_kernel:  # an empty base: none
-            return backend.affine_pieces(v, tf.zeros([0]), sizes, scales)
-        return backend.affine_pieces(v, _NoBase(), sizes, scales)
-    if projection.pieces.fused and hasattr(projection, "index"):  # Uni-LoRA
-        return _gathered(projection, v, sizes, scales)
-    return _scaled(tf.split(projection(v), sizes), scales)
-
-
-class _NoBase:
-    """A base of zeros, cut piece by piece (`base[a:b]`) and never whole."""
-
-    def __getitem__(self, rows: slice) -> tf.Tensor:
-        return tf.zeros([rows.stop - rows.start], tf.float32)
-
-
-def _gathered(projection, v, sizes, scales) -> Iterator[tf.Tensor]:
-    w = projection._checked(v) * projection.scale
-    bounds = np.cumsum([0, *sizes]).tolist()
-    parts = (tf.gather(w, projection.index[a:b]) for a, b in zip(bounds, bounds[1:]))
-    return _scaled(parts, scales)
+    `scales[t]`, or 1), one at a time, with no base added
+    (`projection.pieces.affine` with `base=None`): Fastfood's TensorFlow
+    ops make each group of rows when a piece first needs it, Uni-LoRA
+    gathers each piece from its rows of the index, Fastfood's kernel makes
+    `P v` whole in one pass, and other projections make `P v` whole and
+    cut it."""
+    return projection.pieces.affine(v, None, sizes, scales)
 
 
 def _scaled(parts, scales) -> Iterator[tf.Tensor]:

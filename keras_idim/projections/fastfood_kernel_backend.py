@@ -131,6 +131,7 @@ class KernelBackend:
     def affine_pieces(self, v, base, sizes: list, scales=None):
         """`base + s * (P v)` (s = `scales[t]` on piece t, or 1) made whole
         in one pass, as an iterator of its pieces of `sizes` rows."""
+        base = _floats(base)  # None: an empty base, none added
         if scales is None:
             whole = self.affine(v, base)
         else:
@@ -152,7 +153,8 @@ class FastfoodPieces(Pieces):
 
     def affine(self, v, base, sizes: list, scales=None):
         p = self.projection
-        base = tf.convert_to_tensor(base, tf.float32)
+        if base is not None:
+            base = tf.convert_to_tensor(base, tf.float32)
         return p.backend.affine_pieces(p._checked(v), base, sizes, scales)
 
     def transpose(self, pieces: list, scales=None, v=None) -> tuple:

@@ -277,10 +277,11 @@ class OpsBackend:
 
     def affine_pieces(self, v: tf.Tensor, base: tf.Tensor, sizes: list, scales=None):
         """Yields `base_t + s_t * (P v)_t` for consecutive pieces of `sizes`
-        rows, one at a time (s_t = `scales[t]`, or 1): each piece's ops are
-        made when it is asked for (so a caller's control dependencies order
-        them), each group of `P v` when a piece first needs it, and a group
-        is dropped after the last piece that reads it."""
+        rows, one at a time (s_t = `scales[t]`, or 1; no base: `None`):
+        each piece's ops are made when it is asked for (so a caller's
+        control dependencies order them), each group of `P v` when a piece
+        first needs it, and a group is dropped after the last piece that
+        reads it."""
         p, x = self.p, self._padded(v)
         if scales is not None:
             scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32), len(sizes))
@@ -311,5 +312,5 @@ class OpsBackend:
                 u = tf.concat(parts, axis=0) if len(parts) > 1 else parts[0]
             if scales is not None:
                 u = scales[t] * u
-            yield base[row : row + n] + u
+            yield u if base is None else base[row : row + n] + u
             row += n

@@ -50,12 +50,19 @@ class Pieces:
 
         Args:
             v: The (d,) vector.
-            base: The (D,) vector added (theta_0).
+            base: The (D,) vector added (theta_0), or `None`: nothing
+                added (the pieces of `s * (P v)` alone).
             sizes: list of int. The pieces' lengths, adding up to D.
             scales: The (number of pieces,) scales, or `None` (all 1).
         """
         p = self.projection
         v = p._checked(v)
+        if base is None:
+            u = tf.split(p(v), sizes)
+            if scales is None:
+                return iter(u)
+            scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))
+            return (s * q for s, q in zip(scales, u))
         base = tf.convert_to_tensor(base, tf.float32)
         if scales is None:
             # One pass; compiled (`jit_compile`), the sum is fused into the

@@ -158,7 +158,8 @@ class UniLoRAPieces(Pieces):
     def affine(self, v: Any, base: Any, sizes: list, scales: Any = None):
         # Each piece gathered from its own rows of the index when asked for.
         w = self.projection._checked(v) * self.projection.scale
-        base = tf.convert_to_tensor(base, tf.float32)
+        if base is not None:
+            base = tf.convert_to_tensor(base, tf.float32)
         offsets = self._offsets(sizes)
         if scales is not None:
             scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))
@@ -168,7 +169,7 @@ class UniLoRAPieces(Pieces):
                 u = tf.gather(w, self.projection.index[start:stop])
                 if scales is not None:
                     u = scales[t] * u
-                yield base[start:stop] + u
+                yield u if base is None else base[start:stop] + u
 
         return pieces()
 

@@ -115,6 +115,9 @@ def test_kernel_products_are_the_tensorflow_ops_products(
         affine(compiled, v, base, sizes, scales),
         base + np.repeat(scales, sizes) * u,
     )
+    close(  # no base: s * (P v) alone
+        affine(compiled, v, None, sizes, scales), np.repeat(scales, sizes) * u
+    )
     u_pieces = np.split(u, np.cumsum(sizes)[:-1])
     dots = [p @ q for p, q in zip(pieces, u_pieces)]
     close(piece_dots(compiled, v, pieces), dots)

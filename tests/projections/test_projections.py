@@ -404,6 +404,22 @@ def test_affine_and_transpose_of_pieces_are_p(kind, monkeypatch):
     np.testing.assert_allclose(
         transpose_pieces(p, pieces).numpy(), mat.T @ g, rtol=1e-4, atol=1e-5
     )
+    # No base: the pieces of s * (P v) alone, each scaled by its own s.
+    sizes, scales = [7, 693, 1, 799], np.array([2.0, -1.0, 0.5, 3.0], np.float32)
+    alone = list(p.pieces.affine(v, None, sizes, scales))
+    assert [int(q.shape[0]) for q in alone] == sizes
+    np.testing.assert_allclose(
+        np.concatenate(alone),
+        np.repeat(scales, sizes) * (mat @ v),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        np.concatenate(list(p.pieces.affine(v, None, sizes))),
+        mat @ v,
+        rtol=1e-4,
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match=r"shape \(30,\)"):
         affine(p, np.zeros(29, np.float32), base)
 
