@@ -17,8 +17,15 @@ processes of their own:
   the plain model too and times both in alternating rounds, so that the
   step ratio is measured in one process (the peak is taken before).
 
+`llama-1b-weights` is the same decoder with SAID Fastfood over all its
+weights (memory only): plain fine-tuning of every weight with Adam, and a
+subspace that holds no theta_0 (`keep_theta_0=False`) and a Fastfood P
+that draws its signs and Gaussians again in each product
+(`regenerate=True`).
+
     keras-idim bench --configs bert-base --no-search-cost
     keras-idim bench --configs llama-1b --no-search-cost
+    keras-idim bench --configs llama-1b-weights --no-search-cost
 """
 
 from __future__ import annotations

@@ -124,3 +124,47 @@ def test_a_tiny_decoder_process(side):
     layer = 2 * 16 + 16 * 16 + 2 * 16 * 8 + 16 * 16 + 2 * 16 * 32 + 32 * 16
     assert record["full_dim"] == 50 * 16 * 2 + layer + 16
     assert ("ratio" in record) is (side == "subspace")
+
+
+def test_the_decoder_said_row_moves_every_weight_without_theta_0():
+    specs = scale.jobs(["llama-1b-weights"])
+    assert [(s["side"], s["said"]) for s in specs] == [
+        ("plain", False),
+        ("subspace", True),
+    ]
+    assert {s["space"] for s in specs} == {None}  # every weight, no LoRA
+    said = specs[1]
+    assert said["memory_only"] and said["projection"] == "fastfood"
+    assert said["options"] == {
+        "keep_theta_0": False,
+        "projection_kwargs": {"regenerate": True},
+    }
+    label = scale.projection_label({**said, "status": "ok"})
+    assert label == "fastfood, B and G drawn again, no theta_0"
+
+
+def test_a_tiny_decoder_said_process_without_theta_0():
+    pytest.importorskip("keras_hub")  # the [hub] extra, in [dev]
+    spec = {
+        "name": "tiny-llama",
+        "family": "llama",
+        "space": None,
+        "backbone": TINY_LLAMA,
+        "dim": 20,
+        "side": "subspace",
+        "projection": "fastfood",
+        "said": True,
+        "memory_only": True,
+        "options": {"keep_theta_0": False, "projection_kwargs": {"regenerate": True}},
+        "warmup": 1,
+        "steps": 1,
+        "rounds": 1,
+        "round_steps": 1,
+    }
+    record = scale.run_side(spec)
+    assert record["status"] == "ok" and "ratio" not in record
+    layer = 2 * 16 + 16 * 16 + 2 * 16 * 8 + 16 * 16 + 2 * 16 * 32 + 32 * 16
+    assert record["space_dim"] == record["full_dim"] == 50 * 16 * 2 + layer + 16
+    # Held: the permutations (int16) and S (float16) of every padded row,
+    # and one float32 normalisation a block: 4 bytes a weight and a little.
+    assert 4 * record["full_dim"] <= record["projection_bytes"] < 8 * record["full_dim"]
