@@ -21,3 +21,20 @@ def transpose_pieces(p, pieces, scales=None) -> tf.Tensor:
 def piece_dots(p, v, pieces) -> tf.Tensor:
     """Each piece's dot product with its rows of `P v`."""
     return p.pieces.transpose(pieces, None, v)[1]
+
+
+def largest_made(graph) -> int:
+    """The most elements of any tensor made in a graph (its inputs and
+    captured tensors aside, constants (the Hadamard factors, made once)
+    and reshapes, which share their input's buffer), and of any tensor
+    made in the functions it calls."""
+    most = 0
+    for op in graph.get_operations():
+        if op.type in ("Placeholder", "Reshape", "Const"):
+            continue
+        for out in op.outputs:
+            if out.shape.is_fully_defined():
+                most = max(most, out.shape.num_elements())
+    for fn in graph._functions.values():
+        most = max(most, largest_made(fn.graph))
+    return most

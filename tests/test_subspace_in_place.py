@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import materialize
+from piece_products import largest_made
 
 from keras_idim import SubspaceModel
 from keras_idim.dimsearch import found
@@ -239,22 +240,6 @@ def test_compact_holds_the_recovered_theta_0(tmp_path, said):
 
 
 # -- the write path's peak ----------------------------------------------------
-
-
-def largest_made(graph) -> int:
-    """The most elements of any tensor made in a graph and the functions it
-    calls (inputs, constants and reshapes aside), as in
-    tests/projections/test_fastfood_ops.py."""
-    most = 0
-    for op in graph.get_operations():
-        if op.type in ("Placeholder", "Reshape", "Const"):
-            continue
-        for out in op.outputs:
-            if out.shape.is_fully_defined():
-                most = max(most, out.shape.num_elements())
-    for fn in graph._functions.values():
-        most = max(most, largest_made(fn.graph))
-    return most
 
 
 @pytest.mark.parametrize("said", [False, True])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import materialize
-from piece_products import affine, piece_dots, transpose_pieces
+from piece_products import affine, largest_made, piece_dots, transpose_pieces
 
 from keras_idim import SubspaceModel
 from keras_idim.projections import FastfoodProjection, fastfood, kernel
@@ -95,23 +95,6 @@ def test_products_of_pieces_are_p(ops, version, jit_compile, graph):
         run(lambda: tf.concat(list(p.pieces.affine(zero, base, SIZES, scales)), 0)),
         base,
     )
-
-
-def largest_made(graph) -> int:
-    """The most elements of any tensor made in a graph (its inputs and
-    captured tensors aside, constants (the Hadamard factors, made once)
-    and reshapes, which share their input's buffer), and of any tensor
-    made in the functions it calls."""
-    most = 0
-    for op in graph.get_operations():
-        if op.type in ("Placeholder", "Reshape", "Const"):
-            continue
-        for out in op.outputs:
-            if out.shape.is_fully_defined():
-                most = max(most, out.shape.num_elements())
-    for fn in graph._functions.values():
-        most = max(most, largest_made(fn.graph))
-    return most
 
 
 def test_products_of_pieces_make_no_full_sized_tensor(ops):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import materialize
-from test_fastfood_ops import largest_made
+from piece_products import largest_made
 
 from keras_idim import SubspaceModel
 from keras_idim.projections import FastfoodProjection, fastfood, fastfood_regen, kernel
