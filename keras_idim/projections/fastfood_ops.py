@@ -10,7 +10,7 @@ model's gradients and weights) read and write the pieces where they are,
 one group at a time, each group's ops made to wait for the last group's
 (control dependencies), so that no (D,) temporary is made:
 
-- `transpose_pieces` / `transpose_and_dots`: each group's rows are cut
+- `transpose_pieces` (with `v`, SAID's dots too): each group's rows are cut
   from the pieces (and scaled: SAID's lambdas), transposed, and summed
   into the (d,) result; SAID's dot products of the pieces with `P v` take
   the group's rows of `P v` made again beside (so that `P v` is not
