@@ -50,6 +50,13 @@ BUILD_CHUNK = 2**22
 #: products loop over groups of stacked blocks of this size.
 PASS_CHUNK = 2**20
 
+#: At most this many groups: past `MAX_GROUPS * PASS_CHUNK` rows the groups
+#: grow instead. A product over pieces is made group by group in the graph
+#: (some hundreds of ops a group: about 5 MB of graph, held as long as the
+#: train step is), so that at 10^9 weights a thousand groups held more than
+#: the groups' larger workspaces now take.
+MAX_GROUPS = 64
+
 #: The versions of how a FastfoodProjection is drawn from its seed.
 VERSIONS = (1, 2, 3)
 
@@ -178,8 +185,12 @@ class FastfoodProjection(Projection):
         self.block_length = length if blocks == "single" else small
         self.num_blocks = -(-self.full_dim // self.block_length)
         # The products run over groups of `group_rows` blocks, one at a time
-        # (`PASS_CHUNK`): their workspace is a group's, not D's.
-        self.group_rows = min(self.num_blocks, max(1, PASS_CHUNK // self.block_length))
+        # (`PASS_CHUNK`, at most `MAX_GROUPS` groups): their workspace is a
+        # group's, not D's.
+        rows = min(self.num_blocks, max(1, PASS_CHUNK // self.block_length))
+        if -(-self.num_blocks // rows) > MAX_GROUPS:
+            rows = -(-self.num_blocks // MAX_GROUPS)
+        self.group_rows = rows
         self.num_groups = -(-self.num_blocks // self.group_rows)
         #: P's stored tensors (`FastfoodArrays`; with `regenerate`, no
         #: signs and Gaussians: `None`).
@@ -267,11 +278,11 @@ class FastfoodProjection(Projection):
         drawn, and G only for the normalisations (`None` for both)."""
         length = self.block_length
         shape = [stop - first, length]
-        signs = None
+        signs, key = None, fastfood_regen.keys(self.seed, stream)
         if not self.regenerate:
-            signs = fastfood_regen.draw_signs(self.seed, shape, stream)
+            signs = fastfood_regen.draw_signs(key[0], shape)
         perm = self._draw_permutation(shape, stream)
-        gauss = fastfood_regen.draw_gauss(self.seed, self.version, shape, stream)
+        gauss = fastfood_regen.draw_gauss(key[1], self.version, shape)
         block_scale = _by_rows(
             lambda rows, g=gauss: (
                 1.0 / tf.sqrt(self.full_dim * tf.reduce_sum(g[rows] ** 2, axis=1))

@@ -7,7 +7,11 @@ P's signs B and Gaussians G are drawn range by range of blocks
 stateless ops: the same range, shape and seed give the same numbers in any
 process. `draw_signs` and `draw_gauss` are those draws, made when P is
 built (`fastfood._draw`) and again here; the permutations and S, slower to
-draw (an argsort, a gamma), are held.
+draw (an argsort, a gamma), are held. In a product the draws' seeds
+(`keys`) are read from a small variable: from constants, TensorFlow's graph
+optimiser (Grappler's constant folding) would draw them once when the
+graph is optimised and keep the results in it, holding P again (measured:
+15 bytes a weight more than the stored P at D = 42M).
 
 `RegenBackend` is the TensorFlow-ops backend (`fastfood_ops.OpsBackend`)
 with its loops over groups of blocks given B and G as drawn again: each
@@ -36,19 +40,25 @@ from keras_idim.projections.base import Projection, derive_seed
 from keras_idim.projections.fastfood_ops import OpsBackend, segments
 
 
-def draw_signs(seed: int, shape: list, stream: tuple[int, ...]) -> tf.Tensor:
-    """B of the `shape[0]` blocks drawn from `stream`: +-1, int8."""
+def keys(seed: int, stream: tuple[int, ...]) -> tf.Tensor:
+    """The stateless ops' seeds of B and G for the range drawn from
+    `stream`: int64, shape (2, 2), B's first."""
+    return tf.stack([derive_seed(seed, 5, *stream), derive_seed(seed, 7, *stream)])
+
+
+def draw_signs(key: tf.Tensor, shape: list) -> tf.Tensor:
+    """B of the `shape[0]` blocks drawn with `key` (`keys(...)[0]`): +-1,
+    int8."""
     uniform = tf.random.stateless_uniform(
-        shape, derive_seed(seed, 5, *stream), minval=0, maxval=2, dtype=tf.int32
+        shape, key, minval=0, maxval=2, dtype=tf.int32
     )
     return tf.cast(uniform * 2 - 1, tf.int8)
 
 
-def draw_gauss(seed: int, version: int, shape: list, stream: tuple) -> tf.Tensor:
-    """G of the `shape[0]` blocks drawn from `stream`, float64 (version 3:
-    rounded to float16, as stored and normalised)."""
-    seed = derive_seed(seed, 7, *stream)
-    gauss = tf.random.stateless_normal(shape, seed, dtype=tf.float64)
+def draw_gauss(key: tf.Tensor, version: int, shape: list) -> tf.Tensor:
+    """G of the `shape[0]` blocks drawn with `key` (`keys(...)[1]`), float64
+    (version 3: rounded to float16, as stored and normalised)."""
+    gauss = tf.random.stateless_normal(shape, key, dtype=tf.float64)
     if version == 3:  # G stored as float16, normalised as stored
         gauss = tf.cast(tf.cast(gauss, tf.float16), tf.float64)
     return gauss
@@ -95,6 +105,16 @@ class RegenBackend(OpsBackend):
         self.table = segments(sizes, p.group_rows, p.num_groups)
         #: The last group that reads each range.
         self.last = {i: c for c, parts in enumerate(self.table) for i, *_ in parts}
+        with tf.init_scope():  # made eagerly, wherever the backend is made
+            #: Each range's `keys`, `(ranges, 2, 2)` int64, read from a
+            #: variable in each product, never from a constant: Grappler's
+            #: constant folding would otherwise evaluate the draws once and
+            #: keep them in the graph (P held again, in float64).
+            self.keys = tf.Variable(
+                tf.stack([keys(p.seed, draw.stream) for draw in self.draws]),
+                trainable=False,
+                name="fastfood_keys",
+            )
 
     def _compiled(self, name: str, fn):
         # Each group's transforms, XLA-compiled with `jit_compile` (the
@@ -105,10 +125,11 @@ class RegenBackend(OpsBackend):
         """Range i's B (int8) and G (as stored: float16 in version 3, else
         float32), `(blocks, block_length)` each, drawn as when P is built."""
         p = self.p
-        first, stop, stream = self.draws[i]
+        first, stop, _ = self.draws[i]
         shape = [stop - first, p.block_length]
-        signs = draw_signs(p.seed, shape, stream)
-        gauss = draw_gauss(p.seed, p.version, shape, stream)
+        key = self.keys[i]  # a read of the variable: not folded
+        signs = draw_signs(key[0], shape)
+        gauss = draw_gauss(key[1], p.version, shape)
         return signs, tf.cast(gauss, tf.float16 if p.version == 3 else tf.float32)
 
     def _drawn(self, after: list):

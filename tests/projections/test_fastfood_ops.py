@@ -97,6 +97,38 @@ def test_products_of_pieces_are_p(ops, version, jit_compile, graph):
     )
 
 
+def test_groups_grow_past_max_groups_and_the_products_stay_p(ops, monkeypatch):
+    # 47 blocks of 32 in groups of 2 make 24 groups; at most 5, they are
+    # groups of 10 blocks (5 groups, the last one of 7 and 3 padded rows),
+    # and the products are the same P's.
+    uncapped = ops()
+    monkeypatch.setattr(fastfood, "MAX_GROUPS", 5)
+    p = FastfoodProjection(FULL, DIM, seed=1)
+    assert (p.group_rows, p.num_groups) == (10, 5)
+    assert p.permutation.shape[:2] == (5, 10)
+    mat = materialize(uncapped).astype(np.float64)
+    np.testing.assert_allclose(materialize(p), mat, rtol=1e-5, atol=1e-6)
+    v, g, base, scales = inputs()
+    pieces = np.split(g, np.cumsum(SIZES)[:-1])
+    u = mat @ v
+    sub, dots = tf.function(p.pieces.transpose)(pieces, scales, v)
+    close(sub, mat.T @ (np.repeat(scales, SIZES) * g))
+    close(dots, [q @ w for q, w in zip(pieces, np.split(u, np.cumsum(SIZES)[:-1]))])
+    theta = tf.concat(list(p.pieces.affine(v, base, SIZES, scales)), 0)
+    close(theta, base + np.repeat(scales, SIZES) * u)
+    # The graph of a product over pieces grows with the groups, not with D.
+    specs = [tf.TensorSpec([n], tf.float32) for n in SIZES]
+
+    def ops_of(projection) -> int:
+        def said(*q):
+            return projection.pieces.transpose(list(q), scales, v)
+
+        graph = tf.function(said).get_concrete_function(*specs).graph
+        return len(graph.get_operations())
+
+    assert ops_of(p) < ops_of(uncapped) / 2  # 170 against 496 ops
+
+
 def test_products_of_pieces_make_no_full_sized_tensor(ops):
     p = ops()
     v, g, base, scales = inputs()

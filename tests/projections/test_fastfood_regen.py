@@ -163,6 +163,22 @@ def test_the_graph_draws_each_range_once_and_holds_no_full_sized_tensor(pair):
 
     assert len(draws) == 12 and all(waits(op) for op in draws)
 
+    # Every draw's seed is read from a variable: with seeds made of
+    # constants alone, Grappler's constant folding would draw once when it
+    # optimises the graph and hold the draws in it (P again, in float64).
+    def ancestors(tensor) -> set:
+        seen, todo = set(), [tensor.op]
+        while todo:
+            op = todo.pop()
+            if op.name not in seen:
+                seen.add(op.name)
+                todo.extend(x.op for x in op.inputs)
+        return {graph.get_operation_by_name(name).type for name in seen}
+
+    assert all(op.op_def.input_arg[1].name == "key" for op in draws)
+    for op in draws:  # (shape, key, counter, alg)
+        assert "ReadVariableOp" in ancestors(op.inputs[1]), op.name
+
 
 @pytest.mark.parametrize("version", [2, 3])
 def test_only_the_permutations_and_scales_are_held(pair, version):
