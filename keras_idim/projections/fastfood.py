@@ -37,6 +37,7 @@ from keras_idim.projections.fastfood_kernel_backend import (
 from keras_idim.projections.fastfood_ops import (  # noqa: F401 (re-exported)
     HADAMARD_FACTOR_BITS,
     fwht,
+    group_blocks,
     hadamard_matrix,
 )
 from keras_idim.utils.exports import keras_idim_export
@@ -49,13 +50,6 @@ BUILD_CHUNK = 2**22
 #: About how many numbers each pass of a product works on at a time: the
 #: products loop over groups of stacked blocks of this size.
 PASS_CHUNK = 2**20
-
-#: At most this many groups: past `MAX_GROUPS * PASS_CHUNK` rows the groups
-#: grow instead. A product over pieces is made group by group in the graph
-#: (some hundreds of ops a group: about 5 MB of graph, held as long as the
-#: train step is), so that at 10^9 weights a thousand groups held more than
-#: the groups' larger workspaces now take.
-MAX_GROUPS = 64
 
 #: The versions of how a FastfoodProjection is drawn from its seed.
 VERSIONS = (1, 2, 3)
@@ -185,12 +179,8 @@ class FastfoodProjection(Projection):
         self.block_length = length if blocks == "single" else small
         self.num_blocks = -(-self.full_dim // self.block_length)
         # The products run over groups of `group_rows` blocks, one at a time
-        # (`PASS_CHUNK`, at most `MAX_GROUPS` groups): their workspace is a
-        # group's, not D's.
-        rows = min(self.num_blocks, max(1, PASS_CHUNK // self.block_length))
-        if -(-self.num_blocks // rows) > MAX_GROUPS:
-            rows = -(-self.num_blocks // MAX_GROUPS)
-        self.group_rows = rows
+        # (`fastfood_ops.group_blocks`): their workspace is a group's, not D's.
+        self.group_rows = group_blocks(self.num_blocks, self.block_length, PASS_CHUNK)
         self.num_groups = -(-self.num_blocks // self.group_rows)
         #: P's stored tensors (`FastfoodArrays`; with `regenerate`, no
         #: signs and Gaussians: `None`).
@@ -276,8 +266,7 @@ class FastfoodProjection(Projection):
         sort keys, float64 draws) live one slice of blocks at a time, with
         the same results as whole. With `regenerate`, the signs are not
         drawn, and G only for the normalisations (`None` for both)."""
-        length = self.block_length
-        shape = [stop - first, length]
+        length, shape = self.block_length, [stop - first, self.block_length]
         signs, key = None, fastfood_regen.keys(self.seed, stream)
         if not self.regenerate:
             signs = fastfood_regen.draw_signs(key[0], shape)

@@ -77,6 +77,24 @@ def fwht(x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(x, shape)
 
 
+#: At most this many groups of blocks (`group_blocks`).
+MAX_GROUPS = 64
+
+
+def group_blocks(blocks: int, length: int, chunk: int) -> int:
+    """Blocks a group, of `blocks` blocks of `length` rows: about `chunk`
+    rows a group, but at most `MAX_GROUPS` groups (larger past that).
+
+    A product over pieces is made group by group in the train step's graph
+    (some hundreds of ops a group, about 2 MB of graph measured at 10^9
+    weights, held as long as the step is): at 10^9 weights, a thousand
+    groups of 2^20 rows held more than 64 larger groups' workspaces."""
+    rows = min(blocks, max(1, chunk // length))
+    if -(-blocks // rows) > MAX_GROUPS:
+        rows = -(-blocks // MAX_GROUPS)
+    return rows
+
+
 def segments(sizes: list[int], group_size: int, num_groups: int) -> list[list]:
     """Where consecutive pieces of `sizes` rows fall in groups of
     `group_size` rows: for each group c, its `(piece, start in the piece,

@@ -10,8 +10,8 @@ built (`fastfood._draw`) and again here; the permutations and S, slower to
 draw (an argsort, a gamma), are held. In a product the draws' seeds
 (`keys`) are read from a small variable: from constants, TensorFlow's graph
 optimiser (Grappler's constant folding) would draw them once when the
-graph is optimised and keep the results in it, holding P again (measured:
-15 bytes a weight more than the stored P at D = 42M).
+graph is optimised and keep the results in it, holding P again (in
+float64).
 
 `RegenBackend` is the TensorFlow-ops backend (`fastfood_ops.OpsBackend`)
 with its loops over groups of blocks given B and G as drawn again: each

@@ -10,7 +10,7 @@ from conftest import materialize
 from piece_products import affine, largest_made, piece_dots, transpose_pieces
 
 from keras_idim import SubspaceModel
-from keras_idim.projections import FastfoodProjection, fastfood, kernel
+from keras_idim.projections import FastfoodProjection, fastfood, fastfood_ops, kernel
 from keras_idim.projections.fastfood_ops import segments
 
 # 1500 rows in groups of 2 blocks of 32 (64 rows): 24 groups, the last
@@ -102,7 +102,7 @@ def test_groups_grow_past_max_groups_and_the_products_stay_p(ops, monkeypatch):
     # groups of 10 blocks (5 groups, the last one of 7 and 3 padded rows),
     # and the products are the same P's.
     uncapped = ops()
-    monkeypatch.setattr(fastfood, "MAX_GROUPS", 5)
+    monkeypatch.setattr(fastfood_ops, "MAX_GROUPS", 5)
     p = FastfoodProjection(FULL, DIM, seed=1)
     assert (p.group_rows, p.num_groups) == (10, 5)
     assert p.permutation.shape[:2] == (5, 10)
