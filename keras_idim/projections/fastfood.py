@@ -16,7 +16,7 @@ The projection is split over modules by what each part does:
   (`KernelBackend`), and the choice between the two (`choose_backend`);
 - `fastfood_regen`: the backend of a P that holds only its permutations
   and scales (`regenerate=True`: `RegenBackend`), drawing the signs and
-  Gaussians again inside each product;
+  Gaussians (in version 3, S too) again inside each product;
 - `kernel` and `kernel_build`: building and loading the compiled kernel.
 """
 
@@ -129,13 +129,13 @@ class FastfoodProjection(Projection):
             (below about 4M weights). Defaults to `None`: 3 from `HALF_FROM`
             (2^22) weights, where P's size counts, and 2 below (so that
             smaller models keep their P).
-        regenerate: bool. Hold only the permutations and the scales, and
-            draw the signs B and the Gaussians G again from the seed inside
-            each product, each range of blocks once a product: the same P,
-            bit for bit, in less memory (version 3: 4 bytes a weight, not
-            7) and more time. The products run in TensorFlow ops, never in
-            the compiled kernel, outside XLA but for each group's
-            transforms (`fastfood_regen`). Defaults to `False`.
+        regenerate: bool. Hold only the permutations and the scales (in
+            version 3 the blocks' only), and draw the signs B, the Gaussians
+            G (and version 3's S) again inside each product, each range of
+            blocks once a product: the same P, bit for bit, in less memory
+            (version 3: 2 bytes a weight, not 7) and more time, in
+            TensorFlow ops, not XLA but each group's (`fastfood_regen`).
+            Defaults to `False`.
 
     Example:
 
@@ -233,7 +233,9 @@ class FastfoodProjection(Projection):
             "signs": np.zeros([padded, length], np.int8) if kept else None,
             "permutation": np.empty([padded, length], self._index_dtype),
             "gauss": np.zeros([padded, length], real) if kept else None,
-            "row_scale": np.zeros([padded * length], real),
+            "row_scale": None
+            if self.regenerate and self.version == 3
+            else np.zeros([padded * length], real),
             "block_scale": np.zeros([padded], np.float32)
             if self.version == 3
             else None,
@@ -318,14 +320,12 @@ class FastfoodProjection(Projection):
         `None`."""
         length = self.block_length
         kept = min(stop * length, self.full_dim) - first * length
-        seed = derive_seed(self.seed, 8, *stream)
-        chi2 = 2.0 * tf.random.stateless_gamma(
-            [kept], seed, alpha=length / 2.0, dtype=tf.float64
-        )
+        if self.version == 3 and self.regenerate:  # S drawn in each product
+            return None, tf.cast(block_scale, tf.float32)
+        key = fastfood_regen.keys(self.seed, stream)[2]
+        chi2 = fastfood_regen.draw_chi2(key, kept, length)
         if self.version == 3:  # S alone as float16; the blocks' scales apart
-            scale = _by_rows(
-                lambda rows: tf.cast(tf.sqrt(chi2[rows] / length), tf.float16), kept, 1
-            )
+            scale = fastfood_regen.scale_16(chi2, length)
             return scale, tf.cast(block_scale, tf.float32)
 
         def row_scale(rows: slice) -> tf.Tensor:

@@ -135,14 +135,18 @@ class OpsBackend:
     def _padded(self, v: tf.Tensor) -> tf.Tensor:
         return tf.pad(v, [[0, self.p.block_length - self.p.dim]])[None, :]
 
-    def _scale(self, c) -> tf.Tensor:
+    def _scale(self, c, drawn: tuple = ()) -> tf.Tensor:
         """The row scales of group c, float32, flattened: version 3's
-        float16 S times its blocks' float32 normalisation (as the kernel
-        makes them), or the stored float32 scales."""
+        float16 S (stored, or drawn again: `drawn[2]`) times its blocks'
+        float32 normalisation (as the kernel makes them), or the stored
+        float32 scales."""
         p, a = self.p, self.p.arrays
         if a.block_scale is None:
             return tf.reshape(a.row_scale, [p.num_groups, self.group_size])[c]
-        s = tf.reshape(a.row_scale, [p.num_groups, p.group_rows, -1])[c]
+        if len(drawn) > 2:
+            s = tf.reshape(drawn[2], [p.group_rows, -1])
+        else:
+            s = tf.reshape(a.row_scale, [p.num_groups, p.group_rows, -1])[c]
         return tf.reshape(tf.cast(s, tf.float32) * a.block_scale[c][:, None], [-1])
 
     def _permutation(self, c) -> tf.Tensor:
@@ -155,7 +159,7 @@ class OpsBackend:
         """Group c's signs and Gaussians: `drawn` (the two, drawn again:
         `fastfood_regen`), or where `drawn` is empty the stored ones."""
         if drawn:
-            return drawn
+            return drawn[:2]
         return self.p.arrays.signs[c], self.p.arrays.gauss[c]
 
     def forward_group(self, x: tf.Tensor, c, *drawn) -> tf.Tensor:
@@ -167,7 +171,7 @@ class OpsBackend:
         y = fwht(x * tf.cast(signs, tf.float32))
         y = tf.gather(tf.reshape(y, [-1]), self._permutation(c))
         y = fwht(tf.reshape(y, [rows, length]) * tf.cast(gauss, tf.float32))
-        return tf.reshape(y, [-1]) * self._scale(c)
+        return tf.reshape(y, [-1]) * self._scale(c, drawn)
 
     def transpose_group(self, g: tf.Tensor, c, *drawn) -> tf.Tensor:
         """Group c's part of `P^T g`, `(block_length,)`, for its rows g
@@ -175,7 +179,7 @@ class OpsBackend:
         diagonal), summed over the blocks (B and G `drawn`, else stored)."""
         rows, length = self.p.group_rows, self.p.block_length
         signs, gauss = self._signs_gauss(c, drawn)
-        y = fwht(tf.reshape(g * self._scale(c), [rows, length]))
+        y = fwht(tf.reshape(g * self._scale(c, drawn), [rows, length]))
         y = tf.reshape(y * tf.cast(gauss, tf.float32), [-1])
         # Pi^T: the gather y[j] = x[perm[j]] transposed scatters back.
         y = tf.scatter_nd(self._permutation(c)[:, None], y, [self.group_size])

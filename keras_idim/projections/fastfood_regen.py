@@ -1,28 +1,32 @@
-"""A Fastfood P that holds only its permutations and scales: B and G drawn
-again from the seed inside each product (`FastfoodProjection(...,
-regenerate=True)`).
+"""A Fastfood P that holds only its permutations and scales: B and G (and
+in version 3 S) drawn again from the seed inside each product
+(`FastfoodProjection(..., regenerate=True)`).
 
 P's signs B and Gaussians G are drawn range by range of blocks
 (`FastfoodProjection._plan`), each range from its own streams, with
 stateless ops: the same range, shape and seed give the same numbers in any
 process. `draw_signs` and `draw_gauss` are those draws, made when P is
-built (`fastfood._draw`) and again here; the permutations and S, slower to
-draw (an argsort, a gamma), are held. In a product the draws' seeds
+built (`fastfood._draw`) and again here. The permutations, slow to draw
+(an argsort), are held. Version 3's S (float16, `scale_16` of a gamma
+draw, `draw_chi2`) is drawn again too, holding only each block's float32
+normalisation: 2 bytes a weight held instead of 4, for a gamma draw a
+range a product (the slowest of the draws); earlier versions' float32 S
+is held. In a product the draws' seeds
 (`keys`) are read from a small variable: from constants, TensorFlow's graph
 optimiser (Grappler's constant folding) would draw them once when the
 graph is optimised and keep the results in it, holding P again (in
 float64).
 
 `RegenBackend` is the TensorFlow-ops backend (`fastfood_ops.OpsBackend`)
-with its loops over groups of blocks given B and G as drawn again: each
-product draws each range once, as its first group needs it, cuts its
-groups out of it (zero rows for the padding, as stored) and drops it after
-its last group; each range's draws wait for the group before (control
-dependencies in a graph), so that one range's are alive at a time (two
-where a group straddles them). A range: about `BUILD_CHUNK` numbers;
-version 1 draws every block in one range, so its products draw B and G
-whole. The group functions are the stored P's, with B and G passed in:
-the same ops on the same numbers.
+with its loops over groups of blocks given B and G (and S) as drawn
+again: each product draws each range once, as its first group needs it,
+cuts its groups out of it (zero rows for the padding, as stored) and
+drops it after its last group; each range's draws wait for the group
+before (control dependencies in a graph), so that one range's are alive
+at a time (two where a group straddles them). A range: about
+`BUILD_CHUNK` numbers; version 1 draws every block in one range, so its
+products draw B and G whole. The group functions are the stored P's,
+with the draws passed in: the same ops on the same numbers.
 
 The draws are never XLA-compiled: XLA draws other numbers from the same
 seeds. So the backend has `supports_xla = False` (a train step with it is
@@ -41,9 +45,22 @@ from keras_idim.projections.fastfood_ops import OpsBackend, segments
 
 
 def keys(seed: int, stream: tuple[int, ...]) -> tf.Tensor:
-    """The stateless ops' seeds of B and G for the range drawn from
-    `stream`: int64, shape (2, 2), B's first."""
-    return tf.stack([derive_seed(seed, 5, *stream), derive_seed(seed, 7, *stream)])
+    """The stateless ops' seeds of B, G and S for the range drawn from
+    `stream`: int64, shape (3, 2), in that order."""
+    return tf.stack([derive_seed(seed, kind, *stream) for kind in (5, 7, 8)])
+
+
+def draw_chi2(key: tf.Tensor, rows: int, length: int) -> tf.Tensor:
+    """`rows` draws of chi^2 with `length` degrees of freedom, float64,
+    with `key` (`keys(...)[2]`): S_ii^2 times `length`."""
+    return 2.0 * tf.random.stateless_gamma(
+        [rows], key, alpha=length / 2.0, dtype=tf.float64
+    )
+
+
+def scale_16(chi2: tf.Tensor, length: int) -> tf.Tensor:
+    """Version 3's S as stored: `sqrt(chi2 / length)` as float16."""
+    return tf.cast(tf.sqrt(chi2 / length), tf.float16)
 
 
 def draw_signs(key: tf.Tensor, shape: list) -> tf.Tensor:
@@ -106,7 +123,7 @@ class RegenBackend(OpsBackend):
         #: The last group that reads each range.
         self.last = {i: c for c, parts in enumerate(self.table) for i, *_ in parts}
         with tf.init_scope():  # made eagerly, wherever the backend is made
-            #: Each range's `keys`, `(ranges, 2, 2)` int64, read from a
+            #: Each range's `keys`, `(ranges, 3, 2)` int64, read from a
             #: variable in each product, never from a constant: Grappler's
             #: constant folding would otherwise evaluate the draws once and
             #: keep them in the graph (P held again, in float64).
@@ -123,14 +140,21 @@ class RegenBackend(OpsBackend):
 
     def draw(self, i: int) -> tuple:
         """Range i's B (int8) and G (as stored: float16 in version 3, else
-        float32), `(blocks, block_length)` each, drawn as when P is built."""
+        float32), `(blocks, block_length)` each, drawn as when P is built;
+        in version 3 its S too (float16, zero past the last row)."""
         p = self.p
         first, stop, _ = self.draws[i]
-        shape = [stop - first, p.block_length]
+        length = p.block_length
+        shape = [stop - first, length]
         key = self.keys[i]  # a read of the variable: not folded
         signs = draw_signs(key[0], shape)
         gauss = draw_gauss(key[1], p.version, shape)
-        return signs, tf.cast(gauss, tf.float16 if p.version == 3 else tf.float32)
+        if p.version != 3:
+            return signs, tf.cast(gauss, tf.float32)
+        kept = min(stop * length, p.full_dim) - first * length
+        scale = scale_16(draw_chi2(key[2], kept, length), length)
+        scale = tf.pad(scale, [[0, shape[0] * length - kept]])
+        return signs, tf.cast(gauss, tf.float16), tf.reshape(scale, shape)
 
     def _drawn(self, after: list):
         """For one product: group c's B and G `(group_rows, block_length)`,
@@ -140,20 +164,24 @@ class RegenBackend(OpsBackend):
         p, held = self.p, {}
 
         def drawn(c: int, later=()) -> tuple:
-            signs, gauss = [], []
+            parts: list[list] = []
             for i, start, _, rows in self.table[c]:
                 if i not in held:
                     with tf.control_dependencies([*after, *later]):
                         held[i] = self.draw(i)
-                signs.append(held[i][0][start : start + rows])
-                gauss.append(held[i][1][start : start + rows])
+                cut = [t[start : start + rows] for t in held[i]]
+                parts = (
+                    [[*a, b] for a, b in zip(parts, cut)]
+                    if parts
+                    else [[b] for b in cut]
+                )
                 if self.last[i] == c:
                     del held[i]
             padding = p.group_rows - sum(rows for *_, rows in self.table[c])
             if padding:  # blocks past the last: zero rows, as stored
-                signs.append(tf.zeros([padding, p.block_length], signs[0].dtype))
-                gauss.append(tf.zeros([padding, p.block_length], gauss[0].dtype))
-            return _joined(signs), _joined(gauss)
+                for a in parts:
+                    a.append(tf.zeros([padding, p.block_length], a[0].dtype))
+            return tuple(_joined(a) for a in parts)
 
         return drawn
 
