@@ -5,7 +5,7 @@ process's RSS sampled every quarter second and its peak reported by stage
 
 The row's subspace side: SAID Fastfood d = 1,000 over all the weights,
 `keep_theta_0=False` and `regenerate=True` (`keras_idim.bench.scale`),
-Adam, batch 2 x 128 tokens, `train_on_batch` three times. LAYERS is the
+Adam, batch 2 x 128 tokens, `train_on_batch` three times (each timed). LAYERS is the
 decoder's depth (22: TinyLlama's 1.1B weights; 4: 307M). With
 `TF_CPU_ALLOCATOR_USE_BFC=true`, TensorFlow's own count of its live
 tensors (current and peak) is printed after each stage too.
@@ -80,13 +80,20 @@ def main(layers: int = 22) -> None:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     x, y = next(iter(data))
+    seconds = []
     for i in range(3):
         stage[0] = f"step {i}"
+        began = time.perf_counter()
         model.train_on_batch(x, y)
+        seconds.append(time.perf_counter() - began)
         allocator(f"step {i}")
     stage[0] = "end"
     time.sleep(0.5)
     print(f"D = {full:,}, {layers} layers, {model.projection.num_groups} groups")
+    print(
+        "  steps' seconds (the first traces the step): "
+        + ", ".join(f"{t:.1f}" for t in seconds)
+    )
     peaks: dict = {}
     for size, name in samples:
         peaks[name] = max(peaks.get(name, 0), size)

@@ -11,7 +11,7 @@ from piece_products import affine, largest_made, piece_dots, transpose_pieces
 
 from keras_idim import SubspaceModel
 from keras_idim.projections import FastfoodProjection, fastfood, fastfood_ops, kernel
-from keras_idim.projections.fastfood_ops import segments
+from keras_idim.projections.fastfood_ops import said_layout, segments
 
 # 1500 rows in groups of 2 blocks of 32 (64 rows): 24 groups, the last
 # one padded; the pieces straddle groups, one is empty, one is one row.
@@ -44,6 +44,30 @@ def test_segments_cut_the_pieces_at_the_groups():
     # Every row once, in order.
     rows = [(t, a + i) for parts in table for t, a, _, n in parts for i in range(n)]
     assert rows == [(0, 0), (0, 1), (0, 2)] + [(2, i) for i in range(6)] + [(3, 0)]
+
+
+def test_said_layout_gives_each_block_one_piece():
+    # Blocks of 4 rows, 3 blocks: piece 0 (3 rows) and piece 1 (6 rows)
+    # share block 0; piece 2 (1 row) is inside block 2 after piece 1's
+    # last row; block 2's last two rows are padding.
+    parts = segments([3, 6, 1], group_size=12, num_groups=1)[0]
+    kept, owner, extra = said_layout(parts, length=4, blocks=3, none=3)
+    assert owner == [0, 1, 1]
+    assert kept == [(0, 0, 0, 3), (1, 1, 4, 5)]
+    assert extra == [(1, 0, 0, 3, 1), (2, 0, 2, 1, 1)]
+    # Every row once: kept at its offset, extra at its block's offset.
+    rows = sorted(
+        [(o + i, t, a + i) for t, a, o, n in kept for i in range(n)]
+        + [(4 * b + w + i, t, a + i) for t, a, b, w, n in extra for i in range(n)]
+    )
+    assert rows == [
+        (i, *r)
+        for i, r in enumerate(
+            [(0, 0), (0, 1), (0, 2)] + [(1, i) for i in range(6)] + [(2, 0)]
+        )
+    ]
+    # A group of padding only: no piece owns its blocks.
+    assert said_layout([], 4, 2, none=3) == ([], [3, 3], [])
 
 
 def inputs():
@@ -151,7 +175,9 @@ def test_products_of_pieces_make_no_full_sized_tensor(ops):
         bool(op.control_inputs) or any(x.op.control_inputs for x in op.inputs)
         for op in cuts
     ]
-    assert waits.count(False) == 2  # group 0's two pieces
+    # Group 0's three: piece 0, and piece 2's rows in piece 0's last block
+    # (an extra row of SAID's: `said_layout`) and after it.
+    assert waits.count(False) == 3
     assert len(cuts) > 24
 
     def affine(base):
