@@ -20,7 +20,7 @@ processes of their own:
 `llama-1b-weights` is the same decoder with SAID Fastfood over all its
 weights (memory only): plain fine-tuning of every weight with Adam, and a
 subspace that holds no theta_0 (`keep_theta_0=False`) and a Fastfood P
-that draws its signs and Gaussians again in each product
+that draws its signs, Gaussians and scales again in each product
 (`regenerate=True`).
 
     keras-idim bench --configs bert-base --no-search-cost
