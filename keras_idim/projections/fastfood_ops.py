@@ -203,7 +203,7 @@ class OpsBackend:
         """For one product, called on its groups in order: a function of
         a group c (and of tensors that c's draws wait for) giving what
         c's group functions take besides c. Here nothing (they read the
-        stored tensors); `fastfood_regen` draws B and G, after `after`."""
+        stored tensors); `fastfood_regen` draws B, G (and S), after `after`."""
         return lambda c, later=(): ()
 
     def _compiled(self, name: str, fn):

@@ -86,7 +86,7 @@ def _joined(parts: list) -> tf.Tensor:
 
 
 def regen_backend(projection) -> RegenBackend:
-    """The backend of a P that regenerates B and G; an error where
+    """The backend of a P that regenerates B and G (and S); an error where
     `kernel.ENV` asks for the compiled kernel (under `auto`, TensorFlow
     ops)."""
     if kernel.mode() == "on":
@@ -100,7 +100,7 @@ def regen_backend(projection) -> RegenBackend:
 
 
 class RegenBackend(OpsBackend):
-    """`OpsBackend` over B and G drawn again in each product (see the
+    """`OpsBackend` over B and G (and S) drawn again in each product (see the
     module).
 
     Args:
@@ -157,7 +157,7 @@ class RegenBackend(OpsBackend):
         return signs, tf.cast(gauss, tf.float16), tf.reshape(scale, shape)
 
     def _drawn(self, after: list):
-        """For one product: group c's B and G `(group_rows, block_length)`,
+        """For one product: group c's B and G (and S) `(group_rows, block_length)`,
         cut from its ranges, each range drawn once (after `after` and the
         tensors `later` that its first group gives) and dropped after its
         last group; called on the groups in order."""
