@@ -323,6 +323,9 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        # Ctrl-C as a terminal gives it: a child inherits an ignored
+        # SIGINT (pytest started with `&` by a shell without job control).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 240
