@@ -11,7 +11,8 @@ one group at a time, each group's ops made to wait for the last group's
 (control dependencies), so that no (D,) temporary is made:
 
 - `transpose_pieces` (with `v`, SAID's dots too): each group's rows are cut
-  from the pieces (and scaled: SAID's lambdas), transposed, and summed
+  from the pieces (and scaled by their lambdas as they are cut, or with
+  `v` each block's part after its transform), transposed, and summed
   into the (d,) result; SAID's dot products of the pieces with `P v` are
   read off each block's part of the transpose, `g_b . P_b v = (P_b^T g_b)
   . v`, so that neither is `P v` stored between steps nor made again
@@ -335,14 +336,15 @@ class OpsBackend:
     def _gather(self, pieces: list, scales, parts: list) -> tuple:
         """A group's rows cut from the pieces, zero-padded to the group's
         size, and with `scales` each row's scale (else `None`)."""
-        rows = [pieces[t][start : start + n] for t, start, _, n in parts]
-        used = sum(n for *_, n in parts)
-        pad = []
-        if used < self.group_size:
-            pad = [tf.zeros([self.group_size - used], tf.float32)]
-        g = tf.concat(rows + pad, axis=0) if len(rows + pad) > 1 else (rows + pad)[0]
+        g = self._laid(pieces, parts, self.group_size)
         if scales is None:
             return g, None
+        used = sum(n for *_, n in parts)
+        pad = (
+            [tf.zeros([self.group_size - used], tf.float32)]
+            if used < self.group_size
+            else []
+        )
         scale = [tf.fill([n], scales[t]) for t, _, _, n in parts]
         return g, tf.concat(scale + pad, axis=0)
 

@@ -4,18 +4,17 @@ in version 3 S) drawn again from the seed inside each product
 
 P's signs B and Gaussians G are drawn range by range of blocks
 (`FastfoodProjection._plan`), each range from its own streams, with
-stateless ops: the same range, shape and seed give the same numbers in any
-process. `draw_signs` and `draw_gauss` are those draws, made when P is
-built (`fastfood._draw`) and again here. The permutations, slow to draw
-(an argsort), are held. Version 3's S (float16, `scale_16` of a gamma
-draw, `draw_chi2`) is drawn again too, holding only each block's float32
-normalisation: 2 bytes a weight held instead of 4, for a gamma draw a
-range a product (the slowest of the draws); earlier versions' float32 S
-is held. In a product the draws' seeds
-(`keys`) are read from a small variable: from constants, TensorFlow's graph
-optimiser (Grappler's constant folding) would draw them once when the
-graph is optimised and keep the results in it, holding P again (in
-float64).
+stateless ops: the same range, shape and seed give the same numbers in
+any process. `draw_signs` and `draw_gauss` are those draws, made when P
+is built (`fastfood._draw`) and again here. The permutations, slow to
+draw (an argsort), are held. Version 3's S (float16, `scale_16` of a
+gamma draw, `draw_chi2`) is drawn again too, holding only each block's
+float32 normalisation: 2 bytes a weight held instead of 4, for a gamma
+draw a range a product (the slowest of the draws); earlier versions'
+float32 S is held. In a product the draws' seeds (`keys`) are read from
+a small variable: from constants, TensorFlow's graph optimiser
+(Grappler's constant folding) would draw them once when the graph is
+optimised and keep the results in it, holding P again (in float64).
 
 `RegenBackend` is the TensorFlow-ops backend (`fastfood_ops.OpsBackend`)
 with its loops over groups of blocks given B and G (and S) as drawn
