@@ -24,3 +24,14 @@ def materialize(projection) -> np.ndarray:
         ],
         axis=1,
     )
+
+
+@pytest.fixture
+def tempfiles_in_tmp_path(tmp_path, monkeypatch):
+    """Python's temporary files in the test's own folder: TFDS leaves an
+    empty `tmp...tfds` folder in the system's for every builder it makes."""
+    import tempfile
+
+    folder = tmp_path / "tempfiles"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
+pytestmark = pytest.mark.usefixtures("tempfiles_in_tmp_path")
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -10,6 +10,8 @@ from keras_idim import data
 from keras_idim.data import DataInfo
 from keras_idim.data import tfds as tfds_module
 
+pytestmark = pytest.mark.usefixtures("tempfiles_in_tmp_path")
+
 
 def batches(ds):
     """The (x, y) batches of a dataset as NumPy arrays, in order."""
