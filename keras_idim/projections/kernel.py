@@ -5,7 +5,8 @@ cache, its blocks spread over TensorFlow's intra-op threads (bench/RESULTS.md
 has its speed against the TensorFlow ops). `pip install` compiles nothing:
 the first projection that wants the kernel builds it with the machine's C++
 compiler against the installed TensorFlow, into a cache folder, and loads
-it with `tf.load_op_library`. Without a compiler, or when every build
+it with `tf.load_op_library` (processes that start together build it once:
+a lock file beside it). Without a compiler, or when every build
 fails, the projection computes the same products with TensorFlow ops (the
 same P; the sums are rounded in another order, about 1e-7 relative).
 
@@ -31,6 +32,7 @@ The environment variable `KERAS_IDIM_FASTFOOD_KERNEL` chooses:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -38,6 +40,7 @@ import warnings
 import tensorflow as tf
 
 from keras_idim.projections.kernel_build import (
+    BUILD_TIMEOUT,
     FLAGS_ENV,
     SOURCE,
     build,
@@ -168,19 +171,10 @@ def _try(compiler: str, version: str, cpu: list[str], source: bytes) -> dict:
     )
     path, marker = stem + ".so", stem + ".failed"
     record = {"compiler": compiler, "flags": cpu + user_flags(), "path": path}
-    if os.path.exists(marker):
-        with open(marker, encoding="utf-8", errors="replace") as f:
-            reason = f.read().strip()
-        return {**record, "outcome": "failed before", "reason": reason}
-    outcome = "cached"
-    if not (os.path.exists(path) and verified(path)):
-        if os.path.exists(path):  # truncated or altered: built again
-            os.remove(path)
-        reason = build(compiler, flags, path)
-        if reason is not None:
-            write_atomically(marker, reason + "\n")
-            return {**record, "outcome": "failed", "reason": reason}
-        outcome = "built"
+    with _build_lock(stem + ".lock"):
+        outcome, reason = _cached_or_built(compiler, flags, path, marker)
+    if reason is not None:
+        return {**record, "outcome": outcome, "reason": reason}
     if _modules:
         # One library per process: a second one (another cache folder, as
         # in tests) would register its kernels again, and TensorFlow then
@@ -199,6 +193,44 @@ def _try(compiler: str, version: str, cpu: list[str], source: bytes) -> dict:
         return {**record, "outcome": "failed", "reason": reason}
     _modules.append((ops, path))
     return {**record, "outcome": outcome, "reason": None, "ops": ops}
+
+
+@contextlib.contextmanager
+def _build_lock(path: str):
+    """The lock of one library's build: processes that start together on
+    an empty cache (Ray's workers, a test run's) build it once, the others
+    waiting to load it. No lock where the folder is read-only (a library
+    cached there still loads) or past a build's time."""
+    from filelock import FileLock
+
+    lock = FileLock(path, timeout=BUILD_TIMEOUT + 60)
+    try:
+        lock.acquire()
+    except OSError:  # filelock's Timeout is one too
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _cached_or_built(compiler, flags, path, marker) -> tuple:
+    """`(outcome, reason)`: the library at `path` as it is cached (checked
+    against its checksum), or built now; a failure remembered at `marker`,
+    or the build's, with its reason (`None` when the library is there)."""
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8", errors="replace") as f:
+            return "failed before", f.read().strip()
+    if os.path.exists(path) and verified(path):
+        return "cached", None
+    if os.path.exists(path):  # truncated or altered: built again
+        os.remove(path)
+    reason = build(compiler, flags, path)
+    if reason is not None:
+        write_atomically(marker, reason + "\n")
+        return "failed", reason
+    return "built", None
 
 
 def _build_and_load():

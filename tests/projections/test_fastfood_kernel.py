@@ -341,12 +341,13 @@ BUILD_FOR_REAL = 'exec {real} "$@"'
 COPY_BUILT = '[ "$2" = "-o" ] || exit 3; exec cp {built} "$3"'
 
 
-def fake_compiler(folder, copy_from: str | None = None):
+def fake_compiler(folder, copy_from: str | None = None, pause: int = 0):
     """A fake `CXX` in `folder` and the log of its calls: it builds for real,
-    or copies the library at `copy_from`."""
+    or copies the library at `copy_from` (after `pause` seconds)."""
     real = kernel.status()["compiler"]
     log, fake = folder / "calls.log", folder / "fake-c++"
     accept = COPY_BUILT.format(built=copy_from) if copy_from else BUILD_FOR_REAL
+    accept = f"sleep {pause}; {accept}" if pause else accept
     fake.write_text(
         FAKE_COMPILER.format(real=real, log=log, accept=accept.format(real=real))
     )
@@ -354,7 +355,7 @@ def fake_compiler(folder, copy_from: str | None = None):
     return fake, log
 
 
-def status_in_a_new_process(cache, **env) -> dict:
+def start_status(cache, **env) -> subprocess.Popen:
     """`kernel.status()` in a fresh Python process, as a CLI call makes it."""
     code = (
         "import json; from keras_idim.projections import kernel; "
@@ -362,15 +363,23 @@ def status_in_a_new_process(cache, **env) -> dict:
     )
     full_env = {**os.environ, "KERAS_IDIM_CACHE_DIR": str(cache), **env}
     full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-c", code],
         env=full_env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def status_of(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def status_in_a_new_process(cache, **env) -> dict:
+    return status_of(start_status(cache, **env))
 
 
 @needs_kernel
@@ -418,6 +427,27 @@ def test_the_ladder_goes_down_and_each_failure_is_tried_once(compile_, tmp_path)
     outcomes = [a["outcome"] for a in remembered["attempts"]]
     assert outcomes == ["failed before"] * len(rungs)
     assert len(calls()) == refused + 1 + len(rungs)
+
+
+@needs_kernel
+def test_processes_started_together_build_once(tmp_path):
+    # Each build takes 3 s (a fake CXX): without the cache's lock, both
+    # processes would try every rung.
+    fake, log = fake_compiler(tmp_path, kernel.status()["path"], pause=3)
+    cache = tmp_path / "cache"
+    procs = [start_status(cache, CXX=str(fake)) for _ in range(2)]
+    try:
+        both = [status_of(p) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    rungs = kernel.ladder()
+    refused = rungs.index(next(r for r in rungs if "-march=native" not in r))
+    assert len(log.read_text().splitlines()) == refused + 1
+    assert all(st["loaded"] for st in both)
+    assert both[0]["path"] == both[1]["path"]
+    outcomes = sorted(st["attempts"][-1]["outcome"] for st in both)
+    assert outcomes == ["built", "cached"]
 
 
 @needs_kernel
