@@ -215,7 +215,7 @@ def _build_lock(path: str):
         lock.release()
 
 
-def _cached_or_built(compiler, flags, path, marker) -> tuple:
+def _cached_or_built(compiler: str, flags: list[str], path: str, marker: str) -> tuple:
     """`(outcome, reason)`: the library at `path` as it is cached (checked
     against its checksum), or built now; a failure remembered at `marker`,
     or the build's, with its reason (`None` when the library is there)."""
