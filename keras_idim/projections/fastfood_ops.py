@@ -339,14 +339,10 @@ class OpsBackend:
         g = self._laid(pieces, parts, self.group_size)
         if scales is None:
             return g, None
-        used = sum(n for *_, n in parts)
-        pad = (
-            [tf.zeros([self.group_size - used], tf.float32)]
-            if used < self.group_size
-            else []
-        )
-        scale = [tf.fill([n], scales[t]) for t, _, _, n in parts]
-        return g, tf.concat(scale + pad, axis=0)
+        # Each part's scale, laid out as its rows are.
+        fills = [tf.fill([n], scales[t]) for t, _, _, n in parts]
+        at = [(i, 0, offset, n) for i, (_, _, offset, n) in enumerate(parts)]
+        return g, self._laid(fills, at, self.group_size)
 
     def affine_pieces(self, v: tf.Tensor, base: tf.Tensor, sizes: list, scales=None):
         """Yields `base_t + s_t * (P v)_t` for consecutive pieces of `sizes`
