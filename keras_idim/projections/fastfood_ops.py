@@ -7,8 +7,8 @@ chooses one when it is made). It computes the products group by group (a
 group: `group_rows` stacked blocks, about `PASS_CHUNK` rows). The products
 over the pieces of a (D,) vector (one piece per weight tensor: a subspace
 model's gradients and weights) read and write the pieces where they are,
-one group at a time, each group's ops made to wait for the last group's
-(control dependencies), so that no (D,) temporary is made:
+a group or two at a time, each group's ops made to wait for an earlier
+group's (control dependencies), so that no (D,) temporary is made:
 
 - `transpose_pieces` (with `v`, SAID's dots too): each group's rows are cut
   from the pieces (and scaled by their lambdas as they are cut, or with
@@ -20,6 +20,13 @@ one group at a time, each group's ops made to wait for the last group's
   `said_layout`);
 - `affine_pieces`: `base + s * P v` one piece at a time, each group of
   `P v` made when a piece first needs it and dropped after the last.
+
+Two groups are in flight where a group is at most `IN_FLIGHT_ROWS` rows
+(`OpsBackend.in_flight`): each group waits for the group two before it,
+and `affine_pieces` makes the next group with the one that a piece needs.
+A group's transforms leave part of a CPU's cores idle (XLA runs some of
+their steps on one core), which the next group's then fill
+(bench/RESULTS.md).
 
 The workspace is a few groups' rows. With `jit_compile`, each group's
 transform is one XLA-compiled function (compiled once: every group has the
@@ -38,6 +45,10 @@ from keras_idim.projections.hadamard import (  # noqa: F401 (re-exported)
 
 #: At most this many groups of blocks (`group_blocks`).
 MAX_GROUPS = 64
+
+#: Two groups in flight (`OpsBackend.in_flight`) where a group is at most
+#: this many rows (its workspace then a few tens of MB); one above.
+IN_FLIGHT_ROWS = 2**21
 
 
 def group_blocks(blocks: int, length: int, chunk: int) -> int:
@@ -111,6 +122,9 @@ class OpsBackend:
     def __init__(self, projection):
         self.p = projection
         self.group_size = projection.group_rows * projection.block_length
+        #: How many groups a product runs at once (see the module): each
+        #: group's ops wait for the group `in_flight` before.
+        self.in_flight = 2 if self.group_size <= IN_FLIGHT_ROWS else 1
 
     # -- one group ------------------------------------------------------
 
@@ -148,10 +162,8 @@ class OpsBackend:
         `(1, block_length)`: S H G Pi H B x (H the Hadamard transform, B G
         S diagonal) on the blocks' tensors (`_blocks`, or some of their
         rows)."""
-        n, length = signs.shape
-        y = fwht(x * signs)
-        y = tf.gather(tf.reshape(y, [-1]), self._flat(perm))
-        return fwht(tf.reshape(y, [n, length]) * gauss) * scale
+        y = tf.gather(fwht(x * signs), perm, batch_dims=1)
+        return fwht(y * gauss) * scale
 
     def _transpose_blocks(self, g, signs, gauss, perm, scale) -> tf.Tensor:
         """Each block's part of `P^T g`, `(n, block_length)`, for its rows
@@ -252,8 +264,8 @@ class OpsBackend:
         `scales[t]` on piece t (or 1), and with `v` the dot product of
         each piece with its rows of `P v` (else `dots` is `None`).
 
-        One group at a time (see the module): a group's rows are cut from
-        the pieces only once the group before is done.
+        Group by group (see the module): a group's rows are cut from the
+        pieces only once the group `in_flight` before is done.
         """
         p = self.p
         pieces = [tf.cast(q, tf.float32) for q in pieces]
@@ -264,10 +276,10 @@ class OpsBackend:
         if scales is not None:
             scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32), len(sizes))
         total = tf.zeros([p.block_length], tf.float32)
-        done: list = []
+        done: list = [[]] * self.in_flight  # what each next group waits for
         drawn = self._drawn([])
         for c, parts in enumerate(table):
-            with tf.control_dependencies(done):
+            with tf.control_dependencies(done.pop(0)):
                 g, scale = self._gather(pieces, scales, parts)
                 if scale is not None:
                     g = g * scale
@@ -275,7 +287,7 @@ class OpsBackend:
                     g, tf.constant(c, tf.int32), *drawn(c, [g])
                 )
                 total = total + part
-            done = [total]
+            done.append([total])
         return total[: p.dim], None
 
     def _said_pieces(self, pieces: list, scales, x: tf.Tensor, table: list):
@@ -290,10 +302,10 @@ class OpsBackend:
         scales = tf.concat([tf.convert_to_tensor(scales, tf.float32), [0.0]], 0)
         total = tf.zeros([length], tf.float32)
         dots = tf.zeros([n + 1], tf.float32)
-        done: list = []
+        done: list = [[]] * self.in_flight  # as in `transpose_pieces`
         drawn = self._drawn([x])
         for c, (kept, owner, extra) in enumerate(layouts):
-            with tf.control_dependencies(done):
+            with tf.control_dependencies(done.pop(0)):
                 g = self._laid(pieces, kept, self.group_size)
                 rows = [
                     self._laid(pieces, [(t, a, lo, k)], length)
@@ -316,7 +328,7 @@ class OpsBackend:
                 )
                 total = total + part
                 dots = dots + tf.math.unsorted_segment_sum(prods, ids, n + 1)
-            done = [total, dots]
+            done.append([total, dots])
         return total[: p.dim], dots[:n]
 
     @staticmethod
@@ -349,8 +361,8 @@ class OpsBackend:
         rows, one at a time (s_t = `scales[t]`, or 1; no base: `None`):
         each piece's ops are made when it is asked for (so a caller's
         control dependencies order them), each group of `P v` when a piece
-        first needs it, and a group is dropped after the last piece that
-        reads it."""
+        first needs it (with the `in_flight - 1` groups after it), and a
+        group is dropped after the last piece that reads it."""
         p, x = self.p, self._padded(v)
         if scales is not None:
             scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32), len(sizes))
@@ -364,14 +376,15 @@ class OpsBackend:
         made: dict = {}
         row = 0
         drawn, previous = self._drawn([x]), []
+        ahead = 0  # the groups made so far
         for t, n in enumerate(sizes):
             parts = []
             for c, offset, rows in by_piece[t]:
-                if c not in made:
-                    made[c] = self._compiled("forward_group", self.forward_group)(
-                        x, tf.constant(c, tf.int32), *drawn(c, previous)
+                while ahead < min(c + self.in_flight, p.num_groups):
+                    made[ahead] = self._compiled("forward_group", self.forward_group)(
+                        x, tf.constant(ahead, tf.int32), *drawn(ahead, previous)
                     )
-                    previous = [made[c]]
+                    previous, ahead = [made[ahead]], ahead + 1
                 parts.append(made[c][offset : offset + rows])
                 if last_reader[c] == t:
                     del made[c]

@@ -21,8 +21,9 @@ with its loops over groups of blocks given B and G (and S) as drawn
 again: each product draws each range once, as its first group needs it,
 cuts its groups out of it (zero rows for the padding, as stored) and
 drops it after its last group; each range's draws wait for the group
-before (control dependencies in a graph), so that one range's are alive
-at a time (two where a group straddles them). A range: about
+before (control dependencies in a graph; in a transpose, for the group
+`OpsBackend.in_flight` before), so that one range's are alive at a time
+(two or three where groups straddle them). A range: about
 `BUILD_CHUNK` numbers; version 1 draws every block in one range, so its
 products draw B and G whole. The group functions are the stored P's,
 with the draws passed in: the same ops on the same numbers.

@@ -163,8 +163,9 @@ def test_products_of_pieces_make_no_full_sized_tensor(ops):
 
     graph = tf.function(said).get_concrete_function(*specs).graph
     assert largest_made(graph) == CHUNK  # a group's rows, not D's
-    # Each group's rows are cut only after the group before is done: every
-    # slice of a piece but those of the first group waits for it.
+    # Each group's rows are cut only after the group two before is done (two
+    # groups in flight: groups of 64 rows): every slice of a piece but those
+    # of the first two groups waits for it.
     cuts = [
         op
         for op in graph.get_operations()
@@ -176,8 +177,10 @@ def test_products_of_pieces_make_no_full_sized_tensor(ops):
         for op in cuts
     ]
     # Group 0's three: piece 0, and piece 2's rows in piece 0's last block
-    # (an extra row of SAID's: `said_layout`) and after it.
-    assert waits.count(False) == 3
+    # (an extra row of SAID's: `said_layout`) and after it; group 1's one
+    # (rows 64 to 127: piece 2's, rows 7 to 699).
+    assert p.backend.in_flight == 2
+    assert waits.count(False) == 4
     assert len(cuts) > 24
 
     def affine(base):
@@ -185,6 +188,26 @@ def test_products_of_pieces_make_no_full_sized_tensor(ops):
 
     graph = tf.function(affine).get_concrete_function(tf.TensorSpec([FULL])).graph
     assert largest_made(graph) == max(SIZES)  # one piece at a time
+
+
+def test_the_write_makes_the_group_after_the_one_a_piece_needs(ops, monkeypatch):
+    # Piece 0 (rows 0 to 6) lies in group 0: asking for it makes group 0's
+    # P v and, two groups in flight, group 1's; with one, group 0's alone.
+    v, _, _, scales = inputs()
+
+    def groups_made():
+        p = ops()
+        graph = (
+            tf.function(lambda base: next(p.pieces.affine(v, base, SIZES, scales)))
+            .get_concrete_function(tf.TensorSpec([FULL]))
+            .graph
+        )
+        calls = [op for op in graph.get_operations() if "PartitionedCall" in op.type]
+        return p.backend.in_flight, len(calls)
+
+    assert groups_made() == (2, 2)
+    monkeypatch.setattr(fastfood_ops, "IN_FLIGHT_ROWS", CHUNK - 1)
+    assert groups_made() == (1, 1)
 
 
 def test_said_model_with_tensorflow_ops_keeps_no_p_theta_d(ops, monkeypatch):
