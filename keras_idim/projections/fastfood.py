@@ -178,8 +178,8 @@ class FastfoodProjection(Projection):
         self.blocks = blocks
         self.block_length = length if blocks == "single" else small
         self.num_blocks = -(-self.full_dim // self.block_length)
-        # The products run over groups of `group_rows` blocks, one at a time
-        # (`fastfood_ops.group_blocks`): their workspace is a group's, not D's.
+        # The products run over groups of `group_rows` blocks, one or two at
+        # a time (`fastfood_ops.group_blocks`): a workspace of groups, not D.
         self.group_rows = group_blocks(self.num_blocks, self.block_length, PASS_CHUNK)
         self.num_groups = -(-self.num_blocks // self.group_rows)
         #: P's stored tensors (`FastfoodArrays`; with `regenerate`, no
