@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 
-from keras_idim.bench.timer import median
+from keras_idim.bench.timer import call_seconds, median
 
 #: Projection micro-benchmark: (D, d, kind, options) for one forward product
 #: and one transposed product, each as a tf.function. `"kernel": True`: in
@@ -145,11 +145,10 @@ def product_timings(
         timing = {}
         for name, fn, arg in (("forward", forward, v), ("transpose", transpose, g)):
             fn(arg)
-            times = []
-            for _ in range(3 if quick or full_dim > 10**6 else 15):
-                t = time.perf_counter()
-                fn(arg).numpy()
-                times.append(time.perf_counter() - t)
+            times = [
+                call_seconds(fn, arg)
+                for _ in range(3 if quick or full_dim > 10**6 else 15)
+            ]
             timing[f"{name}_ms"] = 1e3 * median(times)
         traffic = traffic_bytes(proj)
         if bandwidth and traffic:

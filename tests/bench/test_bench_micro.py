@@ -1,6 +1,9 @@
+import time
+
 import pytest
 
 from keras_idim.bench.micro import copy_bandwidth, product_timings, traffic_bytes
+from keras_idim.bench.timer import call_seconds
 from keras_idim.projections import (
     DenseProjection,
     FastfoodProjection,
@@ -58,3 +61,15 @@ def test_product_timings_give_each_ratio_to_the_bound():
     # Without a bandwidth, the timings alone.
     plain = product_timings(quick=True, verbose=0)[0]
     assert "bound_ms" not in plain and plain["forward_ms"] > 0
+
+
+def test_call_seconds_times_the_call_and_not_a_copy_of_its_output():
+    class Output:
+        def numpy(self):
+            raise AssertionError("the output was copied into NumPy")
+
+    def fn(seconds):
+        time.sleep(seconds)
+        return Output()
+
+    assert 0.05 <= call_seconds(fn, 0.05) < 5
