@@ -16,7 +16,7 @@ group's (control dependencies), so that no (D,) temporary is made:
   into the (d,) result; SAID's dot products of the pieces with `P v` are
   read off each block's part of the transpose, `g_b . P_b v = (P_b^T g_b)
   . v`, so that neither is `P v` stored between steps nor made again
-  (`_said_group`; a block that two pieces share is cut in two rows:
+  (`said_group`; a block that two pieces share is cut in two rows:
   `said_layout`);
 - `affine_pieces`: `base + s * P v` one piece at a time, each group of
   `P v` made when a piece first needs it and dropped after the last.
@@ -24,19 +24,19 @@ group's (control dependencies), so that no (D,) temporary is made:
 Two groups are in flight where a group is at most `IN_FLIGHT_ROWS` rows
 (`OpsBackend.in_flight`): each group waits for the group two before it,
 and `affine_pieces` makes the next group with the one that a piece needs.
-A group's transforms leave part of a CPU's cores idle (XLA runs some of
-their steps on one core), which the next group's then fill
-(bench/RESULTS.md).
+A group leaves part of a CPU's cores idle, which the next one fills.
 
-The workspace is a few groups' rows. With `jit_compile`, each group's
-transform is one XLA-compiled function (compiled once: every group has the
-same shapes).
+The workspace is a few groups' rows. With `jit_compile`, each group is one
+XLA-compiled function (compiled once: every group has the same shapes), or
+on a CPU its steps between its transforms, the transforms batched matrix
+products outside XLA (`fastfood_split`; bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_idim.projections.fastfood_split import SplitGroups, splits
 from keras_idim.projections.hadamard import (  # noqa: F401 (re-exported)
     HADAMARD_FACTOR_BITS,
     fwht,
@@ -84,7 +84,7 @@ def segments(sizes: list[int], group_size: int, num_groups: int) -> list[list]:
 
 def said_layout(parts: list, length: int, blocks: int, none: int) -> tuple:
     """How a group's rows `parts` (`segments`) go to
-    `OpsBackend._said_group`: `(kept, owner, extra)`. Each of the group's
+    `OpsBackend.said_group`: `(kept, owner, extra)`. Each of the group's
     `blocks` blocks of `length` rows belongs to the first piece with rows
     in it (`owner`: its index, or `none` for a block of no piece); `kept`:
     the parts, `(piece, start, offset, rows)`, that stay in the group's
@@ -105,7 +105,7 @@ def said_layout(parts: list, length: int, blocks: int, none: int) -> tuple:
     return kept, owner, extra
 
 
-class OpsBackend:
+class OpsBackend(SplitGroups):
     """A `FastfoodProjection`'s products in TensorFlow ops (see the module).
 
     Args:
@@ -125,6 +125,8 @@ class OpsBackend:
         #: How many groups a product runs at once (see the module): each
         #: group's ops wait for the group `in_flight` before.
         self.in_flight = 2 if self.group_size <= IN_FLIGHT_ROWS else 1
+        #: Whether the loops over groups call `fastfood_split`'s functions.
+        self.split = splits(projection)
 
     # -- one group ------------------------------------------------------
 
@@ -186,7 +188,7 @@ class OpsBackend:
         g = tf.reshape(g, [self.p.group_rows, self.p.block_length])
         return tf.reduce_sum(self._transpose_blocks(g, *self._blocks(c, drawn)), 0)
 
-    def _said_group(self, g, weight, x, c, extra, extra_weight, where, *drawn):
+    def said_group(self, g, weight, x, c, extra, extra_weight, where, *drawn):
         """Group c's part of SAID's two gradients: `P^T (s * g)` (s each
         row's piece's scale), and each block's (and extra row's) dot
         product with its rows of `P v`, read off each block's part of
@@ -283,7 +285,7 @@ class OpsBackend:
                 g, scale = self._gather(pieces, scales, parts)
                 if scale is not None:
                     g = g * scale
-                part = self._compiled("transpose_group", self.transpose_group)(
+                part = self._group("transpose_group")(
                     g, tf.constant(c, tf.int32), *drawn(c, [g])
                 )
                 total = total + part
@@ -292,7 +294,7 @@ class OpsBackend:
 
     def _said_pieces(self, pieces: list, scales, x: tf.Tensor, table: list):
         """`transpose_pieces` with `v` (x: v padded): group by group,
-        `_said_group` on each group's rows laid out by `said_layout`."""
+        `said_group` on each group's rows laid out by `said_layout`."""
         p, length, n = self.p, self.p.block_length, len(pieces)
         layouts = [said_layout(q, length, p.group_rows, n) for q in table]
         width = max(len(extra) for _, _, extra in layouts)
@@ -313,7 +315,7 @@ class OpsBackend:
                 ]
                 rows += [tf.zeros([length], tf.float32)] * (width - len(extra))
                 ids = owner + [t for t, *_ in extra] + [n] * (width - len(extra))
-                part, prods = self._compiled("said_group", self._said_group)(
+                part, prods = self._group("said_group")(
                     g,
                     tf.gather(scales, tf.constant(owner, tf.int32)),
                     x,
@@ -381,7 +383,7 @@ class OpsBackend:
             parts = []
             for c, offset, rows in by_piece[t]:
                 while ahead < min(c + self.in_flight, p.num_groups):
-                    made[ahead] = self._compiled("forward_group", self.forward_group)(
+                    made[ahead] = self._group("forward_group")(
                         x, tf.constant(ahead, tf.int32), *drawn(ahead, previous)
                     )
                     previous, ahead = [made[ahead]], ahead + 1

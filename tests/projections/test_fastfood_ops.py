@@ -25,10 +25,16 @@ def ops(monkeypatch):
     monkeypatch.setenv(kernel.ENV, "0")
     monkeypatch.setattr(fastfood, "PASS_CHUNK", CHUNK)
 
-    def make(**kwargs):
+    def make(split=None, **kwargs):
         p = FastfoodProjection(FULL, DIM, seed=1, **kwargs)
         assert not p.uses_kernel and p.pieces.fused
         assert (p.group_rows * p.block_length, p.num_groups) == (CHUNK, 24)
+        # Split around the transforms with XLA on a CPU (as here), unless
+        # `split` says otherwise (False: each group one XLA function, as on
+        # a GPU).
+        assert p.backend.split == p.jit_compile
+        if split is not None:
+            p.backend.split = split
         return p
 
     return make
@@ -84,11 +90,17 @@ def close(a, b):
 
 
 @pytest.mark.parametrize(
-    "version, jit_compile, graph",
-    [(2, True, True), (2, False, False), (3, True, False), (3, False, True)],
+    "version, jit_compile, graph, split",
+    [
+        (2, True, True, None),
+        (2, False, False, None),
+        (3, True, False, None),
+        (3, False, True, None),
+        (3, True, True, False),
+    ],
 )
-def test_products_of_pieces_are_p(ops, version, jit_compile, graph):
-    p = ops(version=version, jit_compile=jit_compile)
+def test_products_of_pieces_are_p(ops, version, jit_compile, graph, split):
+    p = ops(version=version, jit_compile=jit_compile, split=split)
     mat = materialize(p).astype(np.float64)
     v, g, base, scales = inputs()
     pieces = np.split(g, np.cumsum(SIZES)[:-1])
@@ -190,20 +202,24 @@ def test_products_of_pieces_make_no_full_sized_tensor(ops):
     assert largest_made(graph) == max(SIZES)  # one piece at a time
 
 
-def test_the_write_makes_the_group_after_the_one_a_piece_needs(ops, monkeypatch):
+@pytest.mark.parametrize("split", [None, False])
+def test_the_write_makes_the_group_after_the_one_a_piece_needs(ops, monkeypatch, split):
     # Piece 0 (rows 0 to 6) lies in group 0: asking for it makes group 0's
     # P v and, two groups in flight, group 1's; with one, group 0's alone.
     v, _, _, scales = inputs()
 
     def groups_made():
-        p = ops()
+        p = ops(split=split)
         graph = (
             tf.function(lambda base: next(p.pieces.affine(v, base, SIZES, scales)))
             .get_concrete_function(tf.TensorSpec([FULL]))
             .graph
         )
         calls = [op for op in graph.get_operations() if "PartitionedCall" in op.type]
-        return p.backend.in_flight, len(calls)
+        # A group's P v: one XLA function, or split, its three steps'.
+        per_group = 3 if p.backend.split else 1
+        assert len(calls) % per_group == 0
+        return p.backend.in_flight, len(calls) // per_group
 
     assert groups_made() == (2, 2)
     monkeypatch.setattr(fastfood_ops, "IN_FLIGHT_ROWS", CHUNK - 1)

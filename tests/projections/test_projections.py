@@ -18,6 +18,7 @@ from keras_idim.projections import (
     fastfood,
 )
 from keras_idim.projections.fastfood import fwht
+from keras_idim.projections.hadamard import fwht_products
 
 
 @pytest.mark.parametrize("kind", ["dense", "sparse"])
@@ -196,6 +197,18 @@ def test_fwht_equals_the_hadamard_matrix():
         expected = scipy.linalg.hadamard(length) @ x
         got = fwht(tf.constant(x)).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_fwht_products_equal_the_hadamard_matrix():
+    # One factor (at most 64), two (128: 16 x 8; 4096: 64 x 64) and three (2^13:
+    # 32 x 16 x 16), each row its own transform, in float64 exactly.
+    for length in (1, 2, 64, 128, 4096, 2**13):
+        x = np.random.default_rng(length).standard_normal((3, length))
+        expected = x @ scipy.linalg.hadamard(length)
+        got = fwht_products(tf.constant(x)).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+    with pytest.raises(ValueError, match="power-of-two length. Received: 12"):
+        fwht_products(tf.zeros([2, 12]))
 
 
 def test_fastfood_allows_dim_above_full_dim():
