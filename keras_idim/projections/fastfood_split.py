@@ -1,14 +1,16 @@
 """Fastfood's group functions split around their transforms, for CPUs.
 
 `fastfood_ops.OpsBackend` makes each group of a product over pieces in one
-XLA-compiled function. On a CPU (no GPU visible, `jit_compile` on: the
-backend's `split`), its loops over groups call the functions here instead:
+XLA-compiled function. On a CPU (no GPU visible, `jit_compile` on, groups
+of at most `fastfood_ops.IN_FLIGHT_ROWS` rows: the backend's `split`), its
+loops over groups call the functions here instead:
 each group's Walsh-Hadamard transforms run as TensorFlow's batched matrix
 products (`hadamard.fwht_products`, oneDNN on x86 CPUs), outside XLA, and
 the steps between them (the diagonal products, the permutation, the sums)
 stay XLA-compiled, one function a step, every group's the same. XLA's own
-transforms took about twice as long on a CPU (bench/RESULTS.md). On a GPU
-the whole group stays one XLA function.
+transforms took about twice as long on a CPU (bench/RESULTS.md). On a GPU,
+and for larger groups (10^9 weights, whose steps' tensors between the XLA
+calls were not measured), the whole group stays one XLA function.
 
 The functions compute what `OpsBackend.forward_group`, `transpose_group`
 and `said_group` compute, from the same tensors, with the transforms'
@@ -23,8 +25,8 @@ from keras_idim.projections.hadamard import fwht_products
 
 
 def splits(projection) -> bool:
-    """Whether a projection's loops over groups call the functions here:
-    `jit_compile` on, and no GPU visible."""
+    """Whether a projection's loops over groups may call the functions
+    here: `jit_compile` on, and no GPU visible."""
     return bool(projection.jit_compile) and not tf.config.list_physical_devices("GPU")
 
 

@@ -66,7 +66,7 @@ def fwht_products(x: tf.Tensor) -> tf.Tensor:
     64 numbers. Outside XLA, on a CPU, TensorFlow's batched products
     (oneDNN) made this 0.51 to 0.57 times `fwht`'s time under XLA on a
     group of BERT-base's blocks (1,671 x 1,024 floats; bench/RESULTS.md);
-    XLA itself compiles `fwht` faster than this. The sums run in another
+    under XLA, `fwht` is the faster of the two. The sums run in another
     order than `fwht`'s (the same numbers to rounding).
     """
     rows, length = (int(n) for n in x.shape)
