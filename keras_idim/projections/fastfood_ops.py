@@ -125,8 +125,8 @@ class OpsBackend(SplitGroups):
         #: How many groups a product runs at once (see the module): each
         #: group's ops wait for the group `in_flight` before.
         self.in_flight = 2 if self.group_size <= IN_FLIGHT_ROWS else 1
-        #: Whether the loops over groups call `fastfood_split` (small groups).
-        self.split = splits(projection) and self.in_flight == 2
+        #: Whether the loops over groups call `fastfood_split`'s functions.
+        self.split = splits(projection, self.group_size)
 
     # -- one group ------------------------------------------------------
 

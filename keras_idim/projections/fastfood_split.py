@@ -2,15 +2,14 @@
 
 `fastfood_ops.OpsBackend` makes each group of a product over pieces in one
 XLA-compiled function. On a CPU (no GPU visible, `jit_compile` on, groups
-of at most `fastfood_ops.IN_FLIGHT_ROWS` rows: the backend's `split`), its
-loops over groups call the functions here instead:
+of `SPLIT_ROWS`: the backend's `split`), its loops over groups call the
+functions here instead:
 each group's Walsh-Hadamard transforms run as TensorFlow's batched matrix
 products (`hadamard.fwht_products`, oneDNN on x86 CPUs), outside XLA, and
 the steps between them (the diagonal products, the permutation, the sums)
 stay XLA-compiled, one function a step, every group's the same. XLA's own
 transforms took about twice as long on a CPU (bench/RESULTS.md). On a GPU,
-and for larger groups (10^9 weights, whose steps' tensors between the XLA
-calls were not measured), the whole group stays one XLA function.
+and for smaller or larger groups, the whole group stays one XLA function.
 
 The functions compute what `OpsBackend.forward_group`, `transpose_group`
 and `said_group` compute, from the same tensors, with the transforms'
@@ -23,11 +22,22 @@ import tensorflow as tf
 
 from keras_idim.projections.hadamard import fwht_products
 
+#: Groups of this many rows at least, and at most, are split (as measured:
+#: BERT-base's groups of 1.7M rows gained; fc-mnist's one group of 200K
+#: rows took 1.08 to 1.10 times as long a step split; the tensors between
+#: the steps of larger groups, at 10^9 weights, were not measured).
+SPLIT_ROWS = (2**20, 2**21)
 
-def splits(projection) -> bool:
-    """Whether a projection's loops over groups may call the functions
-    here: `jit_compile` on, and no GPU visible."""
-    return bool(projection.jit_compile) and not tf.config.list_physical_devices("GPU")
+
+def splits(projection, group_size: int) -> bool:
+    """Whether a projection's loops over groups of `group_size` rows call
+    the functions here: `jit_compile` on, no GPU visible, `SPLIT_ROWS`."""
+    low, high = SPLIT_ROWS
+    return (
+        bool(projection.jit_compile)
+        and low <= group_size <= high
+        and not tf.config.list_physical_devices("GPU")
+    )
 
 
 class SplitGroups:

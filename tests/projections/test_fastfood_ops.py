@@ -12,6 +12,7 @@ from piece_products import affine, largest_made, piece_dots, transpose_pieces
 from keras_idim import SubspaceModel
 from keras_idim.projections import FastfoodProjection, fastfood, fastfood_ops, kernel
 from keras_idim.projections.fastfood_ops import said_layout, segments
+from keras_idim.projections.fastfood_split import SPLIT_ROWS, splits
 
 # 1500 rows in groups of 2 blocks of 32 (64 rows): 24 groups, the last
 # one padded; the pieces straddle groups, one is empty, one is one row.
@@ -29,12 +30,10 @@ def ops(monkeypatch):
         p = FastfoodProjection(FULL, DIM, seed=1, **kwargs)
         assert not p.uses_kernel and p.pieces.fused
         assert (p.group_rows * p.block_length, p.num_groups) == (CHUNK, 24)
-        # Split around the transforms with XLA on a CPU where two groups are
-        # in flight, unless `split` says otherwise (False: each group one
-        # XLA function, as on a GPU and for large groups).
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-        small = p.backend.in_flight == 2
-        assert p.backend.split == (p.jit_compile and small and not gpu)
+        # Groups of 64 rows are not split by default (`SPLIT_ROWS`); `split`
+        # True splits them around their transforms, as larger ones are on a
+        # CPU, False keeps each group one XLA function, as on a GPU.
+        assert not p.backend.split
         if split is not None:
             p.backend.split = split
         return p
@@ -94,11 +93,11 @@ def close(a, b):
 @pytest.mark.parametrize(
     "version, jit_compile, graph, split",
     [
-        (2, True, True, None),
+        (2, True, True, True),
         (2, False, False, None),
-        (3, True, False, None),
+        (3, True, False, True),
         (3, False, True, None),
-        (3, True, True, False),
+        (3, True, True, None),
     ],
 )
 def test_products_of_pieces_are_p(ops, version, jit_compile, graph, split):
@@ -167,8 +166,9 @@ def test_groups_grow_past_max_groups_and_the_products_stay_p(ops, monkeypatch):
     assert ops_of(p) < ops_of(uncapped) / 2  # 170 against 496 ops
 
 
-def test_products_of_pieces_make_no_full_sized_tensor(ops):
-    p = ops()
+@pytest.mark.parametrize("split", [True, False])
+def test_products_of_pieces_make_no_full_sized_tensor(ops, split):
+    p = ops(split=split)
     v, g, base, scales = inputs()
     specs = [tf.TensorSpec([n], tf.float32) for n in SIZES]
 
@@ -204,7 +204,7 @@ def test_products_of_pieces_make_no_full_sized_tensor(ops):
     assert largest_made(graph) == max(SIZES)  # one piece at a time
 
 
-@pytest.mark.parametrize("split", [None, False])
+@pytest.mark.parametrize("split", [True, False])
 def test_the_write_makes_the_group_after_the_one_a_piece_needs(ops, monkeypatch, split):
     # Piece 0 (rows 0 to 6) lies in group 0: asking for it makes group 0's
     # P v and, two groups in flight, group 1's; with one, group 0's alone.
@@ -275,3 +275,16 @@ def test_said_model_with_tensorflow_ops_keeps_no_p_theta_d(ops, monkeypatch):
     close(model.lambdas.numpy(), lambdas - per_tensor)
     full = [w for w in model.weights if w.shape.num_elements() >= model.full_dim]
     assert [w.name for w in full] == ["theta_0"]
+
+
+def test_groups_are_split_at_the_sizes_measured_only():
+    class P:
+        jit_compile = True
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert SPLIT_ROWS == (2**20, 2**21)
+    assert splits(P, 1671 * 1024) == (not gpu)  # BERT-base's groups
+    assert not splits(P, 195 * 1024)  # fc-mnist's one group
+    assert not splits(P, 2**21 + 1024)
+    P.jit_compile = False
+    assert not splits(P, 1671 * 1024)

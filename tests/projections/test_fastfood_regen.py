@@ -109,6 +109,20 @@ def test_every_product_is_the_stored_p_bit_for_bit(pair, case, jit_compile):
     np.testing.assert_allclose(said_dots, dots, **close)
 
 
+def test_split_groups_are_the_stored_p_bit_for_bit(pair):
+    # Each group's transforms outside XLA between its compiled steps
+    # (`fastfood_split`), given B and G drawn again: the same numbers.
+    stored, again = pair(*CASES[0], jit_compile=True)
+    stored.backend.split = again.backend.split = True
+    args = inputs(FULL, 30, SIZES)
+    want, got = (products(p, *args, SIZES) for p in (stored, again))
+    for name in ("affine", "scaled affine", "pieces transpose", "said"):
+        for x, y in zip(
+            *(tf.nest.flatten(f[name]()) for f in (got, want)), strict=True
+        ):
+            np.testing.assert_array_equal(x, y, name)
+
+
 def test_products_together_in_one_graph_agree_to_rounding(pair):
     # Several products in one graph: Grappler may merge or reorder the
     # stored P's sums (its groups' ops are alike) where the draws' control
