@@ -28,8 +28,8 @@ A group leaves part of a CPU's cores idle, which the next one fills.
 
 The workspace is a few groups' rows. With `jit_compile`, each group is one
 XLA-compiled function (compiled once: every group has the same shapes), or
-on a CPU its steps between its transforms, the transforms batched matrix
-products outside XLA (`fastfood_split`; bench/RESULTS.md).
+on a CPU, for groups of `fastfood_split.SPLIT_ROWS`, its steps between its
+transforms, the transforms batched products outside XLA (bench/RESULTS.md).
 """
 
 from __future__ import annotations
