@@ -3,11 +3,11 @@
 `fastfood_ops.OpsBackend` makes each group of a product over pieces in one
 XLA-compiled function. On a CPU (no GPU visible, `jit_compile` on, groups
 of `SPLIT_ROWS`: the backend's `split`), its loops over groups call the
-functions here instead:
-each group's Walsh-Hadamard transforms run as TensorFlow's batched matrix
-products (`hadamard.fwht_products`, oneDNN on x86 CPUs), outside XLA, and
-the steps between them (the diagonal products, the permutation, the sums)
-stay XLA-compiled, one function a step, every group's the same. XLA's own
+functions here instead: each group's Walsh-Hadamard transforms run as
+TensorFlow's batched matrix products (`hadamard.fwht_products`, oneDNN on
+x86 CPUs), outside XLA, and the steps between them (the diagonal
+products, the permutation, the sums) stay XLA-compiled, one function a
+step, every group's the same. XLA's own
 transforms took about twice as long on a CPU (bench/RESULTS.md). On a GPU,
 and for smaller or larger groups, the whole group stays one XLA function.
 

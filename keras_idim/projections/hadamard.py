@@ -18,6 +18,17 @@ def hadamard_matrix(n: int) -> np.ndarray:
     return h
 
 
+def factor_sizes(length: int) -> list[int]:
+    """The sizes of the Hadamard factors of `H_length` that `fwht` applies,
+    in its order: ceil(k / 6) powers of two of (nearly) equal size, the
+    larger first, for length = 2^k (none for 1)."""
+    bits = length.bit_length() - 1
+    if length != 2**bits:
+        raise ValueError(f"`fwht` needs a power-of-two length. Received: {length}")
+    steps = -(-bits // HADAMARD_FACTOR_BITS)
+    return [2 ** (bits // steps + (1 if i < bits % steps else 0)) for i in range(steps)]
+
+
 def fwht(x: tf.Tensor) -> tf.Tensor:
     """Unnormalised fast Walsh-Hadamard transform along the last axis.
 
@@ -41,13 +52,8 @@ def fwht(x: tf.Tensor) -> tf.Tensor:
     """
     shape = x.shape
     length = int(shape[-1])
-    bits = length.bit_length() - 1
-    if length != 2**bits:
-        raise ValueError(f"`fwht` needs a power-of-two length. Received: {length}")
     rows = int(np.prod(shape[:-1], dtype=np.int64))
-    steps = -(-bits // HADAMARD_FACTOR_BITS)
-    for i in range(steps):
-        f = 2 ** (bits // steps + (1 if i < bits % steps else 0))
+    for f in factor_sizes(length):
         h = tf.constant(hadamard_matrix(f), x.dtype)
         y = tf.matmul(tf.reshape(x, [-1, f]), h)
         y = tf.transpose(tf.reshape(y, [rows, length // f, f]), [0, 2, 1])
@@ -70,13 +76,10 @@ def fwht_products(x: tf.Tensor) -> tf.Tensor:
     order than `fwht`'s (the same numbers to rounding).
     """
     rows, length = (int(n) for n in x.shape)
-    bits = length.bit_length() - 1
-    if length != 2**bits:
-        raise ValueError(f"`fwht` needs a power-of-two length. Received: {length}")
-    if bits <= HADAMARD_FACTOR_BITS:
+    sizes = factor_sizes(length)
+    if len(sizes) <= 1:
         return tf.matmul(x, tf.constant(hadamard_matrix(length), x.dtype))
-    steps = -(-bits // HADAMARD_FACTOR_BITS)
-    a = 2 ** (bits // steps + (1 if bits % steps else 0))
+    a = sizes[0]
     h = tf.constant(hadamard_matrix(a), x.dtype)
     y = tf.matmul(h[None], tf.reshape(x, [rows, a, length // a]))
     return tf.reshape(
