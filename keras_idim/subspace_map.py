@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection
+from keras_idim.projections.pieces import SparseRows
 from keras_idim.utils.validation import is_number
 
 
@@ -136,11 +137,16 @@ class SubspaceMap:
             `[P^T g]`, and with SAID `[P^T (lambda * g), sum_t(g * P
             theta_d)]`: the gradients of theta_d and of the lambdas.
         """
+        # An embedding's gradient (`tf.IndexedSlices`) goes as its rows to a
+        # projection that transposes them through their rows of P only.
+        rows = self.projection.pieces.sparse_rows
         pieces = [
             tf.zeros([n], tf.float32)
             if g is None
+            else SparseRows.of(g, shape)
+            if rows and n and isinstance(g, tf.IndexedSlices)
             else tf.reshape(tf.cast(tf.convert_to_tensor(g), tf.float32), [-1])
-            for g, n in zip(grads, self.sizes)
+            for g, n, shape in zip(grads, self.sizes, self.shapes)
         ]
         if not self.structure_aware:
             return [self.projection.pieces.transpose(pieces)[0]]

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from keras_idim.projections import kernel
 from keras_idim.projections.fastfood_ops import OpsBackend
-from keras_idim.projections.pieces import Pieces
+from keras_idim.projections.pieces import Pieces, dense
 
 
 def kernel_ops(full_dim: int):
@@ -73,6 +73,8 @@ class KernelBackend:
     uses_kernel = True
     #: XLA cannot compile the kernel's ops.
     supports_xla = False
+    #: The kernel reads every piece whole.
+    sparse_rows = False
 
     def __init__(self, projection, ops):
         self.p = projection
@@ -97,7 +99,7 @@ class KernelBackend:
         piece with its rows of `P v` (else `dots` is zeros): the kernel
         reads the pieces where they are, scaled as read."""
         return self.ops.keras_idim_fastfood_transpose(
-            [tf.cast(p, tf.float32) for p in pieces],
+            [dense(p) for p in pieces],
             _floats(scales),
             tf.zeros([0]) if v is None else v,
             *self.p.arrays.kernel_args(),
@@ -150,6 +152,10 @@ class FastfoodPieces(Pieces):
     transpose's own pass."""
 
     fused = True
+
+    @property
+    def sparse_rows(self) -> bool:
+        return self.projection.backend.sparse_rows
 
     def affine(self, v, base, sizes: list, scales=None):
         p = self.projection

@@ -36,6 +36,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_idim.projections.fastfood_layout import (  # noqa: F401 (re-exported)
+    said_layout,
+    segments,
+    without_taken,
+)
+from keras_idim.projections.fastfood_rows import RowsTransposed
 from keras_idim.projections.fastfood_split import SplitGroups, splits
 from keras_idim.projections.hadamard import (  # noqa: F401 (re-exported)
     HADAMARD_FACTOR_BITS,
@@ -65,47 +71,7 @@ def group_blocks(blocks: int, length: int, chunk: int) -> int:
     return rows
 
 
-def segments(sizes: list[int], group_size: int, num_groups: int) -> list[list]:
-    """Where consecutive pieces of `sizes` rows fall in groups of
-    `group_size` rows: for each group c, its `(piece, start in the piece,
-    start in the group, rows)`, in row order (an empty piece has none)."""
-    out: list[list] = [[] for _ in range(num_groups)]
-    row = 0
-    for t, n in enumerate(sizes):
-        start = 0
-        while start < n:
-            c, offset = divmod(row + start, group_size)
-            rows = min(n - start, group_size - offset)
-            out[c].append((t, start, offset, rows))
-            start += rows
-        row += n
-    return out
-
-
-def said_layout(parts: list, length: int, blocks: int, none: int) -> tuple:
-    """How a group's rows `parts` (`segments`) go to
-    `OpsBackend.said_group`: `(kept, owner, extra)`. Each of the group's
-    `blocks` blocks of `length` rows belongs to the first piece with rows
-    in it (`owner`: its index, or `none` for a block of no piece); `kept`:
-    the parts, `(piece, start, offset, rows)`, that stay in the group's
-    rows; `extra`: each other piece's rows in a block, `(piece, start,
-    block, offset in the block, rows)`, moved to an extra row of their own.
-    """
-    owner, kept, extra = [none] * blocks, [], []
-    for t, start, offset, rows in parts:
-        b, within = divmod(offset, length)
-        if within:  # a piece that starts inside a block: not its first
-            k = min(rows, length - within)
-            extra.append((t, start, b, within, k))
-            start, offset, rows = start + k, offset + k, rows - k
-        if rows:
-            kept.append((t, start, offset, rows))
-            for b in range(offset // length, (offset + rows - 1) // length + 1):
-                owner[b] = t
-    return kept, owner, extra
-
-
-class OpsBackend(SplitGroups):
+class OpsBackend(SplitGroups, RowsTransposed):
     """A `FastfoodProjection`'s products in TensorFlow ops (see the module).
 
     Args:
@@ -146,10 +112,17 @@ class OpsBackend(SplitGroups):
             scale = drawn[2]
         else:
             scale = tf.reshape(a.row_scale, [p.num_groups, p.group_rows, -1])[c]
+        block_scale = None if a.block_scale is None else a.block_scale[c]
+        return self._floats(signs, gauss, a.permutation[c], scale, block_scale)
+
+    @staticmethod
+    def _floats(signs, gauss, perm, scale, block_scale) -> tuple:
+        """Blocks' tensors as `_blocks` gives them, from their stored
+        dtypes: the row scales times their blocks' `block_scale` (or none)."""
         scale = tf.cast(scale, tf.float32)
-        if a.block_scale is not None:
-            scale = scale * a.block_scale[c][:, None]
-        perm = tf.cast(a.permutation[c], tf.int32)
+        if block_scale is not None:
+            scale = scale * block_scale[:, None]
+        perm = tf.cast(perm, tf.int32)
         return tf.cast(signs, tf.float32), tf.cast(gauss, tf.float32), perm, scale
 
     @staticmethod
@@ -267,20 +240,24 @@ class OpsBackend(SplitGroups):
         each piece with its rows of `P v` (else `dots` is `None`).
 
         Group by group (see the module): a group's rows are cut from the
-        pieces only once the group `in_flight` before is done.
+        pieces only once the group `in_flight` before is done. A piece
+        given as `SparseRows` is transposed through its rows' blocks only
+        (`fastfood_rows`), after the groups.
         """
         p = self.p
-        pieces = [tf.cast(q, tf.float32) for q in pieces]
-        sizes = [int(q.shape[0]) for q in pieces]
-        table = segments(sizes, self.group_size, p.num_groups)
+        pieces, sizes, taken = self._taken(pieces)
+        table = without_taken(segments(sizes, self.group_size, p.num_groups), pieces)
         if v is not None:
-            return self._said_pieces(pieces, scales, self._padded(v), table)
+            return self._said_pieces(pieces, scales, self._padded(v), table, taken)
         if scales is not None:
-            scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32), len(sizes))
+            rows_scales = tf.convert_to_tensor(scales, tf.float32)
+            scales = tf.unstack(rows_scales, len(sizes))
         total = tf.zeros([p.block_length], tf.float32)
         done: list = [[]] * self.in_flight  # what each next group waits for
         drawn = self._drawn([])
         for c, parts in enumerate(table):
+            if not parts:  # only rows of pieces taken as rows
+                continue
             with tf.control_dependencies(done.pop(0)):
                 g, scale = self._gather(pieces, scales, parts)
                 if scale is not None:
@@ -290,9 +267,14 @@ class OpsBackend(SplitGroups):
                 )
                 total = total + part
             done.append([total])
+        if taken:
+            with tf.control_dependencies(done.pop(0)):
+                x = tf.zeros([1, p.block_length], tf.float32)
+                s = None if scales is None else rows_scales
+                total = total + self._rows_transposed(taken, s, x)[0]
         return total[: p.dim], None
 
-    def _said_pieces(self, pieces: list, scales, x: tf.Tensor, table: list):
+    def _said_pieces(self, pieces: list, scales, x, table: list, taken: list):
         """`transpose_pieces` with `v` (x: v padded): group by group,
         `said_group` on each group's rows laid out by `said_layout`."""
         p, length, n = self.p, self.p.block_length, len(pieces)
@@ -307,6 +289,8 @@ class OpsBackend(SplitGroups):
         done: list = [[]] * self.in_flight  # as in `transpose_pieces`
         drawn = self._drawn([x])
         for c, (kept, owner, extra) in enumerate(layouts):
+            if not kept and not extra:  # only rows of pieces taken as rows
+                continue
             with tf.control_dependencies(done.pop(0)):
                 g = self._laid(pieces, kept, self.group_size)
                 rows = [
@@ -331,6 +315,11 @@ class OpsBackend(SplitGroups):
                 total = total + part
                 dots = dots + tf.math.unsorted_segment_sum(prods, ids, n + 1)
             done.append([total, dots])
+        if taken:
+            with tf.control_dependencies(done.pop(0)):
+                part, prods, ids = self._rows_transposed(taken, scales, x)
+                total = total + part
+                dots = dots + tf.math.unsorted_segment_sum(prods, ids, n + 1)
         return total[: p.dim], dots[:n]
 
     @staticmethod

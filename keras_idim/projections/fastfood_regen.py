@@ -111,6 +111,8 @@ class RegenBackend(OpsBackend):
 
     #: XLA would draw other numbers: a step with this P is not compiled.
     supports_xla = False
+    #: B and G are drawn a range of blocks at a time, not a block.
+    sparse_rows = False
 
     def __init__(self, projection):
         super().__init__(projection)

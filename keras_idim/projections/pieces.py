@@ -16,12 +16,54 @@ Uni-LoRA), with `fused = True`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import tensorflow as tf
 
 if TYPE_CHECKING:
     from keras_idim.projections.base import Projection
+
+
+class SparseRows(NamedTuple):
+    """A piece of a gradient nonzero in some rows only: that of a weight
+    tensor read by a gather (an embedding's `tf.IndexedSlices`), as
+    `Pieces.transpose` may take it (`Pieces.sparse_rows`). The tensor's
+    `size` numbers are read as rows of `values.shape[1]` (its first axis);
+    row `indices[i]` holds `values[i]`, summed where an index repeats."""
+
+    #: (k, width) float32: the rows.
+    values: tf.Tensor
+    #: (k,) int: each row's index in the tensor's first axis.
+    indices: tf.Tensor
+    #: The tensor's number of numbers (a multiple of width).
+    size: int
+
+    @classmethod
+    def of(cls, g: tf.IndexedSlices, shape: tuple) -> SparseRows:
+        """The rows of `g`, a gradient of a tensor of `shape`."""
+        size = 1
+        for n in shape:
+            size *= int(n)
+        width = size // int(shape[0])
+        values = tf.reshape(tf.cast(g.values, tf.float32), [-1, width])
+        return cls(values, g.indices, size)
+
+    @property
+    def width(self) -> int:
+        return int(self.values.shape[1])
+
+    def dense(self) -> tf.Tensor:
+        """The piece made whole: a (size,) float32 vector."""
+        rows = self.size // self.width
+        whole = tf.math.unsorted_segment_sum(self.values, self.indices, rows)
+        return tf.reshape(whole, [-1])
+
+
+def dense(piece: Any) -> tf.Tensor:
+    """A piece as a 1-D float32 tensor (`SparseRows` made whole)."""
+    if isinstance(piece, SparseRows):
+        return piece.dense()
+    return tf.convert_to_tensor(piece, tf.float32)
 
 
 class Pieces:
@@ -37,6 +79,10 @@ class Pieces:
     or a group of rows at a time), with no (D,) temporary but the weights
     themselves, and `P v`'s rows made again for the dot products (then SAID
     needs no stored `P theta_d`)."""
+
+    sparse_rows = False
+    """Whether `transpose` takes a piece given as `SparseRows` through the
+    rows of P that its rows are in only (else it makes the piece whole)."""
 
     def __init__(self, projection: Projection):
         self.projection = projection
@@ -85,11 +131,11 @@ class Pieces:
         (SAID's gradients of the scales), else `None`.
 
         Args:
-            pieces: list of 1-D tensors, g piece by piece.
+            pieces: list of 1-D tensors (or `SparseRows`), g piece by piece.
             scales: The (number of pieces,) scales, or `None` (all 1).
             v: The (d,) vector whose `P v` the dots use, or `None`.
         """
-        pieces = [tf.convert_to_tensor(p, tf.float32) for p in pieces]
+        pieces = [dense(p) for p in pieces]
         scaled = pieces
         if scales is not None:
             scales = tf.unstack(tf.convert_to_tensor(scales, tf.float32))

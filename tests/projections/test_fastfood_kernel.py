@@ -22,6 +22,7 @@ from piece_products import affine, piece_dots, transpose_pieces
 
 from keras_idim import SubspaceModel
 from keras_idim.projections import FastfoodProjection, fastfood, kernel
+from keras_idim.projections.pieces import SparseRows
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -232,6 +233,23 @@ def test_kernel_gradient_is_p_transpose_times_the_full_gradient(monkeypatch):
     offset = p @ model.theta_d.numpy()
     expected = [flat[tensor == t] @ offset[tensor == t] for t in range(4)]
     np.testing.assert_allclose(lambdas.numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernel
+def test_the_kernel_takes_a_gradients_rows_whole(monkeypatch):
+    # An embedding's gradient as rows (`SparseRows`): the kernel reads every
+    # piece whole, so it is made whole first.
+    monkeypatch.setenv(kernel.ENV, "1")
+    p = FastfoodProjection(300, 10, seed=2)
+    assert p.uses_kernel and not p.pieces.sparse_rows
+    values = np.arange(24.0, dtype=np.float32).reshape(3, 8) / 10
+    table = np.zeros((25, 8), np.float32)
+    np.add.at(table, [4, 0, 4], values)
+    head = np.linspace(-1, 1, 100).astype(np.float32)
+    rows = SparseRows(tf.constant(values), tf.constant([4, 0, 4]), 200)
+    got = p.pieces.transpose([head, rows])[0]
+    g = np.concatenate([head, table.ravel()]).astype(np.float64)
+    close(got, materialize(p).astype(np.float64).T @ g)
 
 
 @needs_kernel
