@@ -17,7 +17,9 @@ group's (control dependencies), so that no (D,) temporary is made:
   read off each block's part of the transpose, `g_b . P_b v = (P_b^T g_b)
   . v`, so that neither is `P v` stored between steps nor made again
   (`said_group`; a block that two pieces share is cut in two rows:
-  `said_layout`);
+  `said_layout`); a piece given as its nonzero rows (an embedding's
+  gradient: `pieces.SparseRows`) goes through its rows' blocks only
+  (`fastfood_rows`), and the groups skip it;
 - `affine_pieces`: `base + s * P v` one piece at a time, each group of
   `P v` made when a piece first needs it and dropped after the last.
 
