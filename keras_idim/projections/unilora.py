@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_idim.projections.base import Projection, derive_seed, tensor_bytes
-from keras_idim.projections.pieces import Pieces
+from keras_idim.projections.pieces import Pieces, dense
 from keras_idim.utils.exports import keras_idim_export
 from keras_idim.utils.validation import check_bool, received
 
@@ -184,7 +184,7 @@ class UniLoRAPieces(Pieces):
         ]
 
     def transpose(self, pieces: list, scales: Any = None, v: Any = None) -> tuple:
-        pieces = [tf.convert_to_tensor(p, tf.float32) for p in pieces]
+        pieces = [dense(p) for p in pieces]
         if scales is not None:
             scales = tf.convert_to_tensor(scales, tf.float32)
         if v is not None:

@@ -13,6 +13,7 @@ from keras_idim.projections import FastfoodProjection, fastfood, fastfood_ops, k
 from keras_idim.projections.dense import DenseProjection
 from keras_idim.projections.fastfood_rows import spans
 from keras_idim.projections.pieces import SparseRows
+from keras_idim.projections.unilora import UniLoRAProjection
 
 # 1500 rows in 24 groups of 2 blocks of 32 (as in test_fastfood_ops). The
 # second piece is a 40 x 16 table from row 7: its rows straddle blocks,
@@ -145,9 +146,9 @@ def test_projections_that_do_not_take_rows_make_them_whole(ops, calls):
     regen = ops(regenerate=True)
     assert not regen.pieces.sparse_rows
     close(regen.pieces.transpose(pieces)[0], materialize(regen).T @ g)
-    dense = DenseProjection(FULL, DIM, seed=1)
-    assert not dense.pieces.sparse_rows
-    close(dense.pieces.transpose(pieces)[0], materialize(dense).T @ g)
+    for other in (DenseProjection(FULL, DIM, seed=1), UniLoRAProjection(FULL, DIM)):
+        assert not other.pieces.sparse_rows
+        close(other.pieces.transpose(pieces)[0], materialize(other).T @ g)
     assert not calls
 
 
