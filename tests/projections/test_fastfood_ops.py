@@ -6,39 +6,19 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import materialize
+from conftest import OPS_CHUNK, OPS_DIM, OPS_FULL, materialize
 from piece_products import affine, largest_made, piece_dots, transpose_pieces
 
 from keras_idim import SubspaceModel
-from keras_idim.projections import FastfoodProjection, fastfood, fastfood_ops, kernel
+from keras_idim.projections import FastfoodProjection, fastfood_ops
 from keras_idim.projections.fastfood_ops import said_layout, segments
 from keras_idim.projections.fastfood_split import SPLIT_ROWS, splits
 
-# 1500 rows in groups of 2 blocks of 32 (64 rows): 24 groups, the last
-# one padded; the pieces straddle groups, one is empty, one is one row.
-FULL, DIM, CHUNK = 1500, 30, 64
+# The P of the `ops` fixture (conftest): 1500 rows in groups of 2 blocks of
+# 32 (64 rows), 24 groups, the last one padded; the pieces straddle groups,
+# one is empty, one is one row.
+FULL, DIM, CHUNK = OPS_FULL, OPS_DIM, OPS_CHUNK
 SIZES = [7, 0, 693, 1, 130, 669]
-
-
-@pytest.fixture
-def ops(monkeypatch):
-    """A P of 24 groups whose products run in TensorFlow ops."""
-    monkeypatch.setenv(kernel.ENV, "0")
-    monkeypatch.setattr(fastfood, "PASS_CHUNK", CHUNK)
-
-    def make(split=None, **kwargs):
-        p = FastfoodProjection(FULL, DIM, seed=1, **kwargs)
-        assert not p.uses_kernel and p.pieces.fused
-        assert (p.group_rows * p.block_length, p.num_groups) == (CHUNK, 24)
-        # Groups of 64 rows are not split by default (`SPLIT_ROWS`); `split`
-        # True splits them around their transforms, as larger ones are on a
-        # CPU, False keeps each group one XLA function, as on a GPU.
-        assert not p.backend.split
-        if split is not None:
-            p.backend.split = split
-        return p
-
-    return make
 
 
 def test_segments_cut_the_pieces_at_the_groups():

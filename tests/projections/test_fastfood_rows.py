@@ -6,42 +6,25 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import materialize
+from conftest import OPS_DIM, OPS_FULL, materialize
 
 from keras_idim import SubspaceModel
-from keras_idim.projections import FastfoodProjection, fastfood, fastfood_ops, kernel
+from keras_idim.projections import fastfood_ops
 from keras_idim.projections.dense import DenseProjection
 from keras_idim.projections.fastfood_rows import spans
 from keras_idim.projections.pieces import SparseRows
 from keras_idim.projections.unilora import UniLoRAProjection
 
-# 1500 rows in 24 groups of 2 blocks of 32 (as in test_fastfood_ops). The
-# second piece is a 40 x 16 table from row 7: its rows straddle blocks,
-# groups 1 to 9 hold nothing else, and its last row shares a block with
-# the two pieces after it.
-FULL, DIM, CHUNK = 1500, 30, 64
+# The P of the `ops` fixture (conftest): 1500 rows in 24 groups of 2
+# blocks of 32. The second piece is a 40 x 16 table from row 7: its rows
+# straddle blocks, groups 1 to 9 hold nothing else, and its last row shares
+# a block with the two pieces after it.
+FULL, DIM = OPS_FULL, OPS_DIM
 SIZES = [7, 640, 1, 852]
 TABLE = (40, 16)
-# Five rows, one twice: 2 * 5 * spans(16, 32) = 20 blocks, half of the
-# table's 20: taken as rows; a sixth is too many.
+# Five rows, one twice, in at most 5 * spans(16, 32) = 10 blocks: half of
+# the table's 20, taken as rows; with a sixth row, too many.
 INDICES = [3, 39, 3, 0, 17]
-
-
-@pytest.fixture
-def ops(monkeypatch):
-    monkeypatch.setenv(kernel.ENV, "0")
-    monkeypatch.setattr(fastfood, "PASS_CHUNK", CHUNK)
-
-    def make(split=None, **kwargs):
-        p = FastfoodProjection(FULL, DIM, seed=1, **kwargs)
-        assert not p.uses_kernel
-        assert p.pieces.sparse_rows == (not kwargs.get("regenerate"))
-        assert (p.group_rows * p.block_length, p.num_groups) == (CHUNK, 24)
-        if split is not None:
-            p.backend.split = split
-        return p
-
-    return make
 
 
 @pytest.fixture
@@ -100,6 +83,7 @@ def test_rows_transposed_through_their_blocks_are_p(
     ops, calls, version, jit_compile, split, graph
 ):
     p = ops(version=version, jit_compile=jit_compile, split=split)
+    assert p.pieces.sparse_rows
     mat = materialize(p).astype(np.float64)
     pieces, whole = gradient(INDICES)
     g = np.concatenate(whole).astype(np.float64)
@@ -127,7 +111,7 @@ def test_too_many_rows_or_rows_of_unknown_number_are_made_whole(ops, calls):
     pieces, whole = gradient(INDICES + [21])
     g = np.concatenate(whole)
     close(p.pieces.transpose(pieces)[0], mat.T @ g)
-    assert not calls  # 24 blocks: more than half the table's 20
+    assert not calls  # 12 blocks: more than half the table's 20
     pieces, whole = gradient(INDICES)
     spec = tf.TensorSpec([None, TABLE[1]], tf.float32)
 
