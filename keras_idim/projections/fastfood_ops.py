@@ -181,13 +181,18 @@ class OpsBackend(SplitGroups, RowsTransposed):
         # (Products and sums, not matrix-vector products: XLA fuses them
         # with the transform, 1.6x faster a group, measured.)
         z = self._transpose_blocks(tf.reshape(g, [-1, length]), *blocks)
-        part = tf.reduce_sum(z * weight[:, None], 0)
-        dots = tf.reduce_sum(z * x, 1)
+        part, dots = self._sums(z, weight, x)
         if extra.shape[0]:
             z = self._transpose_blocks(extra, *[tf.gather(b, where) for b in blocks])
-            part = part + tf.reduce_sum(z * extra_weight[:, None], 0)
-            dots = tf.concat([dots, tf.reduce_sum(z * x, 1)], 0)
+            more, extra_dots = self._sums(z, extra_weight, x)
+            part, dots = part + more, tf.concat([dots, extra_dots], 0)
         return part, dots
+
+    @staticmethod
+    def _sums(z: tf.Tensor, weight: tf.Tensor, x: tf.Tensor) -> tuple:
+        """Blocks' parts of a transpose z `(n, block_length)` summed,
+        weighted by `weight` `(n,)`, and each one's dot product with x."""
+        return tf.reduce_sum(z * weight[:, None], 0), tf.reduce_sum(z * x, 1)
 
     def _drawn(self, after: list):
         """For one product, called on its groups in order: a function of
@@ -251,9 +256,10 @@ class OpsBackend(SplitGroups, RowsTransposed):
         table = without_taken(segments(sizes, self.group_size, p.num_groups), pieces)
         if v is not None:
             return self._said_pieces(pieces, scales, self._padded(v), table, taken)
+        unstacked = None  # each piece's scale, for the groups
         if scales is not None:
-            rows_scales = tf.convert_to_tensor(scales, tf.float32)
-            scales = tf.unstack(rows_scales, len(sizes))
+            scales = tf.convert_to_tensor(scales, tf.float32)
+            unstacked = tf.unstack(scales, len(sizes))
         total = tf.zeros([p.block_length], tf.float32)
         done: list = [[]] * self.in_flight  # what each next group waits for
         drawn = self._drawn([])
@@ -261,7 +267,7 @@ class OpsBackend(SplitGroups, RowsTransposed):
             if not parts:  # only rows of pieces taken as rows
                 continue
             with tf.control_dependencies(done.pop(0)):
-                g, scale = self._gather(pieces, scales, parts)
+                g, scale = self._gather(pieces, unstacked, parts)
                 if scale is not None:
                     g = g * scale
                 part = self._group("transpose_group")(
@@ -272,8 +278,7 @@ class OpsBackend(SplitGroups, RowsTransposed):
         if taken:
             with tf.control_dependencies(done.pop(0)):
                 x = tf.zeros([1, p.block_length], tf.float32)
-                s = None if scales is None else rows_scales
-                total = total + self._rows_transposed(taken, s, x)[0]
+                total = total + self._rows_transposed(taken, scales, x)[0]
         return total[: p.dim], None
 
     def _said_pieces(self, pieces: list, scales, x, table: list, taken: list):

@@ -33,7 +33,7 @@ def spans(width: int, length: int) -> int:
 class RowsTransposed:
     """The products of `fastfood_ops.OpsBackend` over pieces given as
     `SparseRows` (a mixin: it reads the backend's `p`, `_transpose_blocks`,
-    `_floats` and `_compiled`)."""
+    `_floats`, `_sums` and `_compiled`)."""
 
     #: Whether a piece given as rows is transposed through its rows' blocks
     #: only (`RegenBackend`, which draws its tensors a range at a time, takes
@@ -97,7 +97,7 @@ class RowsTransposed:
             block_scale = tf.gather(tf.reshape(block_scale, [-1]), blocks)
         arrays = at(a.signs), at(a.gauss), at(a.permutation), at(a.row_scale)
         z = self._transpose_blocks(rows, *self._floats(*arrays, block_scale))
-        return tf.reduce_sum(z * weight[:, None], 0), tf.reduce_sum(z * x, 1)
+        return self._sums(z, weight, x)
 
     def _rows_transposed(self, taken: list, scales, x) -> tuple:
         """`(part, dots, pieces)`: the pieces taken as rows (`_taken`)

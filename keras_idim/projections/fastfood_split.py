@@ -42,7 +42,7 @@ def splits(projection, group_size: int) -> bool:
 
 class SplitGroups:
     """The split group functions of `fastfood_ops.OpsBackend` (a mixin:
-    it reads the backend's `p`, `split`, `_blocks`, `_flat` and
+    it reads the backend's `p`, `split`, `_blocks`, `_flat`, `_sums` and
     `_compiled`)."""
 
     def _group(self, name: str):
@@ -96,7 +96,7 @@ class SplitGroups:
         z = w * self._rows(c, drawn, where)[0]
         if weight is None:
             return tf.reduce_sum(z, 0)
-        return tf.reduce_sum(z * weight[:, None], 0), tf.reduce_sum(z * x, 1)
+        return self._sums(z, weight, x)
 
     def _split_transpose(self, g, c, where, drawn, weight=None, x=None):
         """`z = B H Pi^T G H S g` of rows g of group c (or of its blocks

@@ -15,6 +15,7 @@ Uni-LoRA), with `fused = True`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -41,9 +42,7 @@ class SparseRows(NamedTuple):
     @classmethod
     def of(cls, g: tf.IndexedSlices, shape: tuple) -> SparseRows:
         """The rows of `g`, a gradient of a tensor of `shape`."""
-        size = 1
-        for n in shape:
-            size *= int(n)
+        size = math.prod(int(n) for n in shape)
         width = size // int(shape[0])
         values = tf.reshape(tf.cast(g.values, tf.float32), [-1, width])
         return cls(values, g.indices, size)
